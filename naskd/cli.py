@@ -1,0 +1,62 @@
+"""The `naskd` command. Subcommands only parse flags, then call the library."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import config as C
+from .errors import NaskdError
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE", default=None, help="YAML file of settings; flags override it")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+
+
+def _settings(args: argparse.Namespace) -> dict:
+    skip = {"config", "overwrite", "resume", "command", "func"}
+    return {k: v for k, v in vars(args).items() if k not in skip}
+
+
+def cmd_teacher(args) -> int:
+    from .teachers.finetune import finetune_teacher, resolve_teacher_config
+
+    cfg = resolve_teacher_config(_settings(args), args.config)
+    metrics = finetune_teacher(cfg, overwrite=args.overwrite, resume=args.resume)
+    print(f"[teacher] {metrics['status']}: dev {metrics['dev']} (best epoch {metrics['best_epoch']})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .teachers.finetune import TeacherConfig
+
+    parser = argparse.ArgumentParser(
+        prog="naskd", description="Neural architecture search under knowledge distillation for NLP students.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    p = sub.add_parser("teacher", help="fine-tune a Hugging Face encoder as a task teacher",
+                       description="Fine-tune a teacher; settings come from teachers/<task>.yaml, then "
+                                   "--config, then flags.")
+    C.add_arguments(p, TeacherConfig)
+    _common(p)
+    p.set_defaults(func=cmd_teacher)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except NaskdError as e:
+        print(f"naskd {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"naskd {args.command}: interrupted; continue with --resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

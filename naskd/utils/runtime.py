@@ -1,0 +1,29 @@
+"""Device choice and seeding (the runner moves models; models never pick a device)."""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+
+from ..errors import NaskdError
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise NaskdError("--device cuda was asked for but no CUDA device is available; use --device cpu")
+    if name not in ("cpu", "cuda"):
+        raise NaskdError(f"--device must be auto, cpu or cuda, got {name!r}")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
