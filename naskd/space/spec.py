@@ -1,0 +1,67 @@
+"""Search spaces as data: ``search_spaces/*.yaml`` read into the op and aggregator tables."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..assets import asset_path
+from ..config import load_yaml
+from ..errors import ConfigError
+from .aggregators import AGGREGATORS, build_aggregator
+from .ops import OPS, build_op
+
+_KEYS = {"name", "description", "ops", "aggregators", "nodes", "width"}
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    name: str
+    ops: tuple
+    aggregators: tuple
+    nodes: int = 3
+    width: int = 64
+    description: str = ""
+    source: str = ""
+
+    def check(self, width: int | None = None) -> None:
+        """Fail now, naming the problem, if any op cannot be built at this width."""
+        width = width or self.width
+        if self.nodes < 1:
+            raise ConfigError(f"search space {self.name}: nodes must be at least 1, got {self.nodes}")
+        if width < 1:
+            raise ConfigError(f"width must be positive, got {width}")
+        if not self.ops or all(o == "none" for o in self.ops):
+            raise ConfigError(f"search space {self.name}: needs at least one op other than 'none'")
+        if not self.aggregators:
+            raise ConfigError(f"search space {self.name}: needs at least one aggregator")
+        for names, table in ((self.ops, OPS), (self.aggregators, AGGREGATORS)):
+            if len(set(names)) != len(names):
+                raise ConfigError(f"search space {self.name}: repeated {table.what} names in {list(names)}")
+        for o in self.ops:
+            build_op(o, width)
+        for a in self.aggregators:
+            build_aggregator(a, width)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "ops": list(self.ops), "aggregators": list(self.aggregators),
+                "nodes": self.nodes, "width": self.width}
+
+
+def load_space(name_or_path: str) -> SearchSpace:
+    path = asset_path("search_spaces", name_or_path)
+    data = load_yaml(path)
+    unknown = set(data) - _KEYS
+    if unknown:
+        raise ConfigError(f"{path}: unknown keys {sorted(unknown)}; allowed: {sorted(_KEYS)}")
+    for key in ("ops", "aggregators"):
+        if not isinstance(data.get(key), list):
+            raise ConfigError(f"{path}: '{key}' must be a list of names")
+    try:
+        space = SearchSpace(name=str(data.get("name", Path(path).stem)), ops=tuple(map(str, data["ops"])),
+                            aggregators=tuple(map(str, data["aggregators"])), nodes=int(data.get("nodes", 3)),
+                            width=int(data.get("width", 64)), description=str(data.get("description", "")),
+                            source=str(path))
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{path}: {e}") from None
+    space.check()
+    return space
