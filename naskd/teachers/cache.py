@@ -2,8 +2,8 @@
 
 Key: content hashes of the teacher's weights and of the tokenised data (token ids, segments, word
 starts, which also capture the tokenizer and ``max_length``). Under the key, one ``.npy`` file per item:
-``logits`` and ``h{layer}_{positions}`` (float16), where positions is ``cls`` ([N, D]) or ``tokens``
-(flat [sum L_i, D] with per-example offsets). Asking for an item the entry lacks computes only the missing
+``logits`` and ``h{layer}_{positions}`` (float16), where positions is ``cls`` or ``mean`` ([N, D]) or
+``tokens`` (flat [sum L_i, D] with per-example offsets). Asking for an item the entry lacks computes only the missing
 items, in one teacher pass. Files are written to temporary names and renamed, so a killed run leaves no
 half-written item.
 """
@@ -26,12 +26,13 @@ from ..utils.runtime import to_device
 from .model import load_teacher, read_teacher_info, teacher_fingerprint
 
 CACHE_FORMAT = 1
-POSITIONS = ("cls", "tokens")
+POSITIONS = ("cls", "mean", "tokens")
 
 
 @dataclass(frozen=True)
 class HiddenRequest:
-    """Hidden states of teacher ``layer`` (0 = embeddings) at ``positions`` ('cls' or 'tokens')."""
+    """Hidden states of teacher ``layer`` (0 = embeddings) at ``positions``: 'cls' ([CLS] state),
+    'mean' (mean over real tokens) or 'tokens' (every real token)."""
 
     layer: int
     positions: str = "cls"
@@ -83,9 +84,9 @@ class TeacherOutputs:
         return self._ragged(arr, self.word_offsets, rows)
 
     def hidden_for(self, req: HiddenRequest, rows) -> torch.Tensor:
-        """[B, D] for 'cls'; [B, L, D] zero-padded for 'tokens' (float32)."""
+        """[B, D] for 'cls' and 'mean'; [B, L, D] zero-padded for 'tokens' (float32)."""
         arr = self.array(req.item)
-        if req.positions == "cls":
+        if req.positions != "tokens":
             return torch.from_numpy(np.asarray(arr[np.asarray(rows)], dtype=np.float32))
         return self._ragged(arr, self.token_offsets, rows)
 
@@ -153,7 +154,7 @@ class TeacherCache:
             shape = (int(word_off[-1]), C) if word_off is not None else ((n, C) if C > 1 else (n,))
             open_tmp("logits", shape, np.float32)
         for r in reqs:
-            rows_total = n if r.positions == "cls" else int(tok_off[-1])
+            rows_total = int(tok_off[-1]) if r.positions == "tokens" else n
             open_tmp(r.item, (rows_total, D), np.float16)
         need_hidden = bool(reqs)
         t0 = time.perf_counter()
@@ -172,8 +173,13 @@ class TeacherCache:
                         else:
                             arr[i] = lg[b]
                 for r in reqs:
-                    h = out["hidden_states"][r.layer].float().cpu().numpy().astype(np.float16)
+                    hs = out["hidden_states"][r.layer].float()
                     arr = tmp[r.item][1]
+                    if r.positions == "mean":
+                        m = batch["attention_mask"].unsqueeze(-1).float()
+                        arr[rows] = ((hs * m).sum(1) / m.sum(1)).cpu().numpy().astype(np.float16)
+                        continue
+                    h = hs.cpu().numpy().astype(np.float16)
                     if r.positions == "cls":
                         arr[rows] = h[:, 0]
                     else:

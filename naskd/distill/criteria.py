@@ -1,0 +1,272 @@
+"""Criteria as modules over model outputs; the maths lives in :mod:`naskd.distill.functional`.
+
+Student outputs: ``logits`` (B, C) or (B,), ``states`` = [embeddings, cell 1, ..., cell M_s], each
+(B, L, D_s), and ``mask`` (B, L). Teacher outputs: ``logits`` and ``hidden`` {HiddenRequest: tensor},
+read from the teacher output cache. A criterion states the teacher hidden states it needs
+(:meth:`teacher_requests`) so the cache computes only those.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..data.tasks import REGRESSION, TaskSpec
+from ..errors import ConfigError
+from ..teachers.cache import HiddenRequest
+from . import functional as Fn
+from .registry import CRITERIA, parse_kd, register_criterion
+
+
+@dataclass
+class KDContext:
+    task: TaskSpec
+    student_layers: int            # M_s, number of cells
+    student_width: int
+    teacher_layers: int            # M_t
+    teacher_width: int
+    temperature: float = 1.0
+    pkd_pairs: list = field(default_factory=list)   # [(student cell, teacher layer)], overrides m(j)
+    fsd_memory: int | None = None                   # None: 300 for large tasks, else 100
+    fsd_beta: float = 0.5
+    fsd_weights: tuple = (1.0, 1.0, 1.0)            # intra, local, global inside `fsd`
+    seed: int = 0
+
+    @property
+    def regression(self) -> bool:
+        return self.task.kind == REGRESSION
+
+
+class Criterion(nn.Module):
+    name = ""
+    uses_teacher = True
+
+    def __init__(self, ctx: KDContext):
+        super().__init__()
+        self.ctx = ctx
+
+    def teacher_requests(self) -> list[HiddenRequest]:
+        return []
+
+    def setup(self, train_outputs, train_data) -> None:
+        """Called once before training with the teacher outputs of the whole training set."""
+
+    def forward(self, student: dict, teacher: dict, batch: dict) -> torch.Tensor:
+        raise NotImplementedError
+
+
+def _labelled(batch: dict):
+    return batch.get("has_label")
+
+
+@register_criterion("hard_ce")
+class HardCE(Criterion):
+    """Cross-entropy with the gold labels (MSE for regression); synthetic examples without a gold label
+    (``has_label`` False) are left out."""
+
+    uses_teacher = False
+
+    def forward(self, student, teacher, batch):
+        logits, labels = student["logits"], batch["labels"]
+        keep = _labelled(batch)
+        if keep is not None:
+            if not bool(keep.any()):
+                return logits.sum() * 0.0
+            logits, labels = logits[keep], labels[keep]
+        return Fn.hard_ce(logits, labels, self.ctx.regression)
+
+
+@register_criterion("soft_ce")
+class SoftCE(Criterion):
+    """Hinton et al. 2015, temperature ``--temperature`` (T^2-scaled); for regression, the squared
+    difference to the teacher's prediction."""
+
+    def forward(self, student, teacher, batch):
+        if self.ctx.regression:
+            return Fn.logit_mse(student["logits"], teacher["logits"])
+        return Fn.soft_ce(student["logits"], teacher["logits"], self.ctx.temperature)
+
+
+@register_criterion("logit_mse")
+class LogitMSE(Criterion):
+    """Tang et al. 2019: squared distance between student and teacher logits."""
+
+    def forward(self, student, teacher, batch):
+        return Fn.logit_mse(student["logits"], teacher["logits"])
+
+
+def default_pairs(m_s: int, m_t: int) -> list[tuple[int, int]]:
+    """m(j) = round(j * M_t / M_s) for j = 1 .. M_s - 1 (the last cell is left to the logit terms)."""
+    if m_s > m_t:
+        raise ConfigError(f"pkd: the student has {m_s} cells and the teacher {m_t} layers; the default "
+                          "mapping needs M_s <= M_t; give explicit pairs with --pkd-pairs 1:1,2:2,...")
+    return [(j, int(np.floor(j * m_t / m_s + 0.5))) for j in range(1, m_s)]
+
+
+@register_criterion("pkd")
+class PKD(Criterion):
+    """Patient KD (Sun et al. 2019) on [CLS] states: student cell j matched to teacher layer
+    m(j) = round(j*M_t/M_s) (0 = embeddings), j = 1..M_s-1, through a learned linear projection when the
+    widths differ. See :func:`naskd.distill.functional.pkd`."""
+
+    def __init__(self, ctx):
+        super().__init__(ctx)
+        pairs = [tuple(p) for p in ctx.pkd_pairs] or default_pairs(ctx.student_layers, ctx.teacher_layers)
+        for s, t in pairs:
+            if not 0 <= s <= ctx.student_layers or not 0 <= t <= ctx.teacher_layers:
+                raise ConfigError(f"pkd pair {s}:{t} is outside student cells 0..{ctx.student_layers} / "
+                                  f"teacher layers 0..{ctx.teacher_layers}")
+        self.pairs = pairs
+        self.proj = (nn.Linear(ctx.student_width, ctx.teacher_width, bias=False)
+                     if ctx.student_width != ctx.teacher_width else nn.Identity())
+
+    def teacher_requests(self):
+        return [HiddenRequest(t, "cls") for _, t in self.pairs]
+
+    def forward(self, student, teacher, batch):
+        if not self.pairs:  # one cell: nothing left before the logits
+            return student["logits"].sum() * 0.0
+        s = torch.stack([student["states"][j][:, 0] for j, _ in self.pairs], 1)     # (B, J, D_s)
+        t = torch.stack([teacher["hidden"][HiddenRequest(l, "cls")] for _, l in self.pairs], 1)
+        return Fn.pkd(self.proj(s), t)
+
+
+def _penultimate(ctx: KDContext) -> HiddenRequest:
+    return HiddenRequest(ctx.teacher_layers - 1, "tokens")
+
+
+@register_criterion("fsd_intra")
+class FSDIntra(Criterion):
+    """Jung et al.: intra-feature structure, per-example token CKA on penultimate features."""
+
+    def teacher_requests(self):
+        return [_penultimate(self.ctx)]
+
+    def forward(self, student, teacher, batch):
+        t = teacher["hidden"][_penultimate(self.ctx)]
+        return Fn.fsd_intra(student["states"][-2], t, student["mask"])
+
+
+@register_criterion("fsd_local")
+class FSDLocal(Criterion):
+    """Jung et al.: local inter-feature structure, CKA across the batch on flattened features."""
+
+    def teacher_requests(self):
+        return [_penultimate(self.ctx)]
+
+    def forward(self, student, teacher, batch):
+        t = teacher["hidden"][_penultimate(self.ctx)]
+        return Fn.fsd_local(student["states"][-2], t, student["mask"])
+
+
+@register_criterion("fsd_global")
+class FSDGlobal(Criterion):
+    """Jung et al.: global inter-feature structure against k-means memories.
+
+    The teacher memory is K k-means centroids of the training set's teacher features, each a masked
+    mean over tokens (a stated deviation: the paper flattens fixed-length features, which dynamic padding
+    rules out); K = ``fsd_memory`` (default 300 for large tasks, else 100), at most n/4 with a warning.
+    The student memory (K, D_s) is learned. Neither is part of an exported student."""
+
+    def __init__(self, ctx):
+        super().__init__(ctx)
+        k = ctx.fsd_memory or (300 if ctx.task.large else 100)
+        self.size = int(k)
+        self.register_buffer("teacher_memory", torch.zeros(self.size, ctx.teacher_width))
+        g = torch.Generator().manual_seed(ctx.seed)
+        self.student_memory = nn.Parameter(torch.randn(self.size, ctx.student_width, generator=g) * 0.1)
+        self.ready = False
+
+    def teacher_requests(self):
+        return [HiddenRequest(self.ctx.teacher_layers - 1, "mean"), _penultimate(self.ctx)]
+
+    def setup(self, train_outputs, train_data):
+        from sklearn.cluster import KMeans
+
+        feats = np.asarray(train_outputs.array(HiddenRequest(self.ctx.teacher_layers - 1, "mean").item),
+                           dtype=np.float32)
+        n = len(feats)
+        k = self.size
+        if k > n // 4:
+            k = max(2, n // 4)
+            warnings.warn(f"fsd_global: {n} training examples are too few for a memory of {self.size}; "
+                          f"using {k} centroids (n/4)")
+            self.size = k
+            self.teacher_memory = torch.zeros(k, self.ctx.teacher_width)
+            self.student_memory = nn.Parameter(self.student_memory.data[:k].clone())
+        km = KMeans(n_clusters=k, n_init=3, random_state=self.ctx.seed).fit(feats)
+        self.teacher_memory.copy_(torch.from_numpy(km.cluster_centers_.astype(np.float32)))
+        self.ready = True
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kw):
+        # a resumed run restores the memories, whatever size setup() chose
+        key = prefix + "teacher_memory"
+        if key in state_dict and state_dict[key].shape != self.teacher_memory.shape:
+            self.size = state_dict[key].shape[0]
+            self.teacher_memory = torch.zeros_like(state_dict[key])
+            self.student_memory = nn.Parameter(torch.zeros(self.size, self.ctx.student_width))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kw)
+        self.ready = True
+
+    def forward(self, student, teacher, batch):
+        if not self.ready:
+            raise RuntimeError("fsd_global.setup() must run before training (it builds the teacher memory)")
+        s = Fn.masked_mean(student["states"][-2], student["mask"])
+        t = teacher["hidden"][HiddenRequest(self.ctx.teacher_layers - 1, "mean")]
+        return Fn.fsd_global(s, t, self.student_memory, self.teacher_memory.to(s.dtype), self.ctx.fsd_beta)
+
+
+@register_criterion("fsd")
+class FSD(Criterion):
+    """Feature structure distillation: fsd_weights-weighted sum of fsd_intra, fsd_local, fsd_global."""
+
+    def __init__(self, ctx):
+        super().__init__(ctx)
+        self.parts = nn.ModuleList([FSDIntra(ctx), FSDLocal(ctx), FSDGlobal(ctx)])
+
+    def teacher_requests(self):
+        return sorted({r for p in self.parts for r in p.teacher_requests()}, key=lambda r: r.item)
+
+    def setup(self, train_outputs, train_data):
+        self.parts[2].setup(train_outputs, train_data)
+
+    def forward(self, student, teacher, batch):
+        return sum(w * p(student, teacher, batch) for w, p in zip(self.ctx.fsd_weights, self.parts) if w)
+
+
+class DistillationLoss(nn.Module):
+    """L = sum_k w_k * criterion_k; NAS-KD's a*L_soft + (1-a)*L_hard + b*L_intermediate is
+    ``soft_ce=a,hard_ce=1-a,pkd=b``. Its parameters join the weight optimiser and its state is
+    checkpointed; it is never part of an exported student."""
+
+    def __init__(self, spec, ctx: KDContext):
+        super().__init__()
+        self.terms = parse_kd(spec)
+        self.criteria = nn.ModuleDict({n: CRITERIA[n](ctx) for n, _ in self.terms})
+        self.weights = dict(self.terms)
+
+    def teacher_requests(self) -> list[HiddenRequest]:
+        return sorted({r for c in self.criteria.values() for r in c.teacher_requests()},
+                      key=lambda r: (r.layer, r.positions))
+
+    @property
+    def needs_teacher(self) -> bool:
+        return any(c.uses_teacher for c in self.criteria.values())
+
+    def setup(self, train_outputs, train_data) -> None:
+        for c in self.criteria.values():
+            c.setup(train_outputs, train_data)
+
+    def forward(self, student: dict, teacher: dict, batch: dict):
+        total, logs = 0.0, {}
+        for name, crit in self.criteria.items():
+            w = self.weights[name]
+            if w == 0:
+                continue
+            value = crit(student, teacher, batch)
+            logs[name] = float(value.detach())
+            total = total + w * value
+        return total, logs

@@ -1,0 +1,45 @@
+"""The criteria registry: criteria are registered by name and chosen with weights, e.g.
+``--kd soft_ce=0.5,hard_ce=0.5,pkd=10`` (a bare name means weight 1)."""
+from __future__ import annotations
+
+from ..errors import ConfigError
+
+CRITERIA: dict[str, type] = {}
+
+
+def register_criterion(name: str):
+    def deco(cls):
+        cls.name = name
+        CRITERIA[name] = cls
+        return cls
+    return deco
+
+
+def parse_kd(spec) -> list[tuple[str, float]]:
+    """``"soft_ce=0.5,pkd"`` or ``{"soft_ce": 0.5, "pkd": 1}`` -> [(name, weight)]; unknown names fail."""
+    if isinstance(spec, dict):
+        items = [(str(k), v) for k, v in spec.items()]
+    else:
+        items = []
+        for part in str(spec).split(","):
+            part = part.strip()
+            if not part:
+                continue
+            name, _, w = part.partition("=")
+            items.append((name.strip(), w.strip() if w else 1.0))
+    out = []
+    for name, w in items:
+        if name not in CRITERIA:
+            raise ConfigError(f"unknown distillation criterion '{name}'; known: {', '.join(sorted(CRITERIA))}")
+        try:
+            weight = float(w)
+        except (TypeError, ValueError):
+            raise ConfigError(f"criterion {name}: weight {w!r} is not a number") from None
+        if weight < 0 or weight != weight:
+            raise ConfigError(f"criterion {name}: weight must be a non-negative number, got {w}")
+        out.append((name, weight))
+    if not out:
+        raise ConfigError("--kd names no criterion; e.g. --kd soft_ce=0.5,hard_ce=0.5")
+    if len({n for n, _ in out}) != len(out):
+        raise ConfigError(f"--kd names a criterion twice: {spec}")
+    return out
