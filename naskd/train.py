@@ -57,31 +57,33 @@ def _set_rng_state(st: dict) -> None:
         torch.cuda.set_rng_state_all(st["cuda"])
 
 
-def save_checkpoint(path: Path, *, model, optimizer, scheduler, state: LoopState, extra: dict) -> None:
+def save_checkpoint(path: Path, *, modules: dict, optimizers: dict, schedulers: dict, state) -> None:
+    """Everything a run needs to continue exactly: module and optimiser states, RNG, loop position."""
     save_torch(path, {
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict() if scheduler is not None else None,
-        "extra": {k: m.state_dict() for k, m in extra.items()},
+        "modules": {k: m.state_dict() for k, m in modules.items()},
+        "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
+        "schedulers": {k: s.state_dict() for k, s in schedulers.items() if s is not None},
         "rng": _rng_state(),
         "loop": state.to_dict(),
     })
 
 
-def load_checkpoint(path: Path, *, model, optimizer, scheduler, extra: dict) -> LoopState:
+def load_checkpoint(path: Path, *, modules: dict, optimizers: dict, schedulers: dict) -> dict:
+    """Restore in place; return the saved loop-state dict."""
     if not path.is_file():
         raise NaskdError(f"nothing to resume: {path} does not exist (the run never reached a checkpoint); "
                          "start it again with --overwrite")
     ck = torch.load(path, map_location="cpu", weights_only=True)
-    model.load_state_dict(ck["model"])
-    optimizer.load_state_dict(ck["optimizer"])
-    if scheduler is not None and ck["scheduler"] is not None:
-        scheduler.load_state_dict(ck["scheduler"])
-    for k, m in extra.items():
-        if k in ck["extra"]:
-            m.load_state_dict(ck["extra"][k])
+    for k, m in modules.items():
+        if k in ck["modules"]:
+            m.load_state_dict(ck["modules"][k])
+    for k, o in optimizers.items():
+        o.load_state_dict(ck["optimizers"][k])
+    for k, s in schedulers.items():
+        if s is not None and k in ck["schedulers"]:
+            s.load_state_dict(ck["schedulers"][k])
     _set_rng_state(ck["rng"])
-    return LoopState(**ck["loop"])
+    return ck["loop"]
 
 
 def fit(*, model: torch.nn.Module, optimizer, scheduler, epochs: int,
@@ -100,8 +102,10 @@ def fit(*, model: torch.nn.Module, optimizer, scheduler, epochs: int,
     extra = extra or {}
     ck_path = run_dir / CHECKPOINT
     state = LoopState()
+    modules = {"model": model, **extra}
+    ck = dict(modules=modules, optimizers={"main": optimizer}, schedulers={"main": scheduler})
     if resume:
-        state = load_checkpoint(ck_path, model=model, optimizer=optimizer, scheduler=scheduler, extra=extra)
+        state = LoopState(**load_checkpoint(ck_path, **ck))
     log_path = run_dir / "log.jsonl"
     best_metrics = state.history[state.best_epoch] if state.best_epoch >= 0 else {}
     steps_done_here = 0
@@ -146,8 +150,7 @@ def fit(*, model: torch.nn.Module, optimizer, scheduler, epochs: int,
             if stop or (checkpoint_every and state.global_step % checkpoint_every == 0):
                 state.train_seconds += time.perf_counter() - t0
                 t0 = time.perf_counter()
-                save_checkpoint(ck_path, model=model, optimizer=optimizer, scheduler=scheduler,
-                                state=state, extra=extra)
+                save_checkpoint(ck_path, state=state, **ck)
             if stop:
                 pbar.close()
                 return FitResult(state, True, best_metrics)
@@ -168,6 +171,5 @@ def fit(*, model: torch.nn.Module, optimizer, scheduler, epochs: int,
               f" (best {main_metric}={state.best:.4f} at epoch {state.best_epoch + 1})", flush=True)
         state.epoch += 1
         state.step_in_epoch = 0
-        save_checkpoint(ck_path, model=model, optimizer=optimizer, scheduler=scheduler, state=state,
-                        extra=extra)
+        save_checkpoint(ck_path, state=state, **ck)
     return FitResult(state, False, best_metrics)

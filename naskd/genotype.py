@@ -1,0 +1,155 @@
+"""The genotype: the discrete architecture derived from the alphas, as immutable plain data.
+
+For each intermediate node, the top-k incoming edges (k = 2) ranked by their strongest op other than
+``none``, each with that op; the aggregator by argmax. One cell description when alphas are shared by
+all cells (DARTS' default), one per cell otherwise. JSON round-trips exactly.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .errors import NaskdError
+from .network import edge_list
+from .utils.io import write_json
+
+FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Genotype:
+    space: str
+    ops: tuple                     # the space's op names, so a genotype from another space is caught
+    aggregators: tuple
+    nodes: int
+    layers: int
+    width: int
+    cells: tuple                   # cells[c][node] = ((op, input), ...); len(cells) in (1, layers)
+    aggregator: str | None
+
+    def cell(self, c: int) -> tuple:
+        return self.cells[0] if len(self.cells) == 1 else self.cells[c]
+
+    def edges(self, c: int = 0) -> set:
+        """{(node, input, op)} of cell c."""
+        return {(i, j, op) for i, node in enumerate(self.cell(c)) for op, j in node}
+
+    def to_dict(self) -> dict:
+        return {"format": FORMAT, "space": self.space, "ops": list(self.ops),
+                "aggregators": list(self.aggregators), "nodes": self.nodes, "layers": self.layers,
+                "width": self.width, "shared": len(self.cells) == 1,
+                "cells": [[[[op, j] for op, j in node] for node in cell] for cell in self.cells],
+                "aggregator": self.aggregator}
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "genotype") -> "Genotype":
+        try:
+            cells = tuple(tuple(tuple((str(op), int(j)) for op, j in node) for node in cell)
+                          for cell in d["cells"])
+            g = cls(space=str(d["space"]), ops=tuple(d["ops"]), aggregators=tuple(d.get("aggregators", ())),
+                    nodes=int(d["nodes"]), layers=int(d["layers"]), width=int(d["width"]), cells=cells,
+                    aggregator=d.get("aggregator"))
+        except (KeyError, TypeError, ValueError) as e:
+            raise NaskdError(f"{source} is not a valid genotype: {type(e).__name__}: {e}") from None
+        g.check(source)
+        return g
+
+    def check(self, source: str = "genotype") -> None:
+        from .space.ops import OPS
+
+        if len(self.cells) not in (1, self.layers):
+            raise NaskdError(f"{source}: {len(self.cells)} cell descriptions for {self.layers} layers")
+        for cell in self.cells:
+            if len(cell) != self.nodes:
+                raise NaskdError(f"{source}: a cell has {len(cell)} nodes, expected {self.nodes}")
+            for i, node in enumerate(cell):
+                for op, j in node:
+                    if op not in OPS:
+                        raise NaskdError(f"{source}: op '{op}' is not in the op table; known: "
+                                         f"{', '.join(OPS.known())}")
+                    if op == "none":
+                        raise NaskdError(f"{source}: 'none' cannot be a chosen op")
+                    if not 0 <= j < i + 2:
+                        raise NaskdError(f"{source}: node {i} cannot read input {j} (valid: 0..{i + 1})")
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def save(self, path: str | os.PathLike) -> None:
+        write_json(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Genotype":
+        p = Path(path)
+        if not p.is_file():
+            raise NaskdError(f"genotype file {p} does not exist")
+        try:
+            d = json.loads(p.read_text())
+        except json.JSONDecodeError as e:
+            raise NaskdError(f"{p} is not valid JSON: {e}") from None
+        if "genotype" in d and isinstance(d["genotype"], dict):
+            d = d["genotype"]
+        return cls.from_dict(d, str(p))
+
+    def describe(self) -> str:
+        parts = []
+        for c in range(len(self.cells)):
+            nodes = "; ".join(f"n{i}=" + "+".join(f"{op}(x{j})" for op, j in node)
+                              for i, node in enumerate(self.cell(c)))
+            parts.append(nodes if len(self.cells) == 1 else f"cell{c}: {nodes}")
+        return " | ".join(parts) + (f" -> {self.aggregator}" if self.aggregator else "")
+
+
+def _parse_cell(weights: torch.Tensor, ops: tuple, nodes: int, k: int) -> tuple:
+    """weights (E, K) softmaxed. x0, x1 are the cell inputs; node i reads x_j for j < i + 2."""
+    edges = edge_list(nodes)
+    none_idx = ops.index("none") if "none" in ops else None
+    cell = []
+    for i in range(nodes):
+        cands = []
+        for e, (node, j) in enumerate(edges):
+            if node != i:
+                continue
+            w = weights[e].clone()
+            if none_idx is not None:
+                w[none_idx] = -1.0
+            best = int(torch.argmax(w))
+            cands.append((float(w[best]), j, ops[best]))
+        cands.sort(key=lambda t: (-t[0], t[1]))
+        cell.append(tuple(sorted(((op, j) for _, j, op in cands[:k]), key=lambda t: t[1])))
+    return tuple(cell)
+
+
+def parse(op_alphas: torch.Tensor, agg_alphas: torch.Tensor | None, space, *, layers: int, width: int,
+          k: int = 2) -> Genotype:
+    """Derive the genotype from raw alphas: (E, K) shared or (layers, E, K) per cell; (A,) aggregators."""
+    w = torch.softmax(op_alphas.detach().float().cpu(), dim=-1)
+    ops = tuple(space.ops)
+    if w.dim() == 2:
+        cells = (_parse_cell(w, ops, space.nodes, k),)
+    else:
+        cells = tuple(_parse_cell(w[c], ops, space.nodes, k) for c in range(w.size(0)))
+    agg = space.aggregators[int(torch.argmax(agg_alphas))] if agg_alphas is not None and len(agg_alphas) else None
+    return Genotype(space.name, ops, tuple(space.aggregators), space.nodes, layers, width, cells, agg)
+
+
+def parameter_free_share(g: Genotype) -> float:
+    """Fraction of chosen edges whose op has no weights (identity, pooling)."""
+    from .space.ops import is_parameter_free
+
+    edges = [op for c in range(len(g.cells)) for node in g.cell(c) for op, _ in node]
+    return sum(is_parameter_free(op) for op in edges) / max(1, len(edges))
+
+
+def edge_overlap(a: Genotype, b: Genotype) -> float:
+    """Jaccard overlap of (node, input, op) edges, averaged over cells."""
+    n = max(len(a.cells), len(b.cells))
+    vals = []
+    for c in range(n):
+        ea, eb = a.edges(min(c, len(a.cells) - 1)), b.edges(min(c, len(b.cells) - 1))
+        vals.append(len(ea & eb) / max(1, len(ea | eb)))
+    return sum(vals) / len(vals)

@@ -1,0 +1,135 @@
+"""Pieces shared by the supernet and the fixed students: embeddings, the cell skeleton, task heads.
+
+Shapes: B batch, L tokens, D width. ``mask`` (B, L) bool marks real tokens.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .data.tasks import REGRESSION, TAGGING
+from .space.aggregators import build_aggregator
+
+
+def edge_list(nodes: int) -> list[tuple[int, int]]:
+    """DARTS edges (node i, input j): node i (0-based) reads the two cell inputs and nodes < i."""
+    return [(i, j) for i in range(nodes) for j in range(i + 2)]
+
+
+class Embeddings(nn.Module):
+    """WordPiece + position + segment embeddings, LayerNorm, dropout (BERT's layout at width D)."""
+
+    def __init__(self, vocab_size: int, width: int, max_positions: int = 512, type_vocab: int = 2,
+                 dropout: float = 0.1):
+        super().__init__()
+        self.word = nn.Embedding(vocab_size, width, padding_idx=0)
+        self.position = nn.Embedding(max_positions, width)
+        self.segment = nn.Embedding(type_vocab, width)
+        self.norm = nn.LayerNorm(width)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, input_ids, token_type_ids=None):
+        pos = torch.arange(input_ids.size(1), device=input_ids.device)
+        h = self.word(input_ids) + self.position(pos)[None]
+        if token_type_ids is not None:
+            h = h + self.segment(token_type_ids)
+        return self.dropout(self.norm(h))                                   # (B, L, D)
+
+    @torch.no_grad()
+    def init_from_teacher(self, teacher: dict[str, torch.Tensor]) -> str:
+        """Copy the teacher's embedding tables, projected onto their top principal directions when the
+        student is narrower (PCA of the word embeddings). Returns a one-line account of what was done."""
+        W = teacher["word"].float()
+        d_t, d_s = W.size(1), self.word.embedding_dim
+        if W.size(0) != self.word.num_embeddings:
+            raise ValueError(f"teacher vocabulary {W.size(0)} != student vocabulary {self.word.num_embeddings}")
+        if d_s >= d_t:
+            proj = torch.zeros(d_t, d_s)
+            proj[:, :d_t] = torch.eye(d_t)
+            how = "copied"
+        else:
+            centred = W - W.mean(0, keepdim=True)
+            _, _, vh = torch.linalg.svd(centred, full_matrices=False)
+            proj = vh[:d_s].T                                               # (D_t, D_s)
+            how = f"projected onto {d_s} principal directions"
+        self.word.weight.copy_(W @ proj)
+        n_pos = min(self.position.num_embeddings, teacher["position"].size(0))
+        self.position.weight[:n_pos].copy_(teacher["position"][:n_pos].float() @ proj)
+        n_seg = min(self.segment.num_embeddings, teacher["segment"].size(0))
+        self.segment.weight[:n_seg].copy_(teacher["segment"][:n_seg].float() @ proj)
+        return f"embeddings initialised from the teacher's ({d_t} -> {d_s}, {how})"
+
+
+def teacher_embedding_tables(teacher_dir: str | Path) -> dict[str, torch.Tensor]:
+    """Read the word, position and segment tables from a teacher's safetensors file, nothing else."""
+    from safetensors import safe_open
+
+    want = {"word": "word_embeddings.weight", "position": "position_embeddings.weight",
+            "segment": "token_type_embeddings.weight"}
+    out = {}
+    with safe_open(str(Path(teacher_dir) / "model.safetensors"), framework="pt") as f:
+        keys = list(f.keys())
+        for name, suffix in want.items():
+            hits = [k for k in keys if k.endswith(suffix)]
+            if hits:
+                out[name] = f.get_tensor(hits[0])
+    if "word" not in out:
+        raise ValueError(f"{teacher_dir}: no word embedding table found in model.safetensors")
+    out.setdefault("position", torch.zeros(0, out["word"].size(1)))
+    out.setdefault("segment", torch.zeros(0, out["word"].size(1)))
+    return out
+
+
+class CellBase(nn.Module):
+    """DARTS cell skeleton: inputs c_{k-2}, c_{k-1} (per-token linear preprocessing), ``nodes``
+    intermediate nodes each summing its incoming edges, output = LayerNorm(c_{k-1} + W [n_1; ...; n_N]).
+    The residual keeps deep stacks trainable from scratch; subclasses define the edges."""
+
+    def __init__(self, width: int, nodes: int, dropout: float = 0.1):
+        super().__init__()
+        self.nodes = nodes
+        self.pre0 = nn.Linear(width, width)
+        self.pre1 = nn.Linear(width, width)
+        self.out = nn.Linear(nodes * width, width)
+        self.norm = nn.LayerNorm(width)
+        self.dropout = nn.Dropout(dropout)
+
+    def node(self, i: int, states: list, mask, weights):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward(self, s0, s1, mask, weights=None):
+        states = [self.pre0(s0), self.pre1(s1)]
+        for i in range(self.nodes):
+            states.append(self.node(i, states, mask, weights))
+        y = self.norm(s1 + self.dropout(self.out(torch.cat(states[2:], dim=-1))))
+        return y.masked_fill(~mask.unsqueeze(-1), 0.0)                     # (B, L, D)
+
+
+class Head(nn.Module):
+    """Sentence tasks: aggregated (B, D) -> logits (B, C) (or (B,) for regression).
+    Tagging: token states gathered at each word's first sub-token -> emissions (B, W, T)."""
+
+    def __init__(self, kind: str, width: int, num_labels: int, dropout: float = 0.1):
+        super().__init__()
+        self.kind = kind
+        self.dropout = nn.Dropout(dropout)
+        self.proj = nn.Linear(width, num_labels)
+
+    def forward(self, pooled=None, states=None, word_starts=None):
+        if self.kind == TAGGING:
+            idx = word_starts.unsqueeze(-1).expand(-1, -1, states.size(-1))
+            return self.proj(self.dropout(torch.gather(states, 1, idx)))
+        logits = self.proj(self.dropout(pooled))
+        return logits.squeeze(-1) if self.kind == REGRESSION else logits
+
+
+class MixedAggregator(nn.Module):
+    def __init__(self, names, width: int):
+        super().__init__()
+        self.names = list(names)
+        self.aggs = nn.ModuleList(build_aggregator(n, width) for n in self.names)
+
+    def forward(self, x, mask, weights):
+        return sum(w * a(x, mask) for w, a in zip(weights, self.aggs))

@@ -1,0 +1,3 @@
+from .architect import Architect
+
+__all__ = ["Architect"]

@@ -1,0 +1,3 @@
+from .model import MixedOp, SearchCell, Supernet
+
+__all__ = ["MixedOp", "SearchCell", "Supernet"]
