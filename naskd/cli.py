@@ -28,7 +28,17 @@ def cmd_teacher(args) -> int:
     return 0
 
 
+def cmd_search(args) -> int:
+    from .search.run import resolve_search_config, run_search
+
+    cfg = resolve_search_config(_settings(args), args.config)
+    m = run_search(cfg, overwrite=args.overwrite, resume=args.resume)
+    print(f"[search] {m['status']}: genotype {m.get('genotype_text', '(none yet)')}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from .search.run import SearchConfig
     from .teachers.finetune import TeacherConfig
 
     parser = argparse.ArgumentParser(
@@ -42,6 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
     C.add_arguments(p, TeacherConfig)
     _common(p)
     p.set_defaults(func=cmd_teacher)
+
+    p = sub.add_parser("search", help="differentiable architecture search under distillation",
+                       description="DARTS-style NAS-KD search; writes genotype.json, history.json, "
+                                   "metrics.jsonl, checkpoints and the resolved config.")
+    C.add_arguments(p, SearchConfig)
+    _common(p)
+    p.set_defaults(func=cmd_search)
     return parser
 
 

@@ -164,6 +164,6 @@ def add_arguments(parser: argparse.ArgumentParser, cls, *, skip: tuple[str, ...]
             continue
         shown = ",".join(map(str, default)) if isinstance(default, list) else default
         if choices:
-            kw["choices"] = choices
+            kw["choices"] = [str(c) for c in choices]
         parser.add_argument(flag, metavar=f.name.upper() if not choices else None,
                             help=f"{helptext} (default: {shown})", **kw)

@@ -13,6 +13,10 @@ TINY_BERT = SHARED / "models" / "bert-tiny-splade"
 
 
 def pytest_configure(config):
+    # tiny models run faster on one thread, and a test run never fights a background job for cores
+    import torch
+
+    torch.set_num_threads(1)
     if not DATA.is_dir() or not TINY_BERT.is_dir():
         raise pytest.UsageError(f"tests need ../shared beside the repository (looked in {SHARED}); "
                                 "set NASKD_SHARED to its path")

@@ -96,5 +96,6 @@ class Supernet(nn.Module):
 
     def alpha_entropy(self) -> float:
         """Mean entropy (nats) of the edges' op distributions: log K at the start, 0 when decided."""
-        p = self.op_weights()
-        return float(-(p * torch.log(p + 1e-12)).sum(-1).mean())
+        with torch.no_grad():
+            p = self.op_weights()
+            return float(-(p * torch.log(p + 1e-12)).sum(-1).mean())

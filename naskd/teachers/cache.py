@@ -128,8 +128,11 @@ class TeacherCache:
         if missing:
             folder.mkdir(parents=True, exist_ok=True)
             reqs = [r for r in set(hidden) if r.item in missing]
-            self._compute(Path(teacher_dir), data, folder, reqs, "logits" in missing, torch.device(device),
-                          batch_size, split)
+            # a cache miss must not change the caller's random stream (building the teacher draws
+            # random init weights), or a run would differ depending on what was cached
+            with torch.random.fork_rng(devices=[]):
+                    self._compute(Path(teacher_dir), data, folder, reqs, "logits" in missing,
+                              torch.device(device), batch_size, split)
         return TeacherOutputs(folder, data)
 
     def _compute(self, teacher_dir: Path, data: Encoded, folder: Path, reqs: list[HiddenRequest],

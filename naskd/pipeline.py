@@ -1,0 +1,102 @@
+"""Shared preparation for every command that distils: teacher run, data, cached teacher outputs.
+
+Data flows one way: data -> teacher (cache) -> search / retrain. The teacher model itself is loaded only
+when the cache lacks an item.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import AutoTokenizer
+
+from .data.encode import Encoded, collate, encode
+from .data.readers import load_split, subsample
+from .data.tasks import TaskSpec, get_task
+from .errors import NaskdError
+from .teachers.cache import HiddenRequest, TeacherCache, TeacherOutputs
+from .teachers.model import read_teacher_info
+
+
+def resolve_teacher_run(task: str, teacher: str | None, data_dir, *, runs_root: str = "runs") -> Path:
+    """``--teacher RUN_DIR`` if given; else ``runs/<task>-teacher``; else fine-tune the default teacher
+    first (saying so), so a fresh machine needs one command."""
+    spec = get_task(task)
+    if teacher:
+        read_teacher_info(teacher, spec.name)
+        return Path(teacher)
+    default = Path(runs_root) / f"{spec.name}-teacher"
+    if (default / "teacher.json").is_file():
+        read_teacher_info(default, spec.name)
+        print(f"[naskd] using the teacher run {default}", flush=True)
+        return default
+    if default.exists() and any(default.iterdir()):
+        raise NaskdError(f"{default} holds an unfinished teacher run; finish it with `naskd teacher --task "
+                         f"{spec.name} --resume`, or name another with --teacher RUN_DIR")
+    from .teachers.finetune import finetune_teacher, resolve_teacher_config
+
+    print(f"[naskd] no teacher run for {spec.name} under {runs_root}/ and no --teacher given: fine-tuning the "
+          f"default teacher first (recipe teachers/{spec.name}.yaml, into {default}; the progress bar shows "
+          f"its ETA; later runs reuse it)", flush=True)
+    cfg = resolve_teacher_config({"task": spec.name, "data_dir": data_dir, "out": str(default)})
+    finetune_teacher(cfg)
+    return default
+
+
+@dataclass
+class DistillData:
+    spec: TaskSpec
+    teacher_dir: Path
+    teacher_info: dict
+    tokenizer: object
+    train: Encoded
+    dev: Encoded
+    train_outputs: TeacherOutputs | None
+    requests: list
+    pad_id: int
+
+    def make_batch(self, rows, *, with_teacher: bool = True) -> dict:
+        batch = collate(self.train, rows, pad_id=self.pad_id)
+        if with_teacher and self.train_outputs is not None:
+            batch["teacher"] = teacher_batch(self.train_outputs, rows, self.requests)
+        return batch
+
+
+def teacher_batch(outputs: TeacherOutputs, rows, requests: list[HiddenRequest]) -> dict:
+    rows = np.asarray(rows)
+    return {"logits": outputs.logits_for(rows), "hidden": {r: outputs.hidden_for(r, rows) for r in requests}}
+
+
+def batch_to(batch: dict, device) -> dict:
+    out = {}
+    for k, v in batch.items():
+        if torch.is_tensor(v):
+            out[k] = v.to(device, non_blocking=True)
+        elif k == "teacher":
+            out[k] = {"logits": v["logits"].to(device),
+                      "hidden": {r: h.to(device) for r, h in v["hidden"].items()}}
+        else:
+            out[k] = v
+    return out
+
+
+def prepare(task: str, teacher_dir: Path, *, data_dir, max_train_examples: int | None,
+            max_eval_examples: int | None, seed: int, requests: list[HiddenRequest], cache_dir=None,
+            device="cpu", need_teacher: bool = True, max_length: int | None = None) -> DistillData:
+    spec = get_task(task)
+    info = read_teacher_info(teacher_dir, spec.name)
+    max_length = max_length or int(info.get("recipe", {}).get("max_length", 128))
+    train_cols = load_split(spec, data_dir, "train")
+    dev_cols = load_split(spec, data_dir, "dev")
+    train_cols = train_cols.select(subsample(len(train_cols), max_train_examples, seed))
+    dev_cols = dev_cols.select(subsample(len(dev_cols), max_eval_examples, seed))
+    tokenizer = AutoTokenizer.from_pretrained(str(teacher_dir))
+    train = encode(spec, train_cols, tokenizer, max_length)
+    dev = encode(spec, dev_cols, tokenizer, max_length)
+    outputs = None
+    if need_teacher:
+        outputs = TeacherCache(cache_dir).get(teacher_dir, train, requests, device=device, split="train")
+    return DistillData(spec, Path(teacher_dir), info, tokenizer, train, dev, outputs, list(requests),
+                       tokenizer.pad_token_id or 0)

@@ -1,0 +1,324 @@
+"""`naskd search`: differentiable architecture search under distillation.
+
+The training subsample is split in two halves: weights are trained on one, alphas on the other (DARTS'
+bilevel split). Each step is one architecture update (Architect, first or second order) on an
+architecture-half batch, then one weight update on a weight-half batch; both minimise the same
+distillation loss. Each epoch the genotype is derived and written with the full alphas.
+"""
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+import yaml
+
+from .. import config as C
+from ..data.encode import bucket_batches
+from ..data.tasks import TAGGING, get_task
+from ..distill import DistillationLoss, KDContext, parse_kd
+from ..errors import ConfigError, NaskdError
+from ..evaluation import predictions_from_logits, score
+from ..genotype import parameter_free_share, parse
+from ..network import teacher_embedding_tables
+from ..pipeline import batch_to, prepare, resolve_teacher_run
+from ..predict import predict_logits
+from ..space.spec import load_space
+from ..supernet import Supernet
+from ..train import CHECKPOINT, LoopState, load_checkpoint, save_checkpoint
+from ..utils.io import append_jsonl, prepare_run_dir, write_json, write_text
+from ..utils.progress import bar
+from ..utils.runtime import pick_device, seed_everything
+from .architect import Architect
+
+DEFAULT_KD = "soft_ce=0.5,hard_ce=0.5,pkd=1"
+
+
+@dataclass
+class SearchConfig:
+    task: str = C.field("sst2", help="task")
+    teacher: Optional[str] = C.field(None, help="teacher run directory from `naskd teacher` (default: "
+                                                "runs/<task>-teacher, fine-tuned first if missing)")
+    data_dir: Optional[str] = C.field(None, help="data root or task folder; default $NASKD_DATA_DIR")
+    out: Optional[str] = C.field(None, help="run directory (default runs/<task>-search)")
+    cache_dir: Optional[str] = C.field(None, help="teacher output cache (default $NASKD_CACHE_DIR or "
+                                                  "~/.cache/naskd)")
+    space: str = C.field("nas_kd", help="search space: a name in search_spaces/ or a YAML path")
+    layers: int = C.field(6, help="cells in the supernet (M_s)")
+    width: Optional[int] = C.field(None, help="hidden width (default: the space's, 64 for nas_kd; the "
+                                              "paper's setting is 768 on a GPU)")
+    nodes: Optional[int] = C.field(None, help="intermediate nodes per cell (default: the space's)")
+    per_cell_alphas: bool = C.field(False, help="one set of alphas per cell instead of shared")
+    order: int = C.field(1, help="1: first-order DARTS; 2: unrolled second order", choices=[1, 2])
+    kd: str = C.field(DEFAULT_KD, help="distillation criteria with weights: a*L_soft + (1-a)*L_hard + "
+                                       "b*L_intermediate is soft_ce=a,hard_ce=1-a,pkd=b")
+    temperature: float = C.field(1.0, help="soft_ce temperature")
+    pkd_pairs: Optional[str] = C.field(None, help="explicit student-cell:teacher-layer pairs for pkd, "
+                                                  "e.g. 2:2,4:4 (default m(j)=round(j*M_t/M_s))")
+    fsd_memory: Optional[int] = C.field(None, help="fsd_global memory size (default 100, 300 for large tasks)")
+    epochs: int = C.field(6, help="search epochs")
+    batch_size: int = C.field(32, help="batch size (each half)")
+    lr: float = C.field(2e-3, help="weight learning rate (AdamW, cosine decay)")
+    weight_decay: float = C.field(1e-2, help="weight decay")
+    arch_lr: float = C.field(3e-3, help="architecture learning rate (Adam, betas 0.5/0.999)")
+    arch_weight_decay: float = C.field(1e-3, help="architecture weight decay")
+    xi: Optional[float] = C.field(None, help="second order: virtual step size (default: --lr)")
+    dropout: float = C.field(0.1, help="dropout")
+    max_train_examples: Optional[int] = C.field(8000, help="seeded training subsample, split in two halves "
+                                                           "(none: all the data)")
+    max_eval_examples: Optional[int] = C.field(None, help="seeded dev subsample")
+    max_length: Optional[int] = C.field(None, help="maximum sub-tokens (default: the teacher's recipe)")
+    top_k: int = C.field(2, help="incoming edges kept per node when deriving the genotype")
+    grad_clip: float = C.field(5.0, help="gradient norm clip for the weights")
+    seed: int = C.field(0, help="random seed")
+    device: str = C.field("auto", help="auto, cpu or cuda (bf16 autocast on cuda)",
+                          choices=["auto", "cpu", "cuda"])
+    checkpoint_every: int = C.field(100, help="checkpoint every N steps (and at each epoch end)")
+    stop_after_steps: Optional[int] = C.field(None, help="end cleanly after N steps, as if interrupted")
+    log_every: int = C.field(20, help="write metrics.jsonl every N steps")
+
+    def validate(self) -> None:
+        spec = get_task(self.task)
+        if spec.kind == TAGGING:
+            raise ConfigError(f"searching tagging task {spec.name} needs the CRF students, which arrive with "
+                              "sequence labelling")
+        if self.layers < 1:
+            raise ConfigError(f"--layers must be at least 1, got {self.layers}")
+        if self.nodes is not None and self.nodes < 1:
+            raise ConfigError(f"--nodes must be at least 1, got {self.nodes}")
+        for name in ("epochs", "batch_size", "top_k"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.max_train_examples is not None and self.max_train_examples < 4:
+            raise ConfigError("max_train_examples must be at least 4 (two halves of two)")
+        parse_kd(self.kd)
+        space = self.resolved_space()
+        space.check()
+        if self.top_k > space.nodes + 1:
+            pass  # nodes with fewer inputs keep all they have
+
+    def resolved_space(self):
+        from dataclasses import replace
+
+        space = load_space(self.space)
+        if self.width is not None:
+            space = replace(space, width=self.width)
+        if self.nodes is not None:
+            space = replace(space, nodes=self.nodes)
+        return space
+
+    def pairs(self) -> list:
+        if not self.pkd_pairs:
+            return []
+        try:
+            return [tuple(int(x) for x in p.split(":")) for p in self.pkd_pairs.split(",")]
+        except ValueError:
+            raise ConfigError(f"--pkd-pairs expects student:teacher pairs like 2:2,4:4, got {self.pkd_pairs}")
+
+
+def resolve_search_config(flags: dict, config_file: str | None = None) -> SearchConfig:
+    file_layer = C.load_yaml(config_file) if config_file else {}
+    return C.resolve(SearchConfig, file_layer, flags, source_names=[f"config {config_file}", "command-line flags"])
+
+
+def kd_context(cfg, spec, info, layers, width) -> KDContext:
+    return KDContext(task=spec, student_layers=layers, student_width=width,
+                     teacher_layers=int(info["num_layers"]), teacher_width=int(info["hidden_size"]),
+                     temperature=cfg.temperature, pkd_pairs=cfg.pairs(), fsd_memory=cfg.fsd_memory,
+                     seed=cfg.seed)
+
+
+def run_search(cfg: SearchConfig, *, overwrite: bool = False, resume: bool = False) -> dict:
+    t_start = time.time()
+    seed_everything(cfg.seed)  # before anything draws random numbers (criterion projections too)
+    spec = get_task(cfg.task)
+    space = cfg.resolved_space()
+    out = Path(cfg.out or f"runs/{spec.name}-search")
+    if not resume and out.exists() and any(out.iterdir()) and not overwrite:
+        prepare_run_dir(out, overwrite=False, resume=False)  # raises the standard message
+    teacher_dir = resolve_teacher_run(spec.name, cfg.teacher, cfg.data_dir)
+    from ..teachers.model import read_teacher_info
+
+    info = read_teacher_info(teacher_dir, spec.name)
+    width = space.width
+    ctx = kd_context(cfg, spec, info, cfg.layers, width)
+    kd = DistillationLoss(cfg.kd, ctx)                 # validates pairs against the teacher, before work
+    run_dir = prepare_run_dir(out, overwrite=overwrite, resume=resume)
+    write_text(run_dir / "config.yaml", yaml.safe_dump(
+        {**C.to_dict(cfg), "teacher": str(teacher_dir), "resolved_space": space.to_dict()}, sort_keys=False))
+    device = pick_device(cfg.device)
+
+    data = prepare(spec.name, teacher_dir, data_dir=cfg.data_dir, max_train_examples=cfg.max_train_examples,
+                   max_eval_examples=cfg.max_eval_examples, seed=cfg.seed, requests=kd.teacher_requests(),
+                   cache_dir=cfg.cache_dir, device=device, need_teacher=kd.needs_teacher,
+                   max_length=cfg.max_length)
+    kd.setup(data.train_outputs, data.train)
+    n = len(data.train)
+    perm = np.random.default_rng([cfg.seed, 2]).permutation(n)
+    w_half, a_half = np.sort(perm[: n // 2]), np.sort(perm[n // 2:])
+    lengths = data.train.lengths
+
+    seed_everything(cfg.seed)
+    model = Supernet(space, layers=cfg.layers, width=width, kind=spec.kind, num_labels=spec.num_labels,
+                     vocab_size=len(data.tokenizer), per_cell_alphas=cfg.per_cell_alphas, dropout=cfg.dropout,
+                     seed=cfg.seed)
+    emb_note = model.embeddings.init_from_teacher(teacher_embedding_tables(teacher_dir))
+    model.to(device)
+    kd.to(device)
+    weights = model.weights() + [p for p in kd.parameters() if p.requires_grad]
+    w_opt = torch.optim.AdamW(weights, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    a_opt = torch.optim.Adam(model.alphas(), lr=cfg.arch_lr, betas=(0.5, 0.999),
+                             weight_decay=cfg.arch_weight_decay)
+
+    def epoch_batches(epoch):
+        bw = bucket_batches(lengths[w_half], cfg.batch_size, seed=cfg.seed, epoch=epoch)
+        ba = bucket_batches(lengths[a_half], cfg.batch_size, seed=cfg.seed + 1, epoch=epoch)
+        steps = min(len(bw), len(ba))
+        return [(w_half[bw[i]], a_half[ba[i]]) for i in range(steps)]
+
+    steps_per_epoch = len(epoch_batches(0))
+    total_steps = steps_per_epoch * cfg.epochs
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        w_opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps)))
+    autocast = dict(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+    def loss_fn(batch):
+        with torch.autocast(**autocast):
+            out = model(**batch)
+            loss, logs = kd(out, batch["teacher"] if "teacher" in batch else {}, batch)
+        if spec.kind != "regression":
+            batch["_acc"] = float((out["logits"].argmax(-1) == batch["labels"]).float().mean())
+        batch["_logs"] = logs
+        return loss
+
+    architect = Architect(loss_fn, weights, model.alphas(), a_opt, order=cfg.order, xi=cfg.xi or cfg.lr,
+                          weight_decay=cfg.weight_decay)
+    n_params = sum(p.numel() for p in model.weights())
+    print(f"[search] {spec.name}: {n} training examples ({len(w_half)} weights / {len(a_half)} architecture"
+          f"{'; subsample of ' + str(cfg.max_train_examples) if cfg.max_train_examples else ''}), "
+          f"{len(data.dev)} dev; space {space.name} ({len(space.ops)} ops, {space.nodes} nodes), {cfg.layers} "
+          f"cells, width {width}, {n_params / 1e6:.2f}M supernet weights; order {cfg.order}; kd {cfg.kd}; "
+          f"teacher {teacher_dir} ({info['num_layers']} layers); {emb_note}; {cfg.epochs} epochs x "
+          f"{steps_per_epoch} steps on {device}; run directory {run_dir}", flush=True)
+
+    ck_path = run_dir / CHECKPOINT
+    ck = dict(modules={"model": model, "kd": kd}, optimizers={"w": w_opt, "a": a_opt}, schedulers={"w": sched})
+    state = LoopState()
+    if resume:
+        state = LoopState(**load_checkpoint(ck_path, **ck))
+    log_path = run_dir / "metrics.jsonl"
+    steps_here = 0
+    stopped = False
+    genotype = None
+
+    def evaluate_dev():
+        model.eval()
+        logits = predict_logits(lambda b: model(**b)["logits"], data.dev, batch_size=128, device=device,
+                                pad_id=data.pad_id)
+        model.train()
+        return score(spec, data.dev.labels, predictions_from_logits(spec, logits))
+
+    while state.epoch < cfg.epochs:
+        batches = epoch_batches(state.epoch)
+        model.train()
+        kd.train()
+        pbar = bar(len(batches), f"search epoch {state.epoch + 1}/{cfg.epochs}", initial=state.step_in_epoch)
+        t0 = time.perf_counter()
+        acc_sum = acc_n = 0
+        ema = None
+        while state.step_in_epoch < len(batches):
+            rows_w, rows_a = batches[state.step_in_epoch]
+            bw = batch_to(data.make_batch(rows_w), device)
+            ba = batch_to(data.make_batch(rows_a), device)
+            # architecture step on the architecture half (alphas only)
+            val_loss = architect.step(bw, ba)
+            # weight step on the weight half (weights only)
+            for p in model.alphas():
+                p.requires_grad_(False)
+            loss = loss_fn(bw)
+            if not torch.isfinite(loss):
+                pbar.close()
+                raise NaskdError(f"search loss became {loss.item()} at epoch {state.epoch + 1}, step "
+                                 f"{state.step_in_epoch + 1}; lower --lr / --arch-lr; the last checkpoint is kept")
+            w_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(weights, cfg.grad_clip)
+            w_opt.step()
+            sched.step()
+            for p in model.alphas():
+                p.requires_grad_(True)
+            state.step_in_epoch += 1
+            state.global_step += 1
+            steps_here += 1
+            if "_acc" in ba:
+                acc_sum += ba["_acc"]
+                acc_n += 1
+            lv = float(loss.detach())
+            ema = lv if ema is None else 0.95 * ema + 0.05 * lv
+            ent = model.alpha_entropy()
+            pbar.update(1)
+            pbar.set_postfix(loss=f"{ema:.3f}", arch_acc=f"{acc_sum / max(1, acc_n):.3f}", H=f"{ent:.3f}",
+                             refresh=False)
+            if state.global_step % cfg.log_every == 0:
+                append_jsonl(log_path, {"epoch": state.epoch, "step": state.global_step, "loss_w": lv,
+                                        "loss_a": val_loss, "arch_acc": ba.get("_acc"), "alpha_entropy": ent,
+                                        "lr": sched.get_last_lr()[0], **bw.get("_logs", {})})
+            stop = cfg.stop_after_steps is not None and steps_here >= cfg.stop_after_steps
+            if stop or state.global_step % cfg.checkpoint_every == 0:
+                state.train_seconds += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                save_checkpoint(ck_path, state=state, **ck)
+            if stop:
+                stopped = True
+                break
+        pbar.close()
+        if stopped:
+            break
+        state.train_seconds += time.perf_counter() - t0
+        dev = evaluate_dev()
+        genotype = parse(model.arch["ops"], model.arch["agg"], space, layers=cfg.layers, width=width, k=cfg.top_k)
+        entry = {"epoch": state.epoch + 1, "dev": dev, "arch_acc": acc_sum / max(1, acc_n),
+                 "alpha_entropy": model.alpha_entropy(), "genotype": genotype.to_dict(),
+                 "alphas": {"ops": model.op_weights().tolist(), "agg": model.agg_weights().tolist(),
+                            "op_names": list(space.ops), "agg_names": list(space.aggregators)}}
+        state.history.append(entry)
+        write_json(run_dir / "history.json", state.history)
+        genotype.save(run_dir / "genotype.json")
+        append_jsonl(log_path, {"epoch": state.epoch + 1, "dev": dev, "genotype": genotype.describe()})
+        print(f"[search] epoch {state.epoch + 1}/{cfg.epochs}: supernet dev {dev}, arch-half acc "
+              f"{entry['arch_acc']:.4f}, alpha entropy {entry['alpha_entropy']:.3f}; genotype "
+              f"{genotype.describe()}", flush=True)
+        state.epoch += 1
+        state.step_in_epoch = 0
+        save_checkpoint(ck_path, state=state, **ck)
+
+    result = {"command": "search", "task": spec.name, "status": "stopped" if stopped else "finished",
+              "epochs_done": state.epoch, "steps": state.global_step, "train_examples": n,
+              "subsample": cfg.max_train_examples, "space": space.name, "layers": cfg.layers, "width": width,
+              "order": cfg.order, "kd": cfg.kd, "teacher": str(teacher_dir),
+              "search_seconds": round(state.train_seconds, 1),
+              "wall_seconds_this_process": round(time.time() - t_start, 1),
+              "supernet_weights": n_params}
+    if state.history:
+        last = state.history[-1]
+        g = last["genotype"]
+        from ..genotype import Genotype
+
+        genotype = Genotype.from_dict(g)
+        share = parameter_free_share(genotype)
+        result.update(genotype=g, genotype_text=genotype.describe(), dev=last["dev"],
+                      parameter_free_share=share)
+        if share > 0.5:
+            msg = (f"the derived cell is dominated by parameter-free ops ({share:.0%} of its edges: "
+                   "DARTS' known collapse onto skip connections); consider more epochs at a lower --arch-lr, "
+                   "--order 2, or a space without identity")
+            warnings.warn(msg)
+            print(f"[search] warning: {msg}", flush=True)
+            result["warning"] = msg
+    write_json(run_dir / "metrics.json", result)
+    return result

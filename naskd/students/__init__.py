@@ -1,0 +1,3 @@
+from .fixed import FixedCell, FixedStudent
+
+__all__ = ["FixedCell", "FixedStudent"]

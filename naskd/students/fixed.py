@@ -1,0 +1,50 @@
+"""The fixed student rebuilt from a genotype, through the same op table and cell skeleton as the
+supernet: each node sums its chosen ops, the aggregator is the chosen one."""
+from __future__ import annotations
+
+from torch import nn
+
+from ..data.tasks import TAGGING
+from ..genotype import Genotype
+from ..network import CellBase, Embeddings, Head
+from ..space.aggregators import build_aggregator
+from ..space.ops import build_op
+
+
+class FixedCell(CellBase):
+    def __init__(self, cell: tuple, width: int, dropout: float = 0.1):
+        super().__init__(width, len(cell), dropout)
+        self.spec = cell
+        self.ops = nn.ModuleList(nn.ModuleList(build_op(op, width) for op, _ in node) for node in cell)
+
+    def node(self, i, states, mask, weights):
+        return sum(op(states[j], mask) for op, (_, j) in zip(self.ops[i], self.spec[i]))
+
+
+class FixedStudent(nn.Module):
+    def __init__(self, genotype: Genotype, *, kind: str, num_labels: int, vocab_size: int,
+                 max_positions: int = 512, width: int | None = None, dropout: float = 0.1):
+        super().__init__()
+        width = width or genotype.width
+        self.genotype, self.kind, self.width = genotype, kind, width
+        self.layers = genotype.layers
+        self.embeddings = Embeddings(vocab_size, width, max_positions, dropout=dropout)
+        self.cells = nn.ModuleList(FixedCell(genotype.cell(c), width, dropout) for c in range(genotype.layers))
+        if kind != TAGGING and not genotype.aggregator:
+            raise ValueError("a sentence-level student needs an aggregator in its genotype")
+        self.aggregate = None if kind == TAGGING else build_aggregator(genotype.aggregator, width)
+        self.head = Head(kind, width, num_labels, dropout)
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None, word_starts=None, **_):
+        mask = attention_mask.bool()
+        emb = self.embeddings(input_ids, token_type_ids).masked_fill(~mask.unsqueeze(-1), 0.0)
+        states = [emb]
+        s0 = s1 = emb
+        for cell in self.cells:
+            s0, s1 = s1, cell(s0, s1, mask)
+            states.append(s1)
+        if self.kind == TAGGING:
+            logits = self.head(states=s1, word_starts=word_starts)
+        else:
+            logits = self.head(pooled=self.aggregate(s1, mask))
+        return {"logits": logits, "states": states, "mask": mask}

@@ -1,0 +1,104 @@
+import json
+
+import pytest
+import torch
+
+from naskd.cli import main
+from naskd.genotype import Genotype
+
+from ..conftest import DATA
+
+SPACE_YAML = """name: tiny
+ops: [conv3, identity, attn4, lstm, none]
+aggregators: [max_pool, dynamic_routing]
+nodes: 2
+width: 16
+"""
+
+
+@pytest.fixture()
+def space(tmp_path):
+    f = tmp_path / "tiny.yaml"
+    f.write_text(SPACE_YAML)
+    return f
+
+
+def argv(teacher, space, out, *extra):
+    return ["search", "--task", "sst2", "--teacher", str(teacher), "--data-dir", str(DATA), "--space",
+            str(space), "--layers", "2", "--max-train-examples", "64", "--max-eval-examples", "32",
+            "--batch-size", "8", "--epochs", "2", "--out", str(out), "--checkpoint-every", "1000", *extra]
+
+
+def final_alphas(run):
+    ck = torch.load(run / "checkpoint.pt", weights_only=True)
+    return ck["modules"]["model"]["arch.ops"], ck["modules"]["model"]["arch.agg"]
+
+
+def test_search_end_to_end_writes_run(tiny_teacher, space, tmp_path):
+    teacher, _ = tiny_teacher
+    out = tmp_path / "s"
+    assert main(argv(teacher, space, out)) == 0
+    for f in ("genotype.json", "history.json", "metrics.jsonl", "metrics.json", "config.yaml", "checkpoint.pt"):
+        assert (out / f).is_file(), f
+    g = Genotype.load(out / "genotype.json")
+    assert g.layers == 2 and g.width == 16 and g.aggregator in ("max_pool", "dynamic_routing")
+    hist = json.loads((out / "history.json").read_text())
+    assert len(hist) == 2 and len(hist[0]["alphas"]["ops"]) == 5  # 5 edges for 2 nodes
+    assert hist[0]["genotype"] != hist[1]["genotype"] or hist[0]["alphas"] != hist[1]["alphas"]
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["status"] == "finished" and m["steps"] == 8 and "accuracy" in m["dev"]
+
+
+def test_resume_equals_uninterrupted(tiny_teacher, space, tmp_path):
+    teacher, _ = tiny_teacher
+    full, part = tmp_path / "full", tmp_path / "part"
+    assert main(argv(teacher, space, full)) == 0
+    assert main(argv(teacher, space, part, "--stop-after-steps", "3")) == 0
+    assert json.loads((part / "metrics.json").read_text())["status"] == "stopped"
+    assert main(argv(teacher, space, part, "--resume", "--stop-after-steps", "3")) == 0  # crosses an epoch end
+    assert main(argv(teacher, space, part, "--resume")) == 0
+    for a, b in zip(final_alphas(full), final_alphas(part)):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert (Genotype.load(full / "genotype.json") == Genotype.load(part / "genotype.json"))
+
+
+def test_second_order_and_per_cell(tiny_teacher, space, tmp_path):
+    teacher, _ = tiny_teacher
+    out = tmp_path / "o2"
+    assert main(argv(teacher, space, out, "--order", "2", "--per-cell-alphas", "--epochs", "1",
+                     "--kd", "soft_ce=0.5,hard_ce=0.5,pkd=1,fsd=0.1", "--fsd-memory", "4")) == 0
+    g = Genotype.load(out / "genotype.json")
+    assert len(g.cells) == 2
+    a, _ = final_alphas(out)
+    assert a.shape == (2, 5, 5)
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--layers", "0"], "--layers must be at least 1"),
+    (["--nodes", "0"], "nodes must be at least 1"),
+    (["--width", "18"], "not divisible by 4 heads"),
+    (["--kd", "soft_ce,magic"], "unknown distillation criterion 'magic'"),
+    (["--space", "nowhere"], "known: adabert, nas_kd"),
+    (["--task", "rte"], "fine-tuned for task sst2, not rte"),
+    (["--layers", "5", "--kd", "pkd"], "needs M_s <= M_t"),
+])
+def test_bad_settings_fail_before_training(tiny_teacher, space, tmp_path, capsys, extra, message):
+    teacher, _ = tiny_teacher
+    out = tmp_path / "bad"
+    assert main(argv(teacher, space, out) + extra) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (out / "checkpoint.pt").exists()
+
+
+def test_unknown_op_in_space_file(tiny_teacher, tmp_path, capsys):
+    teacher, _ = tiny_teacher
+    f = tmp_path / "bad.yaml"
+    f.write_text(SPACE_YAML.replace("lstm", "gru"))
+    assert main(argv(teacher, f, tmp_path / "x")) == 2
+    assert "unknown op 'gru'" in capsys.readouterr().err
+
+
+def test_not_a_teacher_run(space, tmp_path, capsys):
+    assert main(argv(tmp_path, space, tmp_path / "x")) == 2
+    assert "not a teacher run" in capsys.readouterr().err
