@@ -37,8 +37,18 @@ def cmd_search(args) -> int:
     return 0
 
 
+def cmd_retrain(args) -> int:
+    from .students.retrain import resolve_retrain_config, retrain
+
+    cfg = resolve_retrain_config(_settings(args), args.config)
+    m = retrain(cfg, overwrite=args.overwrite, resume=args.resume)
+    print(f"[retrain] {m['status']}: dev {m['dev']} (best epoch {m['best_epoch']})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .search.run import SearchConfig
+    from .students.retrain import RetrainConfig
     from .teachers.finetune import TeacherConfig
 
     parser = argparse.ArgumentParser(
@@ -59,6 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
     C.add_arguments(p, SearchConfig)
     _common(p)
     p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("retrain", help="train the student of a genotype from scratch with distillation",
+                       description="Builds the fixed student from genotype.json through the supernet's op "
+                                   "tables and trains it on cached teacher outputs; writes <out>/student/.")
+    C.add_arguments(p, RetrainConfig)
+    _common(p)
+    p.set_defaults(func=cmd_retrain)
     return parser
 
 

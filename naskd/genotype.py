@@ -76,6 +76,22 @@ class Genotype:
                     if not 0 <= j < i + 2:
                         raise NaskdError(f"{source}: node {i} cannot read input {j} (valid: 0..{i + 1})")
 
+    def check_width(self, width: int, source: str = "genotype") -> None:
+        """Every op and the aggregator must build at ``width`` (head counts, capsules, LSTM halves)."""
+        from .errors import ConfigError
+        from .space.aggregators import build_aggregator
+        from .space.ops import build_op
+
+        try:
+            for c in range(len(self.cells)):
+                for node in self.cell(c):
+                    for op, _ in node:
+                        build_op(op, width)
+            if self.aggregator:
+                build_aggregator(self.aggregator, width)
+        except ConfigError as e:
+            raise ConfigError(f"{source} cannot be built at width {width}: {e}") from None
+
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
 

@@ -43,3 +43,13 @@ def parse_kd(spec) -> list[tuple[str, float]]:
     if len({n for n, _ in out}) != len(out):
         raise ConfigError(f"--kd names a criterion twice: {spec}")
     return out
+
+
+def parse_pairs(text: str | None) -> list[tuple[int, int]]:
+    """``"2:2,4:4"`` -> [(2, 2), (4, 4)]: explicit (student cell, teacher layer) pairs for pkd."""
+    if not text:
+        return []
+    try:
+        return [tuple(int(x) for x in p.split(":")) for p in str(text).split(",") if p.strip()]
+    except ValueError:
+        raise ConfigError(f"--pkd-pairs expects student:teacher pairs like 2:2,4:4, got {text}") from None

@@ -21,7 +21,7 @@ import yaml
 from .. import config as C
 from ..data.encode import bucket_batches
 from ..data.tasks import TAGGING, get_task
-from ..distill import DistillationLoss, KDContext, parse_kd
+from ..distill import DistillationLoss, KDContext, parse_kd, parse_pairs
 from ..errors import ConfigError, NaskdError
 from ..evaluation import predictions_from_logits, score
 from ..genotype import parameter_free_share, parse
@@ -112,13 +112,9 @@ class SearchConfig:
             space = replace(space, nodes=self.nodes)
         return space
 
+    @property
     def pairs(self) -> list:
-        if not self.pkd_pairs:
-            return []
-        try:
-            return [tuple(int(x) for x in p.split(":")) for p in self.pkd_pairs.split(",")]
-        except ValueError:
-            raise ConfigError(f"--pkd-pairs expects student:teacher pairs like 2:2,4:4, got {self.pkd_pairs}")
+        return parse_pairs(self.pkd_pairs)
 
 
 def resolve_search_config(flags: dict, config_file: str | None = None) -> SearchConfig:
@@ -129,7 +125,7 @@ def resolve_search_config(flags: dict, config_file: str | None = None) -> Search
 def kd_context(cfg, spec, info, layers, width) -> KDContext:
     return KDContext(task=spec, student_layers=layers, student_width=width,
                      teacher_layers=int(info["num_layers"]), teacher_width=int(info["hidden_size"]),
-                     temperature=cfg.temperature, pkd_pairs=cfg.pairs(), fsd_memory=cfg.fsd_memory,
+                     temperature=cfg.temperature, pkd_pairs=cfg.pairs, fsd_memory=cfg.fsd_memory,
                      seed=cfg.seed)
 
 

@@ -1,0 +1,59 @@
+"""Helpers shared by the benchmark scripts: timing and Markdown/JSON tables."""
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from naskd.utils.io import write_json, write_text
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def machine() -> str:
+    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+
+
+def timed(fn, repeat: int, warmup: int = 1) -> float:
+    """Median seconds of ``fn()`` over ``repeat`` runs after ``warmup`` runs."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    times.sort()
+    return times[len(times) // 2]
+
+
+def markdown_table(rows: list[dict], columns: list[str]) -> str:
+    def fmt(v):
+        if isinstance(v, float):
+            return f"{v:.4g}" if abs(v) < 1000 else f"{v:,.0f}"
+        return str(v)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def publish(name: str, title: str, rows: list[dict], columns: list[str], command: str, notes: str = "") -> str:
+    table = markdown_table(rows, columns)
+    text = f"## {title}\n\nMeasured with `{command}` on {machine()}.\n\n{table}\n"
+    if notes:
+        text += f"\n{notes}\n"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    write_text(RESULTS / f"{name}.md", text)
+    write_json(RESULTS / f"{name}.json", {"title": title, "command": command, "machine": machine(),
+                                          "rows": rows, "notes": notes})
+    print(text, flush=True)
+    return text
+
+
+def load_json(path) -> dict | None:
+    p = Path(path)
+    return json.loads(p.read_text()) if p.is_file() else None

@@ -1,0 +1,45 @@
+"""Fine-tune the default teacher on every GLUE task with its recipe (resumable: finished runs are read,
+stopped ones resumed) and tabulate dev metrics and times.
+Usage: python benchmarks/glue_teachers.py [--tasks sst2,cola,mrpc,rte,stsb] [--runs runs]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import publish  # noqa: E402
+
+from naskd.teachers.finetune import finetune_teacher, resolve_teacher_config  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tasks", default="sst2,cola,mrpc,rte,stsb")
+    ap.add_argument("--runs", default="runs")
+    ap.add_argument("--data-dir", default=os.environ.get("NASKD_DATA_DIR", "../shared/data"))
+    args = ap.parse_args()
+    rows = []
+    for task in args.tasks.split(","):
+        out = Path(args.runs) / f"{task}-teacher"
+        mpath = out / "metrics.json"
+        m = json.loads(mpath.read_text()) if mpath.is_file() else None
+        if m is None or m.get("status") != "finished":
+            cfg = resolve_teacher_config({"task": task, "data_dir": args.data_dir, "out": str(out)})
+            m = finetune_teacher(cfg, resume=bool(m))
+        dev = {k: round(v, 4) for k, v in m["dev"].items() if k != "epoch"}
+        rows.append({"task": task, "dev metrics (best epoch)": json.dumps(dev), "best epoch": m["best_epoch"],
+                     "epochs": m["epochs_done"], "train examples": m["train_examples"],
+                     "train minutes": m["train_seconds"] / 60})
+    publish("teachers", "Teachers: all-MiniLM-L6-v2 fine-tuned by `naskd teacher` (recipes in teachers/)", rows,
+            ["task", "dev metrics (best epoch)", "best epoch", "epochs", "train examples", "train minutes"],
+            "python benchmarks/glue_teachers.py",
+            notes="Each run is `naskd teacher --task TASK` with its recipe; train minutes exclude evaluation. The "
+                  "dev split selects the best epoch and reports it, as GLUE dev results usually are.")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import naskd
+from naskd.cli import main
+from naskd.data.encode import collate, encode
+from naskd.data.readers import read_columns
+from naskd.data.tasks import get_task
+from naskd.errors import NaskdError
+
+from ..conftest import DATA
+
+GENOTYPE = {"format": 1, "space": "tiny", "ops": ["conv3", "identity", "attn4", "lstm", "none"],
+            "aggregators": ["max_pool", "dynamic_routing"], "nodes": 2, "layers": 2, "width": 16, "shared": True,
+            "cells": [[[["conv3", 0], ["lstm", 1]], [["attn4", 1], ["identity", 2]]]],
+            "aggregator": "dynamic_routing"}
+
+
+@pytest.fixture()
+def genotype(tmp_path):
+    f = tmp_path / "genotype.json"
+    f.write_text(json.dumps(GENOTYPE))
+    return f
+
+
+def argv(teacher, genotype, out, *extra):
+    return ["retrain", "--task", "sst2", "--teacher", str(teacher), "--genotype", str(genotype),
+            "--data-dir", str(DATA), "--max-train-examples", "64", "--max-eval-examples", "32", "--epochs", "2",
+            "--batch-size", "8", "--out", str(out), "--checkpoint-every", "0", *extra]
+
+
+def test_retrain_save_load_identical_outputs(tiny_teacher, genotype, tmp_path):
+    teacher, _ = tiny_teacher
+    out = tmp_path / "r"
+    assert main(argv(teacher, genotype, out)) == 0
+    model, tok, info = naskd.load_student(out / "student")
+    assert info["genotype"]["cells"] == GENOTYPE["cells"] and info["task"] == "sst2"
+    spec = get_task("sst2")
+    dev = encode(spec, {k: v[:6] for k, v in read_columns(spec, DATA, "dev").items()}, tok, 128)
+    b = collate(dev, list(range(6)))
+    with torch.no_grad():
+        a1 = model(**b)["logits"]
+        model2, _, _ = naskd.load_student(out)  # the run directory works too
+        a2 = model2(**b)["logits"]
+    torch.testing.assert_close(a1, a2, rtol=0, atol=0)
+    # the exported weights hold the student only, no criterion projections
+    saved = set(load_file(str(out / "student/model.safetensors")))
+    assert saved == set(model.state_dict()) and not any(k.startswith(("kd", "criteria")) for k in saved)
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["status"] == "finished" and m["parameters"] > m["parameters_without_embeddings"] > 0
+
+
+def test_retrain_resume_equals_uninterrupted(tiny_teacher, genotype, tmp_path):
+    teacher, _ = tiny_teacher
+    full, part = tmp_path / "full", tmp_path / "part"
+    assert main(argv(teacher, genotype, full)) == 0
+    assert main(argv(teacher, genotype, part, "--stop-after-steps", "5")) == 0
+    assert main(argv(teacher, genotype, part, "--resume")) == 0
+    a, b = load_file(str(full / "student/model.safetensors")), load_file(str(part / "student/model.safetensors"))
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+
+
+def test_bad_genotype_inputs(tiny_teacher, genotype, tmp_path, capsys):
+    teacher, _ = tiny_teacher
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({**GENOTYPE, "cells": [[[["warp", 0]], [["conv3", 1]]]]}))
+    assert main(argv(teacher, bad, tmp_path / "o")) == 2
+    assert "op 'warp' is not in the op table" in capsys.readouterr().err
+    assert main(argv(teacher, genotype, tmp_path / "o", "--width", "18")) == 2
+    assert "cannot be built at width 18" in capsys.readouterr().err
+    assert main(argv(teacher, tmp_path / "none.json", tmp_path / "o")) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_load_student_errors(tmp_path):
+    with pytest.raises(NaskdError, match="not a naskd student directory"):
+        naskd.load_student(tmp_path)
