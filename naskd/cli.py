@@ -46,6 +46,14 @@ def cmd_retrain(args) -> int:
     return 0
 
 
+def cmd_plot(args) -> int:
+    from .plotting import plot_path
+
+    out = args.output or ("alphas.png" if args.alphas else "cell.png")
+    print(f"[plot] wrote {plot_path(args.target, out, alphas=args.alphas)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .search.run import SearchConfig
     from .students.retrain import RetrainConfig
@@ -76,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
     C.add_arguments(p, RetrainConfig)
     _common(p)
     p.set_defaults(func=cmd_retrain)
+
+    p = sub.add_parser("plot", help="draw a found cell, or the alphas over the search epochs")
+    p.add_argument("target", help="genotype.json, or a search run directory")
+    p.add_argument("-o", "--output", default=None, help="PNG (or PDF/SVG) to write (default cell.png / alphas.png)")
+    p.add_argument("--alphas", action="store_true", help="heat map of every edge's op weights over the epochs")
+    p.set_defaults(func=cmd_plot)
     return parser
 
 

@@ -1,0 +1,123 @@
+"""Pictures of search results: the found cell (networkx + matplotlib) and alphas over the epochs."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import networkx as nx  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .errors import NaskdError  # noqa: E402
+from .genotype import Genotype  # noqa: E402
+from .network import edge_list  # noqa: E402
+from .utils.io import atomic_path  # noqa: E402
+
+
+def cell_graph(genotype: Genotype, cell: int = 0) -> nx.DiGraph:
+    """Inputs c_{k-2}, c_{k-1}; intermediate nodes 0..N-1; output c_{k}; edges carry their op."""
+    g = nx.DiGraph()
+    inputs = ["c_{k-2}", "c_{k-1}"]
+    names = inputs + [str(i) for i in range(genotype.nodes)]
+    for n in inputs:
+        g.add_node(n, kind="input")
+    for i in range(genotype.nodes):
+        g.add_node(str(i), kind="node")
+    g.add_node("c_{k}", kind="output")
+    for i, node in enumerate(genotype.cell(cell)):
+        for op, j in node:
+            g.add_edge(names[j], str(i), op=op)
+        g.add_edge(str(i), "c_{k}", op="concat")
+    return g
+
+
+def _save(fig, path):
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
+def plot_cell(genotype: Genotype, path: str | os.PathLike) -> list[nx.DiGraph]:
+    cells = list(range(len(genotype.cells)))
+    fig, axes = plt.subplots(1, len(cells), figsize=(6.5 * len(cells), 4.5), squeeze=False)
+    graphs = []
+    for ax, c in zip(axes[0], cells):
+        g = cell_graph(genotype, c)
+        graphs.append(g)
+        layers = {"c_{k-2}": 0, "c_{k-1}": 0, "c_{k}": genotype.nodes + 1}
+        for i in range(genotype.nodes):
+            layers[str(i)] = i + 1
+        nx.set_node_attributes(g, layers, "layer")
+        pos = nx.multipartite_layout(g, subset_key="layer")
+        colours = {"input": "#9ecae1", "node": "#fdd0a2", "output": "#a1d99b"}
+        nx.draw_networkx_nodes(g, pos, ax=ax, node_size=1400,
+                               node_color=[colours[g.nodes[n]["kind"]] for n in g.nodes])
+        nx.draw_networkx_labels(g, pos, ax=ax, labels={n: f"${n}$" if n.startswith("c_") else n for n in g.nodes},
+                                font_size=10)
+        nx.draw_networkx_edges(g, pos, ax=ax, arrows=True, arrowsize=14, node_size=1400,
+                               connectionstyle="arc3,rad=0.12")
+        nx.draw_networkx_edge_labels(g, pos, ax=ax, font_size=8, connectionstyle="arc3,rad=0.12",
+                                     edge_labels={(u, v): d["op"] for u, v, d in g.edges(data=True)
+                                                  if d["op"] != "concat"})
+        title = f"cell {c}" if len(cells) > 1 else f"{genotype.space} cell (shared by {genotype.layers} layers)"
+        ax.set_title(title)
+        ax.axis("off")
+    agg = f"aggregation: {genotype.aggregator}" if genotype.aggregator else "no aggregation (tagging)"
+    fig.suptitle(f"{agg}; width {genotype.width}", y=0.02)
+    _save(fig, path)
+    return graphs
+
+
+def plot_alphas(history: list[dict], path: str | os.PathLike, cell: int = 0) -> np.ndarray:
+    """Heat map per edge: op weight (softmax of alphas) over the search epochs. Returns the array
+    (epochs, edges, ops) that was drawn."""
+    if not history:
+        raise NaskdError("the search history is empty: no epoch has finished yet")
+    op_names = history[0]["alphas"]["op_names"]
+    arr = np.asarray([h["alphas"]["ops"] for h in history], dtype=float)
+    if arr.ndim == 4:                                     # per-cell alphas: (epochs, layers, edges, ops)
+        arr = arr[:, cell]
+    E = arr.shape[1]
+    nodes = history[0]["genotype"]["nodes"]
+    edges = edge_list(nodes)
+    cols = min(E, 3)
+    rows = int(np.ceil(E / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 3.1 * rows), squeeze=False)
+    fig.subplots_adjust(hspace=0.75, wspace=0.5)
+    epochs = [h["epoch"] for h in history]
+    for e in range(rows * cols):
+        ax = axes[e // cols][e % cols]
+        if e >= E:
+            ax.axis("off")
+            continue
+        im = ax.imshow(arr[:, e, :].T, aspect="auto", cmap="viridis", vmin=0, vmax=max(0.3, arr.max()))
+        i, j = edges[e]
+        src = ["c_{k-2}", "c_{k-1}"][j] if j < 2 else f"node {j - 2}"
+        ax.set_title(f"{src} -> node {i}", fontsize=9)
+        ax.set_yticks(range(len(op_names)))
+        ax.set_yticklabels(op_names, fontsize=7)
+        ax.set_xticks(range(len(epochs)))
+        ax.set_xticklabels(epochs, fontsize=7)
+        ax.set_xlabel("epoch", fontsize=8)
+    fig.colorbar(im, ax=axes, shrink=0.6, label="op weight (softmax of alpha)")
+    _save(fig, path)
+    return arr
+
+
+def plot_path(target: str | os.PathLike, out: str | os.PathLike, alphas: bool = False) -> str:
+    """CLI entry: a genotype.json (cell) or a search run directory (cell, or alphas with ``alphas``)."""
+    target = Path(target)
+    if alphas:
+        hist_path = target / "history.json" if target.is_dir() else target
+        if not hist_path.is_file():
+            raise NaskdError(f"{hist_path} not found: --alphas needs a search run directory with history.json")
+        plot_alphas(json.loads(hist_path.read_text()), out)
+    else:
+        gpath = target / "genotype.json" if target.is_dir() else target
+        plot_cell(Genotype.load(gpath), out)
+    return str(out)
