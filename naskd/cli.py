@@ -54,6 +54,17 @@ def cmd_plot(args) -> int:
     return 0
 
 
+def cmd_analyze(args) -> int:
+    from .analysis import run_analyze_cka
+
+    r = run_analyze_cka(args.model, args.teacher, out=args.out, overwrite=args.overwrite, task=args.task,
+                        data_dir=args.data_dir, batch_size=args.batch_size, max_examples=args.max_eval_examples,
+                        layerwise=args.layerwise, cache_dir=args.cache_dir)
+    print(f"[analyze] CKA diagonal mean {r['diagonal_mean']:.4f} (off-diagonal {r['offdiagonal_mean']:.4f}) over "
+          f"{r['batches']} dev batches of {r['batch_size']}; wrote {r['_out']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .search.run import SearchConfig
     from .students.retrain import RetrainConfig
@@ -90,6 +101,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default=None, help="PNG (or PDF/SVG) to write (default cell.png / alphas.png)")
     p.add_argument("--alphas", action="store_true", help="heat map of every edge's op weights over the epochs")
     p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("analyze", help="analyses of a trained student against its teacher")
+    p.add_argument("analysis", choices=["cka"], help="cka: teacher/student feature-structure CKA on dev batches")
+    p.add_argument("--model", required=True, help="student directory (from `naskd retrain`)")
+    p.add_argument("--teacher", required=True, help="teacher run directory")
+    p.add_argument("--task", default=None, help="task (default: the student's)")
+    p.add_argument("--data-dir", default=None, help="data root (default $NASKD_DATA_DIR)")
+    p.add_argument("--cache-dir", default=None, help="teacher output cache")
+    p.add_argument("--batch-size", type=int, default=32, help="mini-batch size (default: 32)")
+    p.add_argument("--max-eval-examples", type=int, default=None, help="seeded dev subsample")
+    p.add_argument("--layerwise", action="store_true", help="also a student-state x teacher-layer CKA matrix")
+    p.add_argument("--out", default=None, help="run directory (default runs/<task>-analyze)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    p.set_defaults(func=cmd_analyze)
     return parser
 
 

@@ -76,6 +76,8 @@ class SearchConfig:
     top_k: int = C.field(2, help="incoming edges kept per node when deriving the genotype")
     grad_clip: float = C.field(5.0, help="gradient norm clip for the weights")
     seed: int = C.field(0, help="random seed")
+    data_seed: int = C.field(0, help="seed of the training subsample; fixed by default so runs with different "
+                                     "--seed train on the same examples")
     device: str = C.field("auto", help="auto, cpu or cuda (bf16 autocast on cuda)",
                           choices=["auto", "cpu", "cuda"])
     checkpoint_every: int = C.field(100, help="checkpoint every N steps (and at each epoch end)")
@@ -150,7 +152,7 @@ def run_search(cfg: SearchConfig, *, overwrite: bool = False, resume: bool = Fal
     device = pick_device(cfg.device)
 
     data = prepare(spec.name, teacher_dir, data_dir=cfg.data_dir, max_train_examples=cfg.max_train_examples,
-                   max_eval_examples=cfg.max_eval_examples, seed=cfg.seed, requests=kd.teacher_requests(),
+                   max_eval_examples=cfg.max_eval_examples, seed=cfg.data_seed, requests=kd.teacher_requests(),
                    cache_dir=cfg.cache_dir, device=device, need_teacher=kd.needs_teacher,
                    max_length=cfg.max_length)
     kd.setup(data.train_outputs, data.train)

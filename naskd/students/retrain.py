@@ -53,6 +53,8 @@ class RetrainConfig:
     max_eval_examples: Optional[int] = C.field(None, help="seeded dev subsample")
     max_length: Optional[int] = C.field(None, help="maximum sub-tokens (default: the teacher's recipe)")
     seed: int = C.field(0, help="random seed")
+    data_seed: int = C.field(0, help="seed of the training subsample; fixed by default so runs with different "
+                                     "--seed train on the same examples")
     device: str = C.field("auto", help="auto, cpu or cuda", choices=["auto", "cpu", "cuda"])
     checkpoint_every: int = C.field(500, help="checkpoint every N steps (and at each epoch end)")
     stop_after_steps: Optional[int] = C.field(None, help="end cleanly after N steps, as if interrupted")
@@ -99,7 +101,7 @@ def retrain(cfg: RetrainConfig, *, overwrite: bool = False, resume: bool = False
                                                        sort_keys=False))
     device = pick_device(cfg.device)
     data = prepare(spec.name, teacher_dir, data_dir=cfg.data_dir, max_train_examples=cfg.max_train_examples,
-                   max_eval_examples=cfg.max_eval_examples, seed=cfg.seed, requests=kd.teacher_requests(),
+                   max_eval_examples=cfg.max_eval_examples, seed=cfg.data_seed, requests=kd.teacher_requests(),
                    cache_dir=cfg.cache_dir, device=device, need_teacher=kd.needs_teacher, max_length=cfg.max_length)
     kd.setup(data.train_outputs, data.train)
     seed_everything(cfg.seed)

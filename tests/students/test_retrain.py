@@ -79,3 +79,23 @@ def test_bad_genotype_inputs(tiny_teacher, genotype, tmp_path, capsys):
 def test_load_student_errors(tmp_path):
     with pytest.raises(NaskdError, match="not a naskd student directory"):
         naskd.load_student(tmp_path)
+
+
+def test_analyze_cka(tiny_teacher, genotype, tmp_path, capsys):
+    import numpy as np
+
+    teacher, _ = tiny_teacher
+    out = tmp_path / "r"
+    assert main(argv(teacher, genotype, out, "--epochs", "1")) == 0
+    assert main(["analyze", "cka", "--model", str(out / "student"), "--teacher", str(teacher), "--data-dir",
+                 str(DATA), "--max-eval-examples", "100", "--batch-size", "16", "--layerwise",
+                 "--out", str(tmp_path / "a")]) == 0
+    res = json.loads((tmp_path / "a" / "cka.json").read_text())
+    m = np.asarray(res["matrix"])
+    assert m.shape == (6, 6) and res["examples_used"] == 96  # 100 // 16 full batches
+    assert ((m >= -1e-9) & (m <= 1 + 1e-9)).all()
+    assert res["diagonal_mean"] == pytest.approx(np.trace(m) / 6, abs=1e-5)
+    assert np.asarray(res["layerwise"]["matrix"]).shape == (3, 3)  # student states 0..2, teacher 0..2
+    assert "CKA diagonal mean" in capsys.readouterr().out
+    assert main(["analyze", "cka", "--model", str(out / "student"), "--teacher", str(teacher), "--task", "rte",
+                 "--data-dir", str(DATA), "--out", str(tmp_path / "b")]) == 2

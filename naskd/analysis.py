@@ -1,0 +1,92 @@
+"""`naskd analyze cka`: how much of the teacher's feature structure a student carries (Jung et al.).
+
+The dev split is cut into mini-batches in file order; entry (i, j) of the matrix is linear CKA between
+the teacher's features of batch i and the student's features of batch j, both (B, D) masked means over
+real tokens of the penultimate layer (teacher ``hidden_states[-2]``, the student's second-to-last cell).
+The diagonal mean is the paper's Table 6 number; off-diagonal entries are the chance level. A last
+batch shorter than the others is left out (CKA compares equal sample counts). ``layerwise`` adds a
+(student states x teacher layers) matrix over the whole dev split.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .data.encode import collate, encode
+from .data.readers import load_split, subsample
+from .data.tasks import get_task
+from .distill.functional import cka, masked_mean
+from .errors import NaskdError
+from .teachers.cache import HiddenRequest, TeacherCache
+from .teachers.model import read_teacher_info
+from .utils.io import prepare_run_dir, write_json
+
+
+@torch.no_grad()
+def student_features(model, data, batch_size: int, pad_id: int = 0) -> list[np.ndarray]:
+    """Masked-mean features of every student state (embeddings, cell 1..M_s), each (N, D_s), in data order."""
+    feats = None
+    for start in range(0, len(data), batch_size):
+        rows = np.arange(start, min(start + batch_size, len(data)))
+        out = model(**collate(data, rows, pad_id=pad_id))
+        pooled = [masked_mean(s, out["mask"]).numpy() for s in out["states"]]
+        feats = pooled if feats is None else [np.concatenate([a, b]) for a, b in zip(feats, pooled)]
+    return feats
+
+
+def cka_analysis(model_dir: str, teacher_dir: str, *, task: str | None = None, data_dir=None,
+                 batch_size: int = 32, max_examples: int | None = None, layerwise: bool = False,
+                 cache_dir=None) -> dict:
+    from .students.io import load_student
+
+    model, tokenizer, info = load_student(model_dir)
+    task = task or info["task"]
+    spec = get_task(task)
+    if info["task"] != spec.name:
+        raise NaskdError(f"student {model_dir} was trained for {info['task']}, not {spec.name}")
+    tinfo = read_teacher_info(teacher_dir, spec.name)
+    M_t = int(tinfo["num_layers"])
+    cols = load_split(spec, data_dir, "dev")
+    cols = cols.select(subsample(len(cols), max_examples, 0))
+    max_length = int(tinfo.get("recipe", {}).get("max_length", 128))
+    dev = encode(spec, cols, tokenizer, max_length)
+    if len(dev) < 2 * batch_size:
+        raise NaskdError(f"the dev split has {len(dev)} examples: too few for two batches of {batch_size}; "
+                         "lower --batch-size")
+    layers = list(range(M_t + 1)) if layerwise else [M_t - 1]
+    reqs = [HiddenRequest(layer, "mean") for layer in layers]
+    outputs = TeacherCache(cache_dir).get(teacher_dir, dev, reqs, split="dev")
+    s_feats = student_features(model, dev, batch_size, tokenizer.pad_token_id or 0)
+    t_pen = torch.from_numpy(np.asarray(outputs.array(HiddenRequest(M_t - 1, "mean").item), dtype=np.float32))
+    s_pen = torch.from_numpy(s_feats[-2])
+    nb = len(dev) // batch_size
+    mat = np.zeros((nb, nb))
+    for i in range(nb):
+        t_i = t_pen[i * batch_size:(i + 1) * batch_size].double()
+        for j in range(nb):
+            mat[i, j] = float(cka(t_i, s_pen[j * batch_size:(j + 1) * batch_size].double()))
+    off = mat[~np.eye(nb, dtype=bool)]
+    result = {"task": spec.name, "student": str(model_dir), "teacher": str(teacher_dir),
+              "features": "penultimate layer, masked mean over tokens", "batch_size": batch_size,
+              "batches": nb, "examples_used": nb * batch_size, "diagonal_mean": float(np.trace(mat) / nb),
+              "offdiagonal_mean": float(off.mean()) if off.size else None, "matrix": mat.round(6).tolist()}
+    if layerwise:
+        lw = np.zeros((len(s_feats), M_t + 1))
+        for a, s in enumerate(s_feats):
+            for b in range(M_t + 1):
+                t = torch.from_numpy(np.asarray(outputs.array(HiddenRequest(b, "mean").item), dtype=np.float64))
+                lw[a, b] = float(cka(torch.from_numpy(s).double(), t))
+        result["layerwise"] = {"rows": "student states (0 = embeddings, then cells)",
+                               "columns": "teacher hidden states (0 = embeddings)", "matrix": lw.round(6).tolist()}
+    return result
+
+
+def run_analyze_cka(args_model: str, teacher: str, *, out: str | None, overwrite: bool, **kw) -> dict:
+    result = cka_analysis(args_model, teacher, **kw)
+    run_dir = prepare_run_dir(Path(out or f"runs/{result['task']}-analyze"), overwrite=overwrite, resume=False)
+    write_json(run_dir / "cka.json", result)
+    write_json(run_dir / "metrics.json", {k: v for k, v in result.items() if k not in ("matrix", "layerwise")})
+    result["_out"] = str(run_dir / "cka.json")
+    return result
