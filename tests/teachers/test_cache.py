@@ -112,7 +112,7 @@ def test_bad_requests(tiny_teacher, tmp_path):
     with pytest.raises(NaskdError, match="layers 0..2"):
         TeacherCache(tmp_path).get(out, data, [HiddenRequest(5, "cls")])
     with pytest.raises(NaskdError, match="positions must be one of"):
-        TeacherCache(tmp_path).get(out, data, [HiddenRequest(1, "mean")])
+        TeacherCache(tmp_path).get(out, data, [HiddenRequest(1, "middle")])
 
 
 def test_cache_dir_from_environment(monkeypatch, tmp_path):
