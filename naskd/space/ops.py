@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ..errors import ConfigError
 from .table import Table
@@ -42,36 +41,59 @@ class Identity(nn.Module):
         return _masked(x, mask)
 
 
+def reverse_within_length(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Reverse each sequence's first ``lengths[b]`` positions, leaving the padding after them in place.
+
+    x (B, L, D), lengths (B,). Applied twice it is the identity. Built from gather, so it exports to ONNX
+    with dynamic batch and length (packed sequences do not)."""
+    L = x.size(1)
+    pos = torch.arange(L, device=x.device).unsqueeze(0)                       # (1, L)
+    n = lengths.unsqueeze(1)                                                  # (B, 1)
+    idx = torch.where(pos < n, n - 1 - pos, pos)                              # (B, L)
+    return torch.gather(x, 1, idx.unsqueeze(-1).expand_as(x))
+
+
 class BiLSTM(nn.Module):
-    """Bidirectional LSTM, D/2 units per direction; packed so padding never reaches real tokens."""
+    """Bidirectional LSTM, D/2 units per direction. Padding sits after the real tokens, so the forward
+    direction never reads it before a real token; the backward direction runs on each sequence reversed
+    within its own length. The result equals a packed-sequence BiLSTM at real tokens, and exports."""
 
     def __init__(self, dim: int):
         super().__init__()
         if dim % 2:
             raise ConfigError(f"lstm needs an even width, got {dim}")
-        self.rnn = nn.LSTM(dim, dim // 2, batch_first=True, bidirectional=True)
+        self.fwd = nn.LSTM(dim, dim // 2, batch_first=True)
+        self.bwd = nn.LSTM(dim, dim // 2, batch_first=True)
 
     def forward(self, x, mask):
-        lengths = mask.sum(1).clamp_min(1).cpu()
-        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
-        out, _ = self.rnn(packed)
-        out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.size(1))
-        return _masked(out, mask)
+        lengths = mask.sum(1)
+        x = _masked(x, mask)
+        f, _ = self.fwd(x)                                                    # (B, L, D/2)
+        b, _ = self.bwd(reverse_within_length(x, lengths))
+        return _masked(torch.cat([f, reverse_within_length(b, lengths)], -1), mask)
 
 
 class SelfAttention(nn.Module):
-    """Multi-head self-attention with a key padding mask, then a per-token LayerNorm."""
+    """Multi-head scaled dot-product self-attention (Vaswani et al. 2017) over real tokens only (a key
+    padding mask), output projection, then a per-token LayerNorm. Written out rather than
+    ``nn.MultiheadAttention`` so that exported graphs keep dynamic batch and length."""
 
     def __init__(self, dim: int, heads: int):
         super().__init__()
         if heads < 1 or dim % heads:
             raise ConfigError(f"attn{heads}: width {dim} is not divisible by {heads} heads")
-        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.heads, self.head_dim = heads, dim // heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, x, mask):
-        y, _ = self.attn(x, x, x, key_padding_mask=~mask, need_weights=False)
-        return _masked(self.norm(y), mask)
+        q, k, v = (t.unflatten(-1, (self.heads, self.head_dim)).transpose(1, 2)
+                   for t in self.qkv(x).chunk(3, dim=-1))                     # (B, h, L, d) each
+        scores = q @ k.transpose(-1, -2) / self.head_dim ** 0.5               # (B, h, L, L)
+        scores = scores.masked_fill(~mask[:, None, None, :], float("-inf"))
+        y = (torch.softmax(scores, dim=-1) @ v).transpose(1, 2).flatten(2)    # (B, L, D)
+        return _masked(self.norm(self.proj(y)), mask)
 
 
 class Conv(nn.Module):
