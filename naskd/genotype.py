@@ -153,6 +153,22 @@ def parse(op_alphas: torch.Tensor, agg_alphas: torch.Tensor | None, space, *, la
     return Genotype(space.name, ops, tuple(space.aggregators), space.nodes, layers, width, cells, agg)
 
 
+def sample_genotype(space, *, layers: int, width: int, rng, k: int = 2) -> Genotype:
+    """A genotype drawn uniformly from what :func:`parse` can derive: each node reads k distinct inputs
+    (uniform among those it may read), each edge an op uniform among the space's ops other than
+    ``none``; the aggregator uniform. ``rng`` is a ``numpy.random.Generator``. The control any NAS
+    result must beat (Li & Talwalkar 2019)."""
+    ops = [o for o in space.ops if o != "none"]
+    cell = []
+    for i in range(space.nodes):
+        inputs = rng.choice(i + 2, size=min(k, i + 2), replace=False)
+        cell.append(tuple(sorted(((ops[int(rng.integers(len(ops)))], int(j)) for j in inputs),
+                                 key=lambda t: t[1])))
+    agg = space.aggregators[int(rng.integers(len(space.aggregators)))] if space.aggregators else None
+    return Genotype(space.name, tuple(space.ops), tuple(space.aggregators), space.nodes, layers, width,
+                    (tuple(cell),), agg)
+
+
 def parameter_free_share(g: Genotype) -> float:
     """Fraction of chosen edges whose op has no weights (identity, pooling)."""
     from .space.ops import is_parameter_free

@@ -42,24 +42,29 @@ class Embeddings(nn.Module):
         """Copy the teacher's embedding tables, projected onto their top principal directions when the
         student is narrower (PCA of the word embeddings). Returns a one-line account of what was done."""
         W = teacher["word"].float()
-        d_t, d_s = W.size(1), self.word.embedding_dim
         if W.size(0) != self.word.num_embeddings:
             raise ValueError(f"teacher vocabulary {W.size(0)} != student vocabulary {self.word.num_embeddings}")
-        if d_s >= d_t:
-            proj = torch.zeros(d_t, d_s)
-            proj[:, :d_t] = torch.eye(d_t)
-            how = "copied"
-        else:
-            centred = W - W.mean(0, keepdim=True)
-            _, _, vh = torch.linalg.svd(centred, full_matrices=False)
-            proj = vh[:d_s].T                                               # (D_t, D_s)
-            how = f"projected onto {d_s} principal directions"
+        proj, how = width_projection(W, self.word.embedding_dim)
+        d_t, d_s = W.size(1), self.word.embedding_dim
         self.word.weight.copy_(W @ proj)
         n_pos = min(self.position.num_embeddings, teacher["position"].size(0))
         self.position.weight[:n_pos].copy_(teacher["position"][:n_pos].float() @ proj)
         n_seg = min(self.segment.num_embeddings, teacher["segment"].size(0))
         self.segment.weight[:n_seg].copy_(teacher["segment"][:n_seg].float() @ proj)
         return f"embeddings initialised from the teacher's ({d_t} -> {d_s}, {how})"
+
+
+def width_projection(W: torch.Tensor, d_s: int) -> tuple[torch.Tensor, str]:
+    """(D_t, d_s) map from the teacher's embedding width to the student's: identity padded with zeros
+    when the student is as wide or wider, else the top principal directions of the rows of W."""
+    d_t = W.size(1)
+    if d_s >= d_t:
+        proj = torch.zeros(d_t, d_s)
+        proj[:, :d_t] = torch.eye(d_t)
+        return proj, "copied"
+    centred = W - W.mean(0, keepdim=True)
+    _, _, vh = torch.linalg.svd(centred, full_matrices=False)
+    return vh[:d_s].T, f"projected onto {d_s} principal directions"
 
 
 def teacher_embedding_tables(teacher_dir: str | Path) -> dict[str, torch.Tensor]:
@@ -133,3 +138,10 @@ class MixedAggregator(nn.Module):
 
     def forward(self, x, mask, weights):
         return sum(w * a(x, mask) for w, a in zip(weights, self.aggs))
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(all parameters, those in embedding tables): the second is what "without embeddings" leaves out."""
+    total = sum(p.numel() for p in model.parameters())
+    emb = sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Embedding))
+    return total, emb

@@ -58,19 +58,21 @@ class BiLSTM(nn.Module):
     direction never reads it before a real token; the backward direction runs on each sequence reversed
     within its own length. The result equals a packed-sequence BiLSTM at real tokens, and exports."""
 
-    def __init__(self, dim: int):
+    def __init__(self, dim: int, hidden: int | None = None):
         super().__init__()
-        if dim % 2:
-            raise ConfigError(f"lstm needs an even width, got {dim}")
-        self.fwd = nn.LSTM(dim, dim // 2, batch_first=True)
-        self.bwd = nn.LSTM(dim, dim // 2, batch_first=True)
+        if hidden is None:
+            if dim % 2:
+                raise ConfigError(f"lstm needs an even width, got {dim}")
+            hidden = dim // 2
+        self.fwd = nn.LSTM(dim, hidden, batch_first=True)
+        self.bwd = nn.LSTM(dim, hidden, batch_first=True)
 
     def forward(self, x, mask):
         lengths = mask.sum(1)
         x = _masked(x, mask)
         f, _ = self.fwd(x)                                                    # (B, L, D/2)
         b, _ = self.bwd(reverse_within_length(x, lengths))
-        return _masked(torch.cat([f, reverse_within_length(b, lengths)], -1), mask)
+        return _masked(torch.cat([f, reverse_within_length(b, lengths)], -1), mask)   # (B, L, 2H)
 
 
 class SelfAttention(nn.Module):

@@ -26,7 +26,7 @@ class FixedStudent(nn.Module):
                  max_positions: int = 512, width: int | None = None, dropout: float = 0.1):
         super().__init__()
         width = width or genotype.width
-        self.genotype, self.kind, self.width = genotype, kind, width
+        self.genotype, self.kind, self.width, self.num_labels = genotype, kind, width, num_labels
         self.layers = genotype.layers
         self.embeddings = Embeddings(vocab_size, width, max_positions, dropout=dropout)
         self.cells = nn.ModuleList(FixedCell(genotype.cell(c), width, dropout) for c in range(genotype.layers))

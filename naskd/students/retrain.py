@@ -17,11 +17,12 @@ from ..data.tasks import TAGGING, get_task
 from ..distill import DistillationLoss, parse_kd, parse_pairs
 from ..errors import ConfigError, NaskdError
 from ..evaluation import predictions_from_logits, score
-from ..genotype import Genotype
-from ..network import teacher_embedding_tables
+from ..genotype import Genotype, sample_genotype
+from ..network import count_parameters, teacher_embedding_tables
 from ..pipeline import batch_to, prepare, resolve_teacher_run
 from ..predict import predict_logits
 from ..search.run import DEFAULT_KD, kd_context
+from ..space.spec import load_space
 from ..teachers.model import read_teacher_info
 from ..train import fit
 from ..utils.io import prepare_run_dir, write_json, write_text
@@ -30,10 +31,38 @@ from .fixed import FixedStudent
 from .io import save_student
 
 
+# Each baseline's published recipe, between the defaults and the user's file and flags.
+STUDENTS = {
+    "genotype": {},
+    "random": {},
+    # Tang et al. 2019: logit MSE alone (alpha = 0), AdaDelta (lr 1.0, rho 0.95), batch 50
+    "bilstm_soft": {"kd": "logit_mse", "optimizer": "adadelta", "lr": 1.0, "batch_size": 50,
+                    "weight_decay": 0.0, "warmup_ratio": 0.0},
+    # BERT_k-PKD (Sun et al. 2019): fine-tuning rates for pretrained layers, PKD on [CLS]
+    "truncated_teacher": {"kd": "soft_ce=0.5,hard_ce=0.5,pkd=1", "lr": 5e-5, "weight_decay": 0.01,
+                          "warmup_ratio": 0.1},
+}
+
+
 @dataclass
 class RetrainConfig:
     task: str = C.field("sst2", help="task")
-    genotype: Optional[str] = C.field(None, help="genotype.json from `naskd search` (required)")
+    student: str = C.field("genotype", help="genotype: the student of --genotype; bilstm_soft: Tang et al. "
+                                            "2019's distilled BiLSTM; truncated_teacher: the teacher's first "
+                                            "--truncate-k layers; random: a genotype sampled from --space",
+                           choices=list(STUDENTS))
+    genotype: Optional[str] = C.field(None, help="genotype.json from `naskd search` (for --student genotype)")
+    truncate_k: Optional[int] = C.field(None, help="truncated_teacher: layers kept (default ceil(M_t/2))")
+    bilstm_hidden: int = C.field(150, help="bilstm_soft: LSTM units per direction (paper: 150 or 300)")
+    bilstm_relu: int = C.field(200, help="bilstm_soft: ReLU layer units (paper: 200 or 400)")
+    bilstm_embed: int = C.field(300, help="bilstm_soft: word embedding width (the teacher's table, PCA-projected)")
+    space: str = C.field("nas_kd", help="random: the search space to sample from")
+    layers: int = C.field(6, help="random: cells of the sampled student")
+    sample_seed: int = C.field(0, help="random: seed of the genotype draw")
+    min_params: Optional[int] = C.field(None, help="random: redraw until the student has at least this many "
+                                                   "non-embedding parameters")
+    optimizer: str = C.field("adamw", help="adamw (linear warm-up and decay) or adadelta (constant rate, "
+                                          "rho 0.95, as Tang et al.)", choices=["adamw", "adadelta"])
     teacher: Optional[str] = C.field(None, help="teacher run directory (default runs/<task>-teacher)")
     data_dir: Optional[str] = C.field(None, help="data root or task folder; default $NASKD_DATA_DIR")
     out: Optional[str] = C.field(None, help="run directory (default runs/<task>-retrain)")
@@ -63,8 +92,18 @@ class RetrainConfig:
         spec = get_task(self.task)
         if spec.kind == TAGGING:
             raise ConfigError(f"retraining tagging students ({spec.name}) arrives with sequence labelling")
-        if not self.genotype:
-            raise ConfigError("--genotype FILE is required (the genotype.json of a `naskd search` run)")
+        if self.student == "genotype" and not self.genotype:
+            raise ConfigError("--genotype FILE is required for --student genotype (the genotype.json of a "
+                              "`naskd search` run); or pick --student bilstm_soft|truncated_teacher|random")
+        if self.student != "genotype" and self.genotype:
+            raise ConfigError(f"--genotype is for --student genotype, not {self.student}")
+        if self.truncate_k is not None and self.truncate_k < 1:
+            raise ConfigError(f"--truncate-k must be at least 1, got {self.truncate_k}")
+        for name in ("bilstm_hidden", "bilstm_relu", "bilstm_embed", "layers"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.student == "random":
+            load_space(self.space)
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -79,49 +118,121 @@ class RetrainConfig:
 
 def resolve_retrain_config(flags: dict, config_file: str | None = None) -> RetrainConfig:
     file_layer = C.load_yaml(config_file) if config_file else {}
-    return C.resolve(RetrainConfig, file_layer, flags, source_names=[f"config {config_file}", "command-line flags"])
+    student = flags.get("student") or file_layer.get("student") or "genotype"
+    recipe = STUDENTS.get(student, {})
+    return C.resolve(RetrainConfig, recipe, file_layer, flags,
+                     source_names=[f"recipe of {student}", f"config {config_file}", "command-line flags"])
+
+
+def _genotype_for(cfg: RetrainConfig):
+    """The genotype a genotype or random student is built from (None for the other baselines)."""
+    if cfg.student == "genotype":
+        genotype = Genotype.load(cfg.genotype)
+        genotype.check_width(cfg.width or genotype.width, str(cfg.genotype))
+        return genotype
+    if cfg.student == "random":
+        from dataclasses import replace
+
+        space = load_space(cfg.space)
+        width = cfg.width or space.width
+        space.check(width)
+        rng = np.random.default_rng([cfg.sample_seed, 31])
+        for _ in range(1000):
+            g = sample_genotype(space, layers=cfg.layers, width=width, rng=rng)
+            if cfg.min_params is None or _cell_parameters(g, width) >= cfg.min_params:
+                return replace(g)
+        raise ConfigError(f"no genotype of {cfg.space} at width {width} reached --min-params {cfg.min_params} "
+                          "in 1000 draws; lower it or raise --width / --layers")
+    return None
+
+
+def _cell_parameters(genotype, width: int) -> int:
+    """Non-embedding parameters of the student of ``genotype`` (2 labels; the head is negligible)."""
+    m = FixedStudent(genotype, kind="single", num_labels=2, vocab_size=1, max_positions=1, width=width)
+    return sum(p.numel() for p in m.parameters()) - sum(p.numel() for p in m.embeddings.parameters())
+
+
+def build_retrain_student(cfg: RetrainConfig, spec, teacher_dir: Path, genotype, vocab_size: int):
+    """The untrained student (embeddings initialised from the teacher), its depth M_s, its width, a note."""
+    tables = teacher_embedding_tables(teacher_dir)
+    if cfg.student in ("genotype", "random"):
+        width = cfg.width or genotype.width
+        model = FixedStudent(genotype, kind=spec.kind, num_labels=spec.num_labels, vocab_size=vocab_size,
+                             width=width, dropout=cfg.dropout)
+        return model, genotype.layers, width, model.embeddings.init_from_teacher(tables)
+    if cfg.student == "bilstm_soft":
+        from .baselines import BiLSTMStudent
+
+        model = BiLSTMStudent(vocab_size=vocab_size, kind=spec.kind, num_labels=spec.num_labels,
+                              pair=spec.is_pair, embed=cfg.bilstm_embed, hidden=cfg.bilstm_hidden,
+                              relu=cfg.bilstm_relu, dropout=cfg.dropout)
+        return model, 1, 2 * cfg.bilstm_hidden, model.init_from_teacher(tables)
+    from .baselines import truncated_teacher
+
+    info = read_teacher_info(teacher_dir)
+    k = cfg.truncate_k or -(-int(info["num_layers"]) // 2)
+    model = truncated_teacher(teacher_dir, k, dropout=cfg.dropout)
+    return model, k, model.hidden_size, f"the teacher's first {k} of {info['num_layers']} layers and its head"
+
+
+def describe_student(cfg: RetrainConfig, model, genotype) -> str:
+    if genotype is not None:
+        return f"{cfg.student} {genotype.describe()}"
+    if cfg.student == "bilstm_soft":
+        return f"bilstm_soft (BiLSTM {cfg.bilstm_hidden}x2, ReLU {cfg.bilstm_relu})"
+    return f"truncated_teacher (k={model.num_layers})"
 
 
 def retrain(cfg: RetrainConfig, *, overwrite: bool = False, resume: bool = False) -> dict:
     t_start = time.time()
     seed_everything(cfg.seed)
     spec = get_task(cfg.task)
-    genotype = Genotype.load(cfg.genotype)
-    width = cfg.width or genotype.width
-    genotype.check_width(width, str(cfg.genotype))
+    genotype = _genotype_for(cfg)
     out = Path(cfg.out or f"runs/{spec.name}-retrain")
     if not resume and out.exists() and any(out.iterdir()) and not overwrite:
         prepare_run_dir(out, overwrite=False, resume=False)
     teacher_dir = resolve_teacher_run(spec.name, cfg.teacher, cfg.data_dir)
     info = read_teacher_info(teacher_dir, spec.name)
-    ctx = kd_context(cfg, spec, info, genotype.layers, width)
+    if cfg.student == "truncated_teacher":
+        k = cfg.truncate_k or -(-int(info["num_layers"]) // 2)
+        if k >= int(info["num_layers"]):
+            raise ConfigError(f"--truncate-k {k} keeps the whole {info['num_layers']}-layer teacher; it must be "
+                              f"at most {int(info['num_layers']) - 1}")
+    # depth and width of the student decide the criteria's layer map and projections; build it first
+    seed_everything(cfg.seed)
+    from transformers import AutoTokenizer
+
+    vocab_size = len(AutoTokenizer.from_pretrained(str(teacher_dir)))
+    model, m_s, width, emb_note = build_retrain_student(cfg, spec, teacher_dir, genotype, vocab_size)
+    ctx = kd_context(cfg, spec, info, m_s, width)
     kd = DistillationLoss(cfg.kd, ctx)
     run_dir = prepare_run_dir(out, overwrite=overwrite, resume=resume)
-    write_text(run_dir / "config.yaml", yaml.safe_dump({**C.to_dict(cfg), "teacher": str(teacher_dir)},
-                                                       sort_keys=False))
+    write_text(run_dir / "config.yaml", yaml.safe_dump(
+        {**C.to_dict(cfg), "teacher": str(teacher_dir),
+         "resolved_genotype": genotype.to_dict() if genotype is not None else None}, sort_keys=False))
     device = pick_device(cfg.device)
     data = prepare(spec.name, teacher_dir, data_dir=cfg.data_dir, max_train_examples=cfg.max_train_examples,
                    max_eval_examples=cfg.max_eval_examples, seed=cfg.data_seed, requests=kd.teacher_requests(),
                    cache_dir=cfg.cache_dir, device=device, need_teacher=kd.needs_teacher, max_length=cfg.max_length)
     kd.setup(data.train_outputs, data.train)
-    seed_everything(cfg.seed)
-    model = FixedStudent(genotype, kind=spec.kind, num_labels=spec.num_labels, vocab_size=len(data.tokenizer),
-                         width=width, dropout=cfg.dropout)
-    emb_note = model.embeddings.init_from_teacher(teacher_embedding_tables(teacher_dir))
     model.to(device)
     kd.to(device)
     params = list(model.parameters()) + [p for p in kd.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     lengths = data.train.lengths
     steps = len(bucket_batches(lengths, cfg.batch_size, seed=cfg.seed, epoch=0)) * cfg.epochs
-    from transformers import get_linear_schedule_with_warmup
+    if cfg.optimizer == "adadelta":
+        opt = torch.optim.Adadelta(params, lr=cfg.lr, rho=0.95, weight_decay=cfg.weight_decay)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    else:
+        from transformers import get_linear_schedule_with_warmup
 
-    sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup_ratio * steps), steps)
-    n_params = sum(p.numel() for p in model.parameters())
-    n_emb = sum(p.numel() for p in model.embeddings.parameters())
-    print(f"[retrain] {spec.name}: {len(data.train)} train / {len(data.dev)} dev; genotype {genotype.describe()}; "
-          f"width {width}; {n_params / 1e6:.2f}M parameters ({(n_params - n_emb) / 1e6:.2f}M without embeddings); "
-          f"kd {cfg.kd}; {emb_note}; run directory {run_dir}", flush=True)
+        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup_ratio * steps), steps)
+    n_params, n_emb = count_parameters(model)
+    what = describe_student(cfg, model, genotype)
+    print(f"[retrain] {spec.name}: {len(data.train)} train / {len(data.dev)} dev; {what}; width {width}; "
+          f"{n_params / 1e6:.2f}M parameters ({(n_params - n_emb) / 1e6:.2f}M without embeddings); "
+          f"kd {cfg.kd}; {cfg.optimizer} lr {cfg.lr}; {emb_note}; run directory {run_dir}", flush=True)
 
     def loss_fn(batch):
         out = model(**batch)
@@ -137,17 +248,20 @@ def retrain(cfg: RetrainConfig, *, overwrite: bool = False, resume: bool = False
 
     def on_best(metrics):
         save_student(run_dir / "student", model, data.tokenizer, task=spec.name,
-                     extra={"teacher": str(teacher_dir), "kd": cfg.kd, "dev": metrics, "seed": cfg.seed})
+                     extra={"teacher": str(teacher_dir), "kd": cfg.kd, "dev": metrics, "seed": cfg.seed,
+                            "student": cfg.student, "description": what,
+                            "max_length": data.train.meta.get("max_length")})
         np.save(run_dir / "dev_logits.npy", np.asarray(evaluate.last, dtype=np.float32))
 
     result = fit(model=model, optimizer=opt, scheduler=sched, epochs=cfg.epochs,
                  batches_for_epoch=lambda e: bucket_batches(lengths, cfg.batch_size, seed=cfg.seed, epoch=e),
-                 make_batch=lambda rows: batch_to(data.make_batch(rows), "cpu"), loss_fn=loss_fn,
+                 make_batch=lambda rows: batch_to(data.make_batch(rows), device), loss_fn=loss_fn,
                  evaluate=evaluate, main_metric=spec.main_metric, run_dir=run_dir, device=device,
                  on_best=on_best, resume=resume, stop_after_steps=cfg.stop_after_steps,
                  checkpoint_every=cfg.checkpoint_every, extra={"kd": kd}, desc=f"retrain {spec.name}")
     metrics = {"command": "retrain", "task": spec.name, "status": "stopped" if result.stopped else "finished",
-               "genotype": genotype.describe(), "kd": cfg.kd, "dev": result.best_metrics,
+               "student": cfg.student, "description": what,
+               "genotype": genotype.to_dict() if genotype is not None else None, "kd": cfg.kd, "dev": result.best_metrics,
                "best_epoch": result.state.best_epoch + 1, "epochs_done": result.state.epoch,
                "train_examples": len(data.train), "parameters": n_params,
                "parameters_without_embeddings": n_params - n_emb,

@@ -171,3 +171,20 @@ def test_shipped_spaces_and_bad_space_files(tmp_path):
         load_space(str(f))
     with pytest.raises(Exception, match="known: adabert, nas_kd"):
         load_space("darts")
+
+
+def test_lstm_equals_packed_bidirectional_lstm():
+    """Independent reference: torch's packed bidirectional LSTM with the same weights."""
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    torch.manual_seed(0)
+    op = build_op("lstm", D).eval()
+    ref = torch.nn.LSTM(D, D // 2, batch_first=True, bidirectional=True)
+    with torch.no_grad():
+        for name in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"):
+            getattr(ref, name).copy_(getattr(op.fwd, name))
+            getattr(ref, name + "_reverse").copy_(getattr(op.bwd, name))
+    x, mask = _inputs()
+    packed = pack_padded_sequence(x, mask.sum(1), batch_first=True, enforce_sorted=False)
+    want, _ = pad_packed_sequence(ref(packed)[0], batch_first=True, total_length=x.size(1))
+    torch.testing.assert_close(op(x, mask)[mask], want[mask], atol=1e-6, rtol=1e-5)
