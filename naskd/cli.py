@@ -65,6 +65,36 @@ def cmd_analyze(args) -> int:
     return 0
 
 
+def cmd_evaluate(args) -> int:
+    from .evaluation import run_evaluate
+
+    r = run_evaluate(args.model, task=args.task, split=args.split, file=args.file, fmt=args.format,
+                     data_dir=args.data_dir, out=args.out, overwrite=args.overwrite, batch_size=args.batch_size,
+                     device=args.device)
+    shown = ", ".join(f"{k}={v:.4f}" for k, v in r["metrics"].items())
+    print(f"[evaluate] {r['role']} {r['model']} on {r['source']}: {r['examples']} examples; {shown}; "
+          f"wrote {r['_out']}/metrics.json and predictions.jsonl")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .export import export
+
+    print(f"[export] wrote {export(args.model, args.format, args.output, overwrite=args.overwrite)}")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from .bench import run_bench
+
+    r = run_bench(args.model, data_dir=args.data_dir, out=args.out, overwrite=args.overwrite,
+                  latency_examples=args.latency_examples, throughput_batch=args.batch_size, repeat=args.repeat,
+                  onnx=args.onnx, threads=args.threads)
+    print(r["_table"])
+    print(f"[bench] wrote {r['_out']}/bench.md and bench.json")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .search.run import SearchConfig
     from .students.retrain import RetrainConfig
@@ -95,6 +125,43 @@ def build_parser() -> argparse.ArgumentParser:
     C.add_arguments(p, RetrainConfig)
     _common(p)
     p.set_defaults(func=cmd_retrain)
+
+    p = sub.add_parser("evaluate", help="score a student or teacher on a split or a file",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", required=True, help="student directory (naskd retrain) or teacher run (naskd teacher)")
+    p.add_argument("--task", default=None, help="task (default: the model's)")
+    p.add_argument("--split", default="dev", choices=["dev", "train"], help="split of the data root to score")
+    p.add_argument("--file", default=None, help="score this file instead of a split")
+    p.add_argument("--format", default="auto", choices=["auto", "glue", "label_text", "conll"],
+                   help="--file layout: GLUE TSV (header or not), 'label sentence' lines, CoNLL columns")
+    p.add_argument("--data-dir", default=None, help="data root (default $NASKD_DATA_DIR)")
+    p.add_argument("--batch-size", type=int, default=128, help="inference batch size")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="device")
+    p.add_argument("--out", default=None, help="output directory (default runs/<task>-evaluate)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("export", help="export a student or teacher to ONNX or TorchScript",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", required=True, help="student directory or teacher run")
+    p.add_argument("--format", required=True, choices=["onnx", "torchscript"], help="output format")
+    p.add_argument("-o", "--output", default=None, help="file to write (default <model>/model.onnx or model.pt)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing file")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("bench", help="parameters, CPU latency and throughput (PyTorch and ONNX Runtime), "
+                                     "dev metrics, with ratios to the teacher",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", action="append", required=True, help="a student directory or teacher run; repeat")
+    p.add_argument("--data-dir", default=None, help="data root (default $NASKD_DATA_DIR)")
+    p.add_argument("--latency-examples", type=int, default=None, help="dev sentences timed at batch 1 (default all)")
+    p.add_argument("--batch-size", type=int, default=128, help="throughput batch size")
+    p.add_argument("--repeat", type=int, default=3, help="throughput passes (median)")
+    p.add_argument("--onnx", action=argparse.BooleanOptionalAction, default=True, help="also time ONNX Runtime")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    p.add_argument("--out", default=None, help="output directory (default runs/<task>-bench)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("plot", help="draw a found cell, or the alphas over the search epochs")
     p.add_argument("target", help="genotype.json, or a search run directory")

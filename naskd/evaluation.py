@@ -21,3 +21,60 @@ def score(spec: TaskSpec, gold, pred) -> dict:
         p = [[spec.labels[t] for t in s] for s in pred]
         return METRICS[spec.metric](g, p)
     return METRICS[spec.metric](np.asarray(gold), np.asarray(pred))
+
+
+def run_evaluate(model_path, *, task: str | None = None, split: str = "dev", file: str | None = None,
+                 fmt: str = "auto", data_dir=None, out=None, overwrite: bool = False, batch_size: int = 128,
+                 device: str = "auto") -> dict:
+    """`naskd evaluate`: score a student or teacher on a split or a file; write predictions and metrics."""
+    import json
+    from pathlib import Path
+
+    from .data.encode import encode
+    from .data.readers import read_any_file, read_columns
+    from .data.tasks import get_task
+    from .errors import NaskdError
+    from .modeldir import load_model
+    from .predict import predict_logits
+    from .utils.io import prepare_run_dir, write_json, write_text
+    from .utils.runtime import pick_device
+
+    loaded = load_model(model_path)
+    spec = get_task(task or loaded.task)
+    if spec.name != loaded.task:
+        raise NaskdError(f"{model_path} was trained for {loaded.task}, not {spec.name}")
+    if file:
+        cols, used = read_any_file(file, spec, fmt)
+        source = f"{file} ({used})"
+    else:
+        cols, source = read_columns(spec, data_dir, split), f"{spec.name} {split} split"
+    run_dir = prepare_run_dir(Path(out or f"runs/{spec.name}-evaluate"), overwrite=overwrite, resume=False)
+    dev = encode(spec, cols, loaded.tokenizer, loaded.max_length)
+    dev_device = pick_device(device)
+    model = loaded.model.to(dev_device).eval()
+    logits = predict_logits(lambda b: model(**b)["logits"], dev, batch_size=batch_size, device=dev_device,
+                            pad_id=loaded.pad_id)
+    pred = predictions_from_logits(spec, logits)
+    metrics = score(spec, dev.labels, pred)
+    rows = []
+    for i in range(len(dev)):
+        r = {"line": int(cols["line"][i])}
+        if spec.kind == TAGGING:
+            n = len(pred[i])
+            r.update(tokens=cols["tokens"][i][:n], gold=[spec.labels[t] for t in dev.labels[i]],
+                     pred=[spec.labels[t] for t in pred[i]])
+        else:
+            r["text"] = cols["text"][i]
+            if spec.is_pair:
+                r["text_pair"] = cols["text_pair"][i]
+            if spec.kind == REGRESSION:
+                r.update(gold=float(dev.labels[i]), pred=float(pred[i]))
+            else:
+                r.update(gold=spec.labels[int(dev.labels[i])], pred=spec.labels[int(pred[i])])
+        rows.append(json.dumps(r, ensure_ascii=False))
+    write_text(run_dir / "predictions.jsonl", "\n".join(rows) + "\n")
+    result = {"command": "evaluate", "model": str(loaded.path), "role": loaded.role, "task": spec.name,
+              "source": source, "examples": len(dev), "metrics": metrics}
+    write_json(run_dir / "metrics.json", result)
+    result["_out"] = str(run_dir)
+    return result

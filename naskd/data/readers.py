@@ -74,6 +74,82 @@ def read_glue_file(path: str | os.PathLike, spec: TaskSpec, *, header: bool | No
     return out
 
 
+def _looks_like_header(first: str, spec: TaskSpec) -> bool:
+    """A GLUE TSV's first line is a header when its label field is not a label (or not a number)."""
+    cols = first.rstrip("\r").split("\t")
+    if len(cols) != spec.n_columns:
+        return False  # let the reader report the column count with its line number
+    raw = cols[spec.label_column].strip()
+    if spec.kind == REGRESSION:
+        try:
+            float(raw)
+            return False
+        except ValueError:
+            return True
+    return raw not in spec.label_index()
+
+
+def read_label_text_file(path: str | os.PathLike, spec: TaskSpec) -> dict:
+    """``label<space>sentence`` per line (the layout of common sentiment corpora, e.g. ``1 a gripping
+    film``), for single-sentence classification tasks; labels as the task writes them."""
+    path = Path(path)
+    if spec.is_pair or spec.kind in (REGRESSION, TAGGING):
+        raise DataError(f"{path}: the 'label sentence' format is for single-sentence classification; "
+                        f"{spec.name} files are {'CoNLL columns' if spec.kind == TAGGING else 'GLUE TSV'}")
+    label_index = spec.label_index()
+    texts, labels, line_nos = [], [], []
+    lines = _read_lines(path)
+    for i, raw in enumerate(lines):
+        line = raw.rstrip("\r")
+        if line.strip() == "":
+            if i == len(lines) - 1:
+                continue
+            raise DataError(f"{path}:{i + 1}: empty line (expected 'label sentence')")
+        label, _, text = line.partition(" ")
+        if label not in label_index:
+            raise DataError(f"{path}:{i + 1}: label {label!r} is not one of {', '.join(spec.labels)} "
+                            "(expected 'label sentence' per line)")
+        if not text.strip():
+            raise DataError(f"{path}:{i + 1}: no sentence after the label")
+        texts.append(text.strip())
+        labels.append(label_index[label])
+        line_nos.append(i + 1)
+    return {"text": texts, "label": labels, "line": line_nos}
+
+
+FILE_FORMATS = ("auto", "glue", "label_text", "conll")
+
+
+def read_any_file(path: str | os.PathLike, spec: TaskSpec, fmt: str = "auto") -> tuple[dict, str]:
+    """Read a labelled file in one of the task's formats; return (columns with ``idx``, format used).
+
+    auto: CoNLL columns for tagging tasks; a GLUE TSV (header detected) when the first line has a tab;
+    else ``label sentence`` lines."""
+    path = Path(path)
+    if fmt not in FILE_FORMATS:
+        raise NaskdError(f"unknown file format '{fmt}'; known: {', '.join(FILE_FORMATS)}")
+    if not path.is_file():
+        raise DataError(f"file {path} does not exist")
+    if fmt == "auto":
+        if spec.kind == TAGGING:
+            fmt = "conll"
+        else:
+            first = next((ln for ln in _read_lines(path) if ln.strip()), "")
+            fmt = "glue" if "\t" in first else "label_text"
+    if fmt == "conll":
+        if spec.kind != TAGGING:
+            raise DataError(f"{path}: CoNLL column files are for tagging tasks, not {spec.name}")
+        cols = read_conll_file(path, spec)
+    elif fmt == "glue":
+        if spec.kind == TAGGING:
+            raise DataError(f"{path}: {spec.name} reads CoNLL column files, not TSV")
+        first = next((ln for ln in _read_lines(path) if ln.strip()), "")
+        cols = read_glue_file(path, spec, header=_looks_like_header(first, spec))
+    else:
+        cols = read_label_text_file(path, spec)
+    return _finish(cols, spec, str(path)), fmt
+
+
 def check_iob2(tags: list[str], path: Path, first_line: int) -> None:
     prev = "O"
     for k, tag in enumerate(tags):

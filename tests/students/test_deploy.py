@@ -1,0 +1,115 @@
+"""evaluate, export and bench on real (tiny) students and teachers."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from naskd.cli import main
+from naskd.errors import NaskdError
+from naskd.export import example_inputs, input_names
+from naskd.modeldir import load_model
+
+from ..conftest import DATA
+from .test_retrain import GENOTYPE
+
+
+@pytest.fixture(scope="module")
+def student(tiny_teacher, tmp_path_factory):
+    teacher, _ = tiny_teacher
+    d = tmp_path_factory.mktemp("student")
+    (d / "genotype.json").write_text(json.dumps(GENOTYPE))
+    assert main(["retrain", "--task", "sst2", "--teacher", str(teacher), "--genotype", str(d / "genotype.json"),
+                 "--data-dir", str(DATA), "--max-train-examples", "64", "--max-eval-examples", "32", "--epochs",
+                 "1", "--batch-size", "8", "--out", str(d / "run"), "--checkpoint-every", "0"]) == 0
+    return d / "run" / "student"
+
+
+def _dev_lines(n):
+    return (DATA / "glue/SST-2/dev.tsv").read_text().splitlines()[: n + 1]
+
+
+def test_evaluate_split_and_every_file_format(student, tmp_path, capsys):
+    assert main(["evaluate", "--model", str(student), "--data-dir", str(DATA), "--out", str(tmp_path / "e0")]) == 0
+    m0 = json.loads((tmp_path / "e0/metrics.json").read_text())
+    assert m0["examples"] == 872 and 0 <= m0["metrics"]["accuracy"] <= 1
+    preds = [json.loads(x) for x in (tmp_path / "e0/predictions.jsonl").read_text().splitlines()]
+    assert len(preds) == 872 and preds[0]["line"] == 2 and preds[0]["pred"] in ("0", "1")
+    acc = np.mean([p["gold"] == p["pred"] for p in preds])
+    assert acc == pytest.approx(m0["metrics"]["accuracy"])
+    lines = _dev_lines(40)
+    with_header = tmp_path / "h.tsv"
+    with_header.write_text("\n".join(lines) + "\n")
+    no_header = tmp_path / "n.tsv"
+    no_header.write_text("\n".join(lines[1:]) + "\n")
+    label_text = tmp_path / "s.txt"
+    label_text.write_text("\n".join(f"{ln.split(chr(9))[1]} {ln.split(chr(9))[0]}" for ln in lines[1:]) + "\n")
+    got = []
+    for i, f in enumerate([with_header, no_header, label_text]):
+        assert main(["evaluate", "--model", str(student), "--file", str(f), "--out", str(tmp_path / f"e{i + 1}")]) == 0
+        m = json.loads((tmp_path / f"e{i + 1}/metrics.json").read_text())
+        assert m["examples"] == 40
+        got.append(m["metrics"]["accuracy"])
+    assert got[0] == got[1] == got[2]
+    assert "(glue)" in json.loads((tmp_path / "e2/metrics.json").read_text())["source"]
+    assert "(label_text)" in json.loads((tmp_path / "e3/metrics.json").read_text())["source"]
+    # the first 40 dev rows scored within the split run agree with the file runs
+    assert np.mean([p["gold"] == p["pred"] for p in preds[:40]]) == pytest.approx(got[0])
+
+
+def test_evaluate_bad_files(student, tiny_teacher, tmp_path, capsys):
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("sentence\tlabel\na fine film\t1\nthree\tcolumns\there\n")
+    assert main(["evaluate", "--model", str(student), "--file", str(bad), "--out", str(tmp_path / "x")]) == 2
+    assert f"{bad}:3: expected 2 tab-separated columns" in capsys.readouterr().err
+    bad.write_text("1 good\n7 what\n")
+    assert main(["evaluate", "--model", str(student), "--file", str(bad), "--out", str(tmp_path / "y")]) == 2
+    assert f"{bad}:2: label '7' is not one of 0, 1" in capsys.readouterr().err
+    assert main(["evaluate", "--model", str(tmp_path), "--out", str(tmp_path / "z")]) == 2
+    assert "neither a student directory" in capsys.readouterr().err
+    assert main(["evaluate", "--model", str(student), "--task", "rte", "--data-dir", str(DATA),
+                 "--out", str(tmp_path / "w")]) == 2
+    assert "was trained for sst2, not rte" in capsys.readouterr().err
+    teacher, _ = tiny_teacher
+    assert main(["evaluate", "--model", str(teacher), "--data-dir", str(DATA), "--out", str(tmp_path / "t")]) == 0
+    assert json.loads((tmp_path / "t/metrics.json").read_text())["role"] == "teacher"
+
+
+@pytest.mark.parametrize("which", ["student", "teacher"])
+def test_onnx_and_torchscript_match_pytorch(student, tiny_teacher, tmp_path, which):
+    import onnxruntime as ort
+
+    path = student if which == "student" else tiny_teacher[0]
+    assert main(["export", "--model", str(path), "--format", "onnx", "-o", str(tmp_path / "m.onnx")]) == 0
+    assert main(["export", "--model", str(path), "--format", "torchscript", "-o", str(tmp_path / "m.pt")]) == 0
+    assert main(["export", "--model", str(path), "--format", "onnx", "-o", str(tmp_path / "m.onnx")]) == 2
+    loaded = load_model(path)
+    sess = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    ts = torch.jit.load(str(tmp_path / "m.pt"))
+    names = input_names(loaded)
+    for batch, length in [(1, 3), (5, 17), (64, 40)]:          # other shapes than the traced one
+        ex = example_inputs(loaded, batch, length)
+        with torch.no_grad():
+            want = loaded.model(**ex)["logits"].numpy()
+            got_ts = ts(*[ex[n] for n in names]).numpy()
+        got = sess.run(None, {n: ex[n].numpy() for n in names})[0]
+        assert got.shape == want.shape
+        assert np.abs(got - want).max() < 1e-4
+        assert np.abs(got_ts - want).max() < 1e-4
+
+
+def test_bench_table_and_ratios(student, tiny_teacher, tmp_path, capsys):
+    teacher, _ = tiny_teacher
+    assert main(["bench", "--model", str(teacher), "--model", str(student), "--data-dir", str(DATA),
+                 "--latency-examples", "20", "--repeat", "1", "--out", str(tmp_path / "b")]) == 0
+    res = json.loads((tmp_path / "b/bench.json").read_text())
+    t, s = res["rows"]
+    assert t["role"] == "teacher" and s["role"] == "student"
+    assert t["torch x throughput"] == 1.0 and t["x fewer params (no emb)"] == 1.0
+    assert s["x fewer params (no emb)"] == pytest.approx(t["params without embeddings"] / s["params without embeddings"])
+    assert s["torch x throughput"] == pytest.approx(s["torch b128 ex/s"] / t["torch b128 ex/s"])
+    assert s["onnx max abs diff"] < 1e-4 and t["onnx max abs diff"] < 1e-4
+    assert s["dev accuracy"] == s["dev metrics"]["accuracy"] and s["latency examples"] == 20
+    assert "| model |" in (tmp_path / "b/bench.md").read_text() and "| model |" in capsys.readouterr().out
+    with pytest.raises(NaskdError):
+        load_model(tmp_path / "nothing")
