@@ -116,3 +116,73 @@ def fsd_global(student_feat: torch.Tensor, teacher_feat: torch.Tensor, student_m
     cos = F.mse_loss(F.normalize(s, dim=-1) @ F.normalize(ms, dim=-1).T,
                      F.normalize(t, dim=-1) @ F.normalize(mt, dim=-1).T)
     return structure + beta * dist + (1.0 - beta) * cos
+
+
+# ------------------------------------------------------------------ structured KD for CRF taggers
+# Shapes: B batch, W words, T tags; ``mask`` (B, W) bool with real words first. A CRF is given by its
+# parameters (start (T,), end (T,), trans (T, T)) and emissions (B, W, T); see naskd.crf.
+
+def _up(x: torch.Tensor) -> torch.Tensor:
+    """Half precision (autocast) up to float32; float32 and float64 kept as they are."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def substructure_l2(student_scores: torch.Tensor, teacher_scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Lin et al. 2022, eq. 9 (sub-structure KD): mean over real positions l and tag pairs (i, j) of
+    (s^s_l(i, j) - s^t_l(i, j))^2, with s_l(i, j) = trans[i, j] + e_l[j] (start[j] + e_1[j] at l = 1).
+
+    scores (B, W, T, T) from :func:`naskd.crf.substructure_scores`."""
+    diff = (_up(student_scores) - _up(teacher_scores)) ** 2
+    m = mask.to(diff.dtype)
+    T2 = diff.size(-1) * diff.size(-2)
+    return (diff.sum((-1, -2)) * m).sum() / (m.sum() * T2).clamp_min(1.0)
+
+
+def substructure_emission(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The emission-only form of sub-structure KD: mean over real positions l and tags j of
+    (e^s_l[j] - e^t_l[j])^2. student, teacher (B, W, T)."""
+    diff = (_up(student) - _up(teacher)) ** 2
+    m = mask.to(diff.dtype)
+    return (diff.sum(-1) * m).sum() / (m.sum() * diff.size(-1)).clamp_min(1.0)
+
+
+def kbest_kd(student_emissions, mask, start, end, trans, teacher_paths, teacher_scores) -> torch.Tensor:
+    """Kim & Rush 2016 (K-best sequence-level KD; Lin et al. eq. 7): the teacher's k best paths as
+    pseudo-labels, each weighted by p_t(y) / sum_{y' in k-best} p_t(y') = softmax of their teacher
+    scores (log Z_t cancels), trained with the student's CRF likelihood:
+    mean_b -sum_r w_br log p_s(y_br | x_b).
+
+    teacher_paths (B, k, W) long, teacher_scores (B, k) (-inf for missing paths: weight 0)."""
+    from ..crf import log_partition, sequence_score
+
+    B, k, W = teacher_paths.shape
+    w = torch.softmax(_up(teacher_scores), dim=1)                           # (B, k)
+    em = _up(student_emissions)
+    rep = lambda t: t.unsqueeze(1).expand(B, k, *t.shape[1:]).reshape(B * k, *t.shape[1:])  # noqa: E731
+    score = sequence_score(rep(em), teacher_paths.reshape(B * k, W), rep(mask), _up(start), _up(end),
+                           _up(trans)).view(B, k)
+    log_z = log_partition(em, mask, _up(start), _up(end), _up(trans))          # (B,)
+    logp = score - log_z.unsqueeze(1)
+    return -(torch.where(w > 0, w * logp, torch.zeros_like(logp))).sum(1).mean()
+
+
+def struct_kd(student_emissions, mask, start, end, trans, teacher_unary, teacher_pair) -> torch.Tensor:
+    """Wang et al. 2021 (structural KD; Lin et al. eq. 8): log Z_s - sum_l sum_ij p_t(y_{l-1} = i, y_l = j | x)
+    s^s_l(i, j), i.e. the cross-entropy -E_{p_t}[log p_s(y | x)] computed exactly from the teacher's
+    posteriors. The first position uses p_t(y_1 = j) with start[j] + e_1[j], and the last the end
+    transitions weighted by p_t(y_n = j), so the value is exact (eq. 8 leaves both implicit).
+
+    teacher_unary (B, W, T), teacher_pair (B, W, T, T) from :func:`naskd.crf.marginals`."""
+    from ..crf import log_partition
+
+    em = _up(student_emissions)
+    st, en, tr = _up(start), _up(end), _up(trans)
+    log_z = log_partition(em, mask, st, en, tr)
+    pu, pp = _up(teacher_unary), _up(teacher_pair)
+    first = (pu[:, 0] * (st + em[:, 0])).sum(-1)                               # (B,)
+    inner = (pp[:, 1:] * (tr + em[:, 1:].unsqueeze(2))).sum((-1, -2))           # (B, W-1)
+    inner = (inner * mask[:, 1:]).sum(1)
+    last = (mask.sum(1) - 1)
+    p_last = pu.gather(1, last.view(-1, 1, 1).expand(-1, 1, pu.size(-1))).squeeze(1)
+    expected = first + inner + (p_last * en).sum(-1)
+    return (log_z - expected).mean()
