@@ -21,10 +21,9 @@ from .data.encode import bucket_batches, collate, encode
 from .data.readers import load_split, subsample
 from .data.tasks import get_task
 from .errors import NaskdError
-from .evaluation import predictions_from_logits, score
 from .modeldir import LoadedModel, load_model
 from .network import count_parameters
-from .predict import predict_logits
+from .predict import evaluate_model
 from .utils.io import prepare_run_dir, write_json, write_text
 from .utils.progress import bar
 
@@ -73,9 +72,8 @@ def bench_model(loaded: LoadedModel, *, data_dir, latency_examples: int | None, 
            for rows in bucket_batches(dev.lengths, throughput_batch, seed=0, epoch=0, shuffle=False)]
     row = {"model": loaded.name, "path": str(loaded.path), "task": spec.name, "role": loaded.role,
            "params": total, "params without embeddings": total - emb}
-    logits = predict_logits(lambda b: model(**b)["logits"], dev, batch_size=throughput_batch, device="cpu",
-                            pad_id=loaded.pad_id)
-    metrics = score(spec, dev.labels, predictions_from_logits(spec, logits))
+    metrics, logits = evaluate_model(model, spec, dev, batch_size=throughput_batch, device="cpu",
+                                     pad_id=loaded.pad_id)
     row["dev " + spec.main_metric] = metrics[spec.main_metric]
 
     def torch_run(b):

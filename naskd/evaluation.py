@@ -11,7 +11,8 @@ def predictions_from_logits(spec: TaskSpec, logits):
     if spec.kind == REGRESSION:
         return np.asarray(logits, dtype=np.float64).reshape(-1)
     if spec.kind == TAGGING:
-        return [np.asarray(x).argmax(-1) for x in logits]
+        # Viterbi paths (W,) pass through; emission arrays (W, T) are decoded per word
+        return [np.asarray(x) if np.ndim(x) == 1 else np.asarray(x).argmax(-1) for x in logits]
     return np.asarray(logits).argmax(-1)
 
 
@@ -35,7 +36,7 @@ def run_evaluate(model_path, *, task: str | None = None, split: str = "dev", fil
     from .data.tasks import get_task
     from .errors import NaskdError
     from .modeldir import load_model
-    from .predict import predict_logits
+    from .predict import evaluate_model
     from .utils.io import prepare_run_dir, write_json, write_text
     from .utils.runtime import pick_device
 
@@ -52,10 +53,9 @@ def run_evaluate(model_path, *, task: str | None = None, split: str = "dev", fil
     dev = encode(spec, cols, loaded.tokenizer, loaded.max_length)
     dev_device = pick_device(device)
     model = loaded.model.to(dev_device).eval()
-    logits = predict_logits(lambda b: model(**b)["logits"], dev, batch_size=batch_size, device=dev_device,
-                            pad_id=loaded.pad_id)
-    pred = predictions_from_logits(spec, logits)
-    metrics = score(spec, dev.labels, pred)
+    metrics, outputs = evaluate_model(model, spec, dev, batch_size=batch_size, device=dev_device,
+                                      pad_id=loaded.pad_id)
+    pred = predictions_from_logits(spec, outputs)
     rows = []
     for i in range(len(dev)):
         r = {"line": int(cols["line"][i])}

@@ -120,6 +120,9 @@ def fit(*, model: torch.nn.Module, optimizer, scheduler, epochs: int,
         while state.step_in_epoch < len(batches):
             rows = batches[state.step_in_epoch]
             batch = to_device(make_batch(rows), device)
+            # where training stands, for criteria with schedules (structured KD's lambda)
+            batch.update(_epoch=state.epoch, _epochs=epochs,
+                         _progress=(state.epoch * len(batches) + state.step_in_epoch) / (epochs * len(batches)))
             loss, logs = loss_fn(batch)
             if not torch.isfinite(loss):
                 pbar.close()

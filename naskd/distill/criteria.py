@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data.tasks import REGRESSION, TaskSpec
+from ..data.tasks import REGRESSION, TAGGING, TaskSpec
 from ..errors import ConfigError
 from ..teachers.cache import HiddenRequest
 from . import functional as Fn
@@ -34,19 +34,32 @@ class KDContext:
     fsd_beta: float = 0.5
     fsd_weights: tuple = (1.0, 1.0, 1.0)            # intra, local, global inside `fsd`
     seed: int = 0
+    teacher_crf: dict | None = None                 # tagging: the teacher's CRF {start, end, trans}
+    kbest: int = 3                                  # K of the kbest criterion
 
     @property
     def regression(self) -> bool:
         return self.task.kind == REGRESSION
 
+    @property
+    def tagging(self) -> bool:
+        return self.task.kind == TAGGING
+
 
 class Criterion(nn.Module):
     name = ""
     uses_teacher = True
+    tasks = "any"          # "sentence", "tagging" or "any": the task kinds the criterion is defined for
 
     def __init__(self, ctx: KDContext):
         super().__init__()
         self.ctx = ctx
+        if self.tasks == "sentence" and ctx.tagging:
+            raise ConfigError(f"criterion {self.name} compares sentence-level outputs; for the tagging task "
+                              f"{ctx.task.name} use one of {', '.join(criteria_for('tagging'))}")
+        if self.tasks == "tagging" and not ctx.tagging:
+            raise ConfigError(f"criterion {self.name} distils CRF taggers; task {ctx.task.name} is not a tagging "
+                              f"task (use one of {', '.join(criteria_for('sentence'))})")
 
     def teacher_requests(self) -> list[HiddenRequest]:
         return []
@@ -58,18 +71,26 @@ class Criterion(nn.Module):
         raise NotImplementedError
 
 
+def criteria_for(kind: str) -> list[str]:
+    """Names of the registered criteria defined for "sentence" or "tagging" tasks."""
+    return sorted(n for n, c in CRITERIA.items() if c.tasks in ("any", kind))
+
+
 def _labelled(batch: dict):
     return batch.get("has_label")
 
 
 @register_criterion("hard_ce")
 class HardCE(Criterion):
-    """Cross-entropy with the gold labels (MSE for regression); synthetic examples without a gold label
-    (``has_label`` False) are left out."""
+    """Cross-entropy with the gold labels (MSE for regression; for CRF taggers the negative
+    log-likelihood of the gold tag sequence); synthetic examples without a gold label (``has_label``
+    False) are left out."""
 
     uses_teacher = False
 
     def forward(self, student, teacher, batch):
+        if self.ctx.tagging:
+            return student["crf"].nll(student["logits"].float(), batch["labels"], student["word_mask"])
         logits, labels = student["logits"], batch["labels"]
         keep = _labelled(batch)
         if keep is not None:
@@ -84,6 +105,8 @@ class SoftCE(Criterion):
     """Hinton et al. 2015, temperature ``--temperature`` (T^2-scaled); for regression, the squared
     difference to the teacher's prediction."""
 
+    tasks = "sentence"
+
     def forward(self, student, teacher, batch):
         if self.ctx.regression:
             return Fn.logit_mse(student["logits"], teacher["logits"])
@@ -93,6 +116,8 @@ class SoftCE(Criterion):
 @register_criterion("logit_mse")
 class LogitMSE(Criterion):
     """Tang et al. 2019: squared distance between student and teacher logits."""
+
+    tasks = "sentence"
 
     def forward(self, student, teacher, batch):
         return Fn.logit_mse(student["logits"], teacher["logits"])
@@ -235,6 +260,99 @@ class FSD(Criterion):
 
     def forward(self, student, teacher, batch):
         return sum(w * p(student, teacher, batch) for w, p in zip(self.ctx.fsd_weights, self.parts) if w)
+
+
+class _CRFCriterion(Criterion):
+    """Structured KD for CRF taggers (Lin et al. 2022). The value is lambda * KD + (1 - lambda) * NLL,
+    lambda following the method's schedule over training (``batch["_epoch"]``, ``batch["_epochs"]`` and
+    ``batch["_progress"]``, the fraction of training steps done, set by the training loops). The
+    teacher's CRF comes from its run (``KDContext.teacher_crf``); its emissions from the output cache."""
+
+    tasks = "tagging"
+
+    def __init__(self, ctx):
+        super().__init__(ctx)
+        if ctx.teacher_crf is None:
+            raise ConfigError(f"criterion {self.name} needs the teacher's CRF (a tagging teacher run)")
+        for k, v in ctx.teacher_crf.items():
+            self.register_buffer(f"t_{k}", v.float().clone(), persistent=False)
+
+    def schedule(self, batch) -> float:
+        """Baselines (Lin et al.): lambda falls linearly from 1 to 0 over training."""
+        return 1.0 - float(batch.get("_progress", 0.0))
+
+    def kd(self, student, teacher_emissions, mask) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, student, teacher, batch):
+        lam = self.schedule(batch)
+        mask = student["word_mask"]
+        nll = student["crf"].nll(student["logits"].float(), batch["labels"], mask) if lam < 1 else 0.0
+        kd = self.kd(student, teacher["logits"].to(student["logits"].device), mask) if lam > 0 else 0.0
+        return lam * kd + (1.0 - lam) * nll
+
+    def teacher_crf(self):
+        return self.t_start, self.t_end, self.t_trans
+
+
+@register_criterion("substructure")
+class Substructure(_CRFCriterion):
+    """Lin et al. 2022 eq. 9: sub-structure L2 between student and teacher factor scores
+    s_l(i, j) = trans[i, j] + e_l[j] (start transitions at l = 1), mean over real positions and tag pairs
+    (:func:`naskd.distill.functional.substructure_l2`). Schedule: lambda = 1, NLL alone in the last epoch.
+    Needs no dynamic programme: teacher scores are the cached emissions plus its transitions."""
+
+    def schedule(self, batch) -> float:
+        epochs = int(batch.get("_epochs", 1))
+        return 0.0 if epochs > 1 and int(batch.get("_epoch", 0)) == epochs - 1 else 1.0
+
+    def kd(self, student, teacher_emissions, mask):
+        from ..crf import substructure_scores
+
+        crf = student["crf"]
+        t_start, _, t_trans = self.teacher_crf()
+        return Fn.substructure_l2(substructure_scores(student["logits"], crf.start, crf.trans),
+                                  substructure_scores(teacher_emissions, t_start, t_trans), mask)
+
+
+@register_criterion("substructure_emission")
+class SubstructureEmission(Substructure):
+    """The emission-only form of sub-structure KD: squared distance between emissions (same schedule)."""
+
+    def kd(self, student, teacher_emissions, mask):
+        return Fn.substructure_emission(student["logits"], teacher_emissions, mask)
+
+
+@register_criterion("kbest")
+class KBest(_CRFCriterion):
+    """Kim & Rush 2016 (Lin et al. eq. 7): the teacher's K-best paths (K = 3) as pseudo-labels weighted by
+    their renormalised teacher probabilities, trained with the student's CRF likelihood
+    (:func:`naskd.distill.functional.kbest_kd`). The teacher's K-best Viterbi runs on cached emissions."""
+
+    def kd(self, student, teacher_emissions, mask):
+        from ..crf import kbest_viterbi
+
+        t_start, t_end, t_trans = self.teacher_crf()
+        with torch.no_grad():
+            paths, scores = kbest_viterbi(teacher_emissions.float(), mask, t_start, t_end, t_trans, self.ctx.kbest)
+        crf = student["crf"]
+        return Fn.kbest_kd(student["logits"], mask, crf.start, crf.end, crf.trans, paths, scores)
+
+
+@register_criterion("struct_kd")
+class StructKD(_CRFCriterion):
+    """Wang et al. 2021 (Lin et al. eq. 8): log Z_s minus the student's factor scores weighted by the
+    teacher's tag-pair posteriors (:func:`naskd.distill.functional.struct_kd`); the teacher's
+    forward-backward runs on cached emissions."""
+
+    def kd(self, student, teacher_emissions, mask):
+        from ..crf import marginals
+
+        t_start, t_end, t_trans = self.teacher_crf()
+        with torch.no_grad():
+            unary, pair = marginals(teacher_emissions.float(), mask, t_start, t_end, t_trans)
+        crf = student["crf"]
+        return Fn.struct_kd(student["logits"], mask, crf.start, crf.end, crf.trans, unary, pair)
 
 
 class DistillationLoss(nn.Module):

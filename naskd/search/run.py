@@ -23,11 +23,10 @@ from ..data.encode import bucket_batches
 from ..data.tasks import TAGGING, get_task
 from ..distill import DistillationLoss, KDContext, parse_kd, parse_pairs
 from ..errors import ConfigError, NaskdError
-from ..evaluation import predictions_from_logits, score
 from ..genotype import parameter_free_share, parse
 from ..network import teacher_embedding_tables
 from ..pipeline import batch_to, prepare, resolve_teacher_run
-from ..predict import predict_logits
+from ..predict import evaluate_model
 from ..space.spec import load_space
 from ..supernet import Supernet
 from ..train import CHECKPOINT, LoopState, load_checkpoint, save_checkpoint
@@ -37,6 +36,7 @@ from ..utils.runtime import pick_device, seed_everything
 from .architect import Architect
 
 DEFAULT_KD = "soft_ce=0.5,hard_ce=0.5,pkd=1"
+DEFAULT_TAGGING_KD = "substructure"       # its own schedule mixes in the CRF likelihood
 
 
 @dataclass
@@ -55,8 +55,9 @@ class SearchConfig:
     nodes: Optional[int] = C.field(None, help="intermediate nodes per cell (default: the space's)")
     per_cell_alphas: bool = C.field(False, help="one set of alphas per cell instead of shared")
     order: int = C.field(1, help="1: first-order DARTS; 2: unrolled second order", choices=[1, 2])
-    kd: str = C.field(DEFAULT_KD, help="distillation criteria with weights: a*L_soft + (1-a)*L_hard + "
-                                       "b*L_intermediate is soft_ce=a,hard_ce=1-a,pkd=b")
+    kd: Optional[str] = C.field(None, help=f"distillation criteria with weights: a*L_soft + (1-a)*L_hard + "
+                                           f"b*L_intermediate is soft_ce=a,hard_ce=1-a,pkd=b (default "
+                                           f"{DEFAULT_KD}; {DEFAULT_TAGGING_KD} for tagging tasks)")
     temperature: float = C.field(1.0, help="soft_ce temperature")
     pkd_pairs: Optional[str] = C.field(None, help="explicit student-cell:teacher-layer pairs for pkd, "
                                                   "e.g. 2:2,4:4 (default m(j)=round(j*M_t/M_s))")
@@ -86,9 +87,7 @@ class SearchConfig:
 
     def validate(self) -> None:
         spec = get_task(self.task)
-        if spec.kind == TAGGING:
-            raise ConfigError(f"searching tagging task {spec.name} needs the CRF students, which arrive with "
-                              "sequence labelling")
+        self.kd = self.kd or default_kd(spec.name)
         if self.layers < 1:
             raise ConfigError(f"--layers must be at least 1, got {self.layers}")
         if self.nodes is not None and self.nodes < 1:
@@ -124,11 +123,27 @@ def resolve_search_config(flags: dict, config_file: str | None = None) -> Search
     return C.resolve(SearchConfig, file_layer, flags, source_names=[f"config {config_file}", "command-line flags"])
 
 
-def kd_context(cfg, spec, info, layers, width) -> KDContext:
+def teacher_crf(teacher_dir) -> dict | None:
+    """The CRF parameters of a tagging teacher run ({start, end, trans}), read from its weights."""
+    from safetensors import safe_open
+
+    with safe_open(str(Path(teacher_dir) / "model.safetensors"), framework="pt") as f:
+        keys = set(f.keys())
+        if "crf.trans" not in keys:
+            return None
+        return {k: f.get_tensor(f"crf.{k}") for k in ("start", "end", "trans")}
+
+
+def kd_context(cfg, spec, info, layers, width, teacher_dir=None) -> KDContext:
+    crf = teacher_crf(teacher_dir) if teacher_dir is not None and spec.kind == TAGGING else None
     return KDContext(task=spec, student_layers=layers, student_width=width,
                      teacher_layers=int(info["num_layers"]), teacher_width=int(info["hidden_size"]),
                      temperature=cfg.temperature, pkd_pairs=cfg.pairs, fsd_memory=cfg.fsd_memory,
-                     seed=cfg.seed)
+                     seed=cfg.seed, teacher_crf=crf)
+
+
+def default_kd(task: str) -> str:
+    return DEFAULT_TAGGING_KD if get_task(task).kind == TAGGING else DEFAULT_KD
 
 
 def run_search(cfg: SearchConfig, *, overwrite: bool = False, resume: bool = False) -> dict:
@@ -144,7 +159,7 @@ def run_search(cfg: SearchConfig, *, overwrite: bool = False, resume: bool = Fal
 
     info = read_teacher_info(teacher_dir, spec.name)
     width = space.width
-    ctx = kd_context(cfg, spec, info, cfg.layers, width)
+    ctx = kd_context(cfg, spec, info, cfg.layers, width, teacher_dir)
     kd = DistillationLoss(cfg.kd, ctx)                 # validates pairs against the teacher, before work
     run_dir = prepare_run_dir(out, overwrite=overwrite, resume=resume)
     write_text(run_dir / "config.yaml", yaml.safe_dump(
@@ -189,7 +204,10 @@ def run_search(cfg: SearchConfig, *, overwrite: bool = False, resume: bool = Fal
         with torch.autocast(**autocast):
             out = model(**batch)
             loss, logs = kd(out, batch["teacher"] if "teacher" in batch else {}, batch)
-        if spec.kind != "regression":
+        if spec.kind == TAGGING:   # word accuracy of the emissions' argmax (a cheap progress signal)
+            keep = out["word_mask"]
+            batch["_acc"] = float((out["logits"].argmax(-1) == batch["labels"])[keep].float().mean())
+        elif spec.kind != "regression":
             batch["_acc"] = float((out["logits"].argmax(-1) == batch["labels"]).float().mean())
         batch["_logs"] = logs
         return loss
@@ -215,11 +233,7 @@ def run_search(cfg: SearchConfig, *, overwrite: bool = False, resume: bool = Fal
     genotype = None
 
     def evaluate_dev():
-        model.eval()
-        logits = predict_logits(lambda b: model(**b)["logits"], data.dev, batch_size=128, device=device,
-                                pad_id=data.pad_id)
-        model.train()
-        return score(spec, data.dev.labels, predictions_from_logits(spec, logits))
+        return evaluate_model(model, spec, data.dev, batch_size=128, device=device, pad_id=data.pad_id)[0]
 
     while state.epoch < cfg.epochs:
         batches = epoch_batches(state.epoch)
@@ -233,6 +247,9 @@ def run_search(cfg: SearchConfig, *, overwrite: bool = False, resume: bool = Fal
             rows_w, rows_a = batches[state.step_in_epoch]
             bw = batch_to(data.make_batch(rows_w), device)
             ba = batch_to(data.make_batch(rows_a), device)
+            for b in (bw, ba):   # where the search stands, for criteria with schedules
+                b.update(_epoch=state.epoch, _epochs=cfg.epochs,
+                         _progress=(state.epoch * len(batches) + state.step_in_epoch) / (cfg.epochs * len(batches)))
             # architecture step on the architecture half (alphas only)
             val_loss = architect.step(bw, ba)
             # weight step on the weight half (weights only)

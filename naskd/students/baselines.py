@@ -84,10 +84,12 @@ class BiLSTMStudent(nn.Module):
 class TruncatedTeacher(TeacherModel):
     """A teacher cut to its first k layers; ``states`` are its hidden states (0 = embeddings)."""
 
-    def forward(self, input_ids, attention_mask, token_type_ids=None, word_starts=None, **_):
+    def forward(self, input_ids, attention_mask, token_type_ids=None, word_starts=None, word_mask=None, **_):
         out = super().forward(input_ids, attention_mask, token_type_ids, output_hidden_states=True,
-                              word_starts=word_starts)
-        return {"logits": out["logits"], "states": list(out["hidden_states"]), "mask": attention_mask.bool()}
+                              word_starts=word_starts, word_mask=word_mask)
+        out["states"] = list(out.pop("hidden_states"))
+        out["mask"] = attention_mask.bool()
+        return out
 
 
 def truncated_teacher(teacher_dir: str | Path, k: int, *, dropout: float = 0.1) -> TruncatedTeacher:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from ..crf import CRF
 from ..data.tasks import TAGGING
 from ..genotype import Genotype
 from ..network import CellBase, Embeddings, Head
@@ -34,8 +35,9 @@ class FixedStudent(nn.Module):
             raise ValueError("a sentence-level student needs an aggregator in its genotype")
         self.aggregate = None if kind == TAGGING else build_aggregator(genotype.aggregator, width)
         self.head = Head(kind, width, num_labels, dropout)
+        self.crf = CRF(num_labels) if kind == TAGGING else None   # tagging: emissions into a CRF
 
-    def forward(self, input_ids, attention_mask, token_type_ids=None, word_starts=None, **_):
+    def forward(self, input_ids, attention_mask, token_type_ids=None, word_starts=None, word_mask=None, **_):
         mask = attention_mask.bool()
         emb = self.embeddings(input_ids, token_type_ids).masked_fill(~mask.unsqueeze(-1), 0.0)
         states = [emb]
@@ -47,4 +49,8 @@ class FixedStudent(nn.Module):
             logits = self.head(states=s1, word_starts=word_starts)
         else:
             logits = self.head(pooled=self.aggregate(s1, mask))
-        return {"logits": logits, "states": states, "mask": mask}
+        out = {"logits": logits, "states": states, "mask": mask}
+        if self.kind == TAGGING:
+            out["word_mask"] = word_mask if word_mask is not None else word_starts.new_ones(word_starts.shape).bool()
+            out["crf"] = self.crf
+        return out

@@ -16,12 +16,11 @@ from ..data.encode import bucket_batches
 from ..data.tasks import TAGGING, get_task
 from ..distill import DistillationLoss, parse_kd, parse_pairs
 from ..errors import ConfigError, NaskdError
-from ..evaluation import predictions_from_logits, score
 from ..genotype import Genotype, sample_genotype
 from ..network import count_parameters, teacher_embedding_tables
 from ..pipeline import batch_to, prepare, resolve_teacher_run
-from ..predict import predict_logits
-from ..search.run import DEFAULT_KD, kd_context
+from ..predict import evaluate_model
+from ..search.run import DEFAULT_KD, DEFAULT_TAGGING_KD, default_kd, kd_context
 from ..space.spec import load_space
 from ..teachers.model import read_teacher_info
 from ..train import fit
@@ -38,9 +37,9 @@ STUDENTS = {
     # Tang et al. 2019: logit MSE alone (alpha = 0), AdaDelta (lr 1.0, rho 0.95), batch 50
     "bilstm_soft": {"kd": "logit_mse", "optimizer": "adadelta", "lr": 1.0, "batch_size": 50,
                     "weight_decay": 0.0, "warmup_ratio": 0.0},
-    # BERT_k-PKD (Sun et al. 2019): fine-tuning rates for pretrained layers, PKD on [CLS]
-    "truncated_teacher": {"kd": "soft_ce=0.5,hard_ce=0.5,pkd=1", "lr": 5e-5, "weight_decay": 0.01,
-                          "warmup_ratio": 0.1},
+    # BERT_k-PKD (Sun et al. 2019): fine-tuning rates for pretrained layers; the default criteria
+    # (soft_ce=0.5,hard_ce=0.5,pkd=1, or substructure for tagging) include PKD on [CLS]
+    "truncated_teacher": {"lr": 5e-5, "weight_decay": 0.01, "warmup_ratio": 0.1},
 }
 
 
@@ -68,7 +67,8 @@ class RetrainConfig:
     out: Optional[str] = C.field(None, help="run directory (default runs/<task>-retrain)")
     cache_dir: Optional[str] = C.field(None, help="teacher output cache")
     width: Optional[int] = C.field(None, help="student width (default: the genotype's)")
-    kd: str = C.field(DEFAULT_KD, help="distillation criteria with weights (see `naskd search --help`)")
+    kd: Optional[str] = C.field(None, help=f"distillation criteria with weights (see `naskd search --help`; "
+                                           f"default {DEFAULT_KD}, {DEFAULT_TAGGING_KD} for tagging tasks)")
     temperature: float = C.field(1.0, help="soft_ce temperature")
     pkd_pairs: Optional[str] = C.field(None, help="explicit student-cell:teacher-layer pairs for pkd")
     fsd_memory: Optional[int] = C.field(None, help="fsd_global memory size")
@@ -90,8 +90,10 @@ class RetrainConfig:
 
     def validate(self) -> None:
         spec = get_task(self.task)
-        if spec.kind == TAGGING:
-            raise ConfigError(f"retraining tagging students ({spec.name}) arrives with sequence labelling")
+        self.kd = self.kd or default_kd(spec.name)
+        if spec.kind == TAGGING and self.student == "bilstm_soft":
+            raise ConfigError("bilstm_soft is a sentence classifier (Tang et al. 2019); for tagging tasks use "
+                              "--student genotype, random or truncated_teacher")
         if self.student == "genotype" and not self.genotype:
             raise ConfigError("--genotype FILE is required for --student genotype (the genotype.json of a "
                               "`naskd search` run); or pick --student bilstm_soft|truncated_teacher|random")
@@ -204,7 +206,7 @@ def retrain(cfg: RetrainConfig, *, overwrite: bool = False, resume: bool = False
 
     vocab_size = len(AutoTokenizer.from_pretrained(str(teacher_dir)))
     model, m_s, width, emb_note = build_retrain_student(cfg, spec, teacher_dir, genotype, vocab_size)
-    ctx = kd_context(cfg, spec, info, m_s, width)
+    ctx = kd_context(cfg, spec, info, m_s, width, teacher_dir)
     kd = DistillationLoss(cfg.kd, ctx)
     run_dir = prepare_run_dir(out, overwrite=overwrite, resume=resume)
     write_text(run_dir / "config.yaml", yaml.safe_dump(
@@ -239,19 +241,17 @@ def retrain(cfg: RetrainConfig, *, overwrite: bool = False, resume: bool = False
         return kd(out, batch.get("teacher", {}), batch)
 
     def evaluate():
-        model.eval()
-        logits = predict_logits(lambda b: model(**b)["logits"], data.dev, batch_size=128, device=device,
-                                pad_id=data.pad_id)
-        model.train()
-        evaluate.last = logits
-        return score(spec, data.dev.labels, predictions_from_logits(spec, logits))
+        metrics, evaluate.last = evaluate_model(model, spec, data.dev, batch_size=128, device=device,
+                                                pad_id=data.pad_id)
+        return metrics
 
     def on_best(metrics):
         save_student(run_dir / "student", model, data.tokenizer, task=spec.name,
                      extra={"teacher": str(teacher_dir), "kd": cfg.kd, "dev": metrics, "seed": cfg.seed,
                             "student": cfg.student, "description": what,
                             "max_length": data.train.meta.get("max_length")})
-        np.save(run_dir / "dev_logits.npy", np.asarray(evaluate.last, dtype=np.float32))
+        if spec.kind != TAGGING:
+            np.save(run_dir / "dev_logits.npy", np.asarray(evaluate.last, dtype=np.float32))
 
     result = fit(model=model, optimizer=opt, scheduler=sched, epochs=cfg.epochs,
                  batches_for_epoch=lambda e: bucket_batches(lengths, cfg.batch_size, seed=cfg.seed, epoch=e),

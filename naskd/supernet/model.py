@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..crf import CRF
 from ..data.tasks import TAGGING
 from ..network import CellBase, Embeddings, Head, MixedAggregator, edge_list
 from ..space.ops import build_op
@@ -56,6 +57,7 @@ class Supernet(nn.Module):
         self.cells = nn.ModuleList(SearchCell(space, width, dropout) for _ in range(layers))
         self.aggregate = None if kind == TAGGING else MixedAggregator(space.aggregators, width)
         self.head = Head(kind, width, num_labels, dropout)
+        self.crf = CRF(num_labels) if kind == TAGGING else None   # tagging: emissions into a CRF
         n_edges, n_ops = len(edge_list(space.nodes)), len(space.ops)
         g = torch.Generator().manual_seed(seed)
         shape = (layers, n_edges, n_ops) if per_cell_alphas else (n_edges, n_ops)
@@ -78,7 +80,7 @@ class Supernet(nn.Module):
     def agg_weights(self) -> torch.Tensor:
         return torch.softmax(self.arch["agg"], dim=-1)
 
-    def forward(self, input_ids, attention_mask, token_type_ids=None, word_starts=None, **_):
+    def forward(self, input_ids, attention_mask, token_type_ids=None, word_starts=None, word_mask=None, **_):
         mask = attention_mask.bool()
         emb = self.embeddings(input_ids, token_type_ids).masked_fill(~mask.unsqueeze(-1), 0.0)
         w_ops = self.op_weights()
@@ -92,7 +94,11 @@ class Supernet(nn.Module):
             logits = self.head(states=s1, word_starts=word_starts)
         else:
             logits = self.head(pooled=self.aggregate(s1, mask, self.agg_weights()))
-        return {"logits": logits, "states": states, "mask": mask}
+        out = {"logits": logits, "states": states, "mask": mask}
+        if self.kind == TAGGING:
+            out["word_mask"] = word_mask if word_mask is not None else word_starts.new_ones(word_starts.shape).bool()
+            out["crf"] = self.crf
+        return out
 
     def alpha_entropy(self) -> float:
         """Mean entropy (nats) of the edges' op distributions: log K at the start, 0 when decided."""

@@ -17,8 +17,7 @@ from ..data.encode import bucket_batches, collate, encode
 from ..data.readers import load_split, subsample
 from ..data.tasks import REGRESSION, TAGGING, get_task
 from ..errors import ConfigError, NaskdError
-from ..evaluation import predictions_from_logits, score
-from ..predict import predict_logits
+from ..predict import evaluate_model
 from ..train import fit
 from ..utils.io import prepare_run_dir, write_json, write_text
 from ..utils.runtime import pick_device, seed_everything
@@ -42,6 +41,7 @@ class TeacherConfig:
     warmup_ratio: float = C.field(0.06, help="fraction of steps for linear warm-up")
     weight_decay: float = C.field(0.01, help="AdamW weight decay (not on biases and LayerNorms)")
     dropout: float = C.field(0.1, help="dropout before the head")
+    crf_lr: float = C.field(5e-3, help="tagging: learning rate of the CRF transitions (trained from scratch)")
     pooling: str = C.field("mean", help="sentence pooling for the head", choices=["mean", "cls"])
     max_train_examples: Optional[int] = C.field(None, help="seeded training subsample, for quick runs")
     max_eval_examples: Optional[int] = C.field(None, help="seeded dev subsample, for quick runs")
@@ -78,11 +78,12 @@ def resolve_teacher_config(flags: dict, config_file: str | None = None) -> Teach
                      source_names=[f"recipe {rpath}", f"config {config_file}", "command-line flags"])
 
 
-def _loss(spec, logits, labels):
+def _loss(spec, logits, batch, model):
+    labels = batch["labels"]
     if spec.kind == REGRESSION:
         return torch.nn.functional.mse_loss(logits.float(), labels.float())
     if spec.kind == TAGGING:
-        return torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
+        return model.crf.nll(logits.float(), labels, batch["word_mask"])
     return torch.nn.functional.cross_entropy(logits, labels)
 
 
@@ -90,9 +91,6 @@ def finetune_teacher(cfg: TeacherConfig, *, overwrite: bool = False, resume: boo
     """Fine-tune; return the metrics written to ``metrics.json``."""
     t_start = time.time()
     spec = get_task(cfg.task)
-    if spec.kind == TAGGING:
-        raise NaskdError(f"teacher fine-tuning for tagging task {spec.name} needs the CRF head, which "
-                         "arrives with sequence labelling; classification and regression tasks work now")
     # Read and check every input before any model is built.
     train_cols = load_split(spec, cfg.data_dir, "train")
     dev_cols = load_split(spec, cfg.data_dir, "dev")
@@ -114,11 +112,14 @@ def finetune_teacher(cfg: TeacherConfig, *, overwrite: bool = False, resume: boo
 
     model = TeacherModel(encoder, spec.kind, spec.num_labels, cfg.pooling, cfg.dropout).to(device)
     no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
+    # the CRF starts from scratch, so it learns at its own (higher) rate, without decay
+    named = [(n, p) for n, p in model.named_parameters() if not n.startswith("crf.")]
     groups = [
-        {"params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)],
-         "weight_decay": cfg.weight_decay},
-        {"params": [p for n, p in model.named_parameters() if n.endswith(no_decay)], "weight_decay": 0.0},
+        {"params": [p for n, p in named if not n.endswith(no_decay)], "weight_decay": cfg.weight_decay},
+        {"params": [p for n, p in named if n.endswith(no_decay)], "weight_decay": 0.0},
     ]
+    if spec.kind == TAGGING:
+        groups.append({"params": list(model.crf.parameters()), "weight_decay": 0.0, "lr": cfg.crf_lr})
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
     steps_per_epoch = len(bucket_batches(train.lengths, cfg.batch_size, seed=cfg.seed, epoch=0,
                                          bucket=cfg.bucket))
@@ -134,20 +135,18 @@ def finetune_teacher(cfg: TeacherConfig, *, overwrite: bool = False, resume: boo
     def loss_fn(batch):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             logits = model(**batch)["logits"]
-        return _loss(spec, logits, batch["labels"]), {}
+        return _loss(spec, logits, batch, model), {}
 
     def evaluate():
-        model.eval()
-        logits = predict_logits(lambda b: model(**b)["logits"], dev, batch_size=cfg.eval_batch_size,
-                                device=device, pad_id=pad_id)
-        model.train()
-        evaluate.last = logits
-        return score(spec, dev.labels, predictions_from_logits(spec, logits))
+        metrics, evaluate.last = evaluate_model(model, spec, dev, batch_size=cfg.eval_batch_size, device=device,
+                                                pad_id=pad_id)
+        return metrics
 
     def on_best(metrics):
         save_teacher(run_dir, model, tokenizer, spec, cfg.teacher,
                      extra={"recipe": C.to_dict(cfg), "dev": metrics})
-        np.save(run_dir / "dev_logits.npy", np.asarray(evaluate.last, dtype=np.float32))
+        if spec.kind != TAGGING:
+            np.save(run_dir / "dev_logits.npy", np.asarray(evaluate.last, dtype=np.float32))
 
     result = fit(model=model, optimizer=optimizer, scheduler=scheduler, epochs=cfg.epochs,
                  batches_for_epoch=lambda e: bucket_batches(lengths, cfg.batch_size, seed=cfg.seed, epoch=e,

@@ -101,7 +101,8 @@ def _drop_pooler(encoder):
 
 class TeacherModel(nn.Module):
     """Encoder + head. Classification/regression pool the last layer (``mean`` over real tokens, or
-    ``cls``); tagging emits one score vector per word (its first sub-token)."""
+    ``cls``); tagging emits one score vector per word (its first sub-token) into a CRF (``self.crf``),
+    so ``logits`` are the CRF's emissions."""
 
     def __init__(self, encoder: nn.Module, kind: str, num_labels: int, pooling: str = "mean",
                  dropout: float = 0.1):
@@ -115,6 +116,10 @@ class TeacherModel(nn.Module):
         hidden = encoder.config.hidden_size
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(hidden, num_labels)
+        if kind == TAGGING:
+            from ..crf import CRF
+
+            self.crf = CRF(num_labels)          # BERT-CRF: emissions from the head, a chain over words
 
     @property
     def num_layers(self) -> int:
@@ -125,7 +130,7 @@ class TeacherModel(nn.Module):
         return self.encoder.config.hidden_size
 
     def forward(self, input_ids, attention_mask, token_type_ids=None, output_hidden_states: bool = False,
-                word_starts=None, **_):
+                word_starts=None, word_mask=None, **_):
         out = self.encoder(input_ids=input_ids, attention_mask=attention_mask.long(),
                            token_type_ids=token_type_ids, output_hidden_states=output_hidden_states)
         h = out.last_hidden_state                                        # (B, L, H)
@@ -144,6 +149,9 @@ class TeacherModel(nn.Module):
             if self.kind == REGRESSION:
                 logits = logits.squeeze(-1)                                # (B,)
         result = {"logits": logits}
+        if self.kind == TAGGING:
+            result["word_mask"] = word_mask if word_mask is not None else word_starts.new_ones(word_starts.shape).bool()
+            result["crf"] = self.crf
         if output_hidden_states:
             result["hidden_states"] = out.hidden_states  # (M_t + 1) x (B, L, H); 0 = embeddings
         return result

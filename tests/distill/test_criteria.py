@@ -42,25 +42,80 @@ def fake_batch(B=4, L=5, seed=0):
     return student, teacher, batch
 
 
-@pytest.mark.parametrize("name", sorted(CRITERIA))
-def test_every_criterion(name):
+T_TAGS, W = 5, 4
+
+
+def tagging_ctx(**kw):
+    g = torch.Generator().manual_seed(9)
+    crf = {k: torch.randn(*s, generator=g) for k, s in (("start", (T_TAGS,)), ("end", (T_TAGS,)),
+                                                        ("trans", (T_TAGS, T_TAGS)))}
+    return ctx(task=get_task("conll2000"), teacher_crf=crf, **kw)
+
+
+def fake_tagging_batch(B=4, L=5, seed=0):
+    """Sentence fake plus per-word emissions (B, W, T), a word mask, a student CRF and tag labels."""
+    from naskd.crf import CRF
+
+    student, teacher, batch = fake_batch(B, L, seed)
+    g = torch.Generator().manual_seed(seed + 50)
+    n_words = torch.tensor([W, 2, 1, 3, W, 1][:B])
+    word_mask = torch.arange(W)[None] < n_words[:, None]
+    torch.manual_seed(seed)
+    student.update(logits=torch.randn(B, W, T_TAGS, generator=g).requires_grad_(True), word_mask=word_mask,
+                   crf=CRF(T_TAGS))
+    teacher["logits"] = torch.randn(B, W, T_TAGS, generator=g) * word_mask[..., None]
+    batch["labels"] = torch.randint(0, T_TAGS, (B, W), generator=g).masked_fill(~word_mask, -100)
+    batch.update(_epoch=0, _epochs=3, _progress=0.25)
+    return student, teacher, batch
+
+
+SUITE = [(n, "sentence") for n in sorted(CRITERIA) if CRITERIA[n].tasks in ("any", "sentence")] + \
+        [(n, "tagging") for n in sorted(CRITERIA) if CRITERIA[n].tasks in ("any", "tagging")]
+
+
+@pytest.mark.parametrize("name,kind", SUITE)
+def test_every_criterion(name, kind):
     torch.manual_seed(0)
-    crit = CRITERIA[name](ctx())
+    make, fake = (ctx, fake_batch) if kind == "sentence" else (tagging_ctx, fake_tagging_batch)
+    crit = CRITERIA[name](make())
     crit.setup(FakeTrainOutputs(), None)
-    student, teacher, batch = fake_batch()
+    student, teacher, batch = fake()
     loss = crit(student, teacher, batch)
     assert loss.dim() == 0 and torch.isfinite(loss)
     loss.backward()
     touched = [t for t in [student["logits"], *student["states"]] if t.grad is not None and t.grad.abs().sum() > 0]
     assert touched, f"{name}: no gradient reached the student"
     # batch of one (fsd_local is undefined there and returns 0)
-    s1, t1, b1 = fake_batch(B=1)
+    s1, t1, b1 = fake(B=1)
     assert torch.isfinite(crit(s1, t1, b1))
     # padding values never matter
-    s2, t2, b2 = fake_batch()
+    s2, t2, b2 = fake()
     for st in s2["states"]:
         st.data[~s2["mask"]] = 1e3
-    torch.testing.assert_close(crit(s2, t2, b2), crit(*fake_batch()), rtol=1e-5, atol=1e-5)
+    if kind == "tagging":
+        s2["logits"].data[~s2["word_mask"]] = 1e3
+        t2["logits"][~s2["word_mask"]] = -1e3
+    torch.testing.assert_close(crit(s2, t2, b2), crit(*fake()), rtol=1e-5, atol=1e-5)
+
+
+def test_criteria_refuse_the_wrong_task_kind():
+    with pytest.raises(ConfigError, match="for the tagging task conll2000 use one of .*substructure"):
+        CRITERIA["soft_ce"](tagging_ctx())
+    with pytest.raises(ConfigError, match="sst2 is not a tagging task"):
+        CRITERIA["kbest"](ctx())
+
+
+def test_structured_schedules():
+    crit = CRITERIA["substructure"](tagging_ctx())
+    assert crit.schedule({"_epoch": 0, "_epochs": 3}) == 1.0 and crit.schedule({"_epoch": 2, "_epochs": 3}) == 0.0
+    assert crit.schedule({"_epoch": 0, "_epochs": 1}) == 1.0
+    kb = CRITERIA["kbest"](tagging_ctx())
+    assert kb.schedule({"_progress": 0.0}) == 1.0 and kb.schedule({"_progress": 0.75}) == 0.25
+    # lambda = 0: the criterion is the student's CRF likelihood alone
+    s, t, b = fake_tagging_batch()
+    b["_progress"] = 1.0
+    nll = s["crf"].nll(s["logits"], b["labels"], s["word_mask"])
+    torch.testing.assert_close(kb(s, t, b), nll)
 
 
 def test_parse_kd():

@@ -18,7 +18,7 @@ def _crf(T, seed):
 
 def _case(B=3, W=4, T=3, seed=0):
     g = torch.Generator().manual_seed(seed + 100)
-    s, t = _crf(T, seed), _crf(T, seed + 1)
+    s, t = _crf(T, seed).requires_grad_(False), _crf(T, seed + 1).requires_grad_(False)
     es = torch.randn(B, W, T, generator=g, dtype=torch.float64)
     et = torch.randn(B, W, T, generator=g, dtype=torch.float64)
     mask = torch.arange(W)[None] < torch.tensor([4, 2, 1][:B])[:, None]
