@@ -63,7 +63,9 @@ class Supernet(nn.Module):
         shape = (layers, n_edges, n_ops) if per_cell_alphas else (n_edges, n_ops)
         self.arch = nn.ParameterDict({
             "ops": nn.Parameter(alpha_init * torch.randn(*shape, generator=g)),
-            "agg": nn.Parameter(alpha_init * torch.randn(len(space.aggregators), generator=g)),
+            # taggers have no aggregation layer: an empty vector keeps the parameter layout uniform
+            "agg": nn.Parameter(alpha_init * torch.randn(0 if kind == TAGGING else len(space.aggregators),
+                                                         generator=g)),
         })
         self.per_cell_alphas = per_cell_alphas
 

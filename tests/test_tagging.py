@@ -1,0 +1,96 @@
+"""Sequence labelling end to end on real CoNLL-2000 data with the tiny BERT: a BERT-CRF teacher, a CRF
+supernet searched with sub-structure KD, retrained students, evaluation on a CoNLL file."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import naskd
+from naskd.cli import main
+from naskd.data.encode import collate, encode
+from naskd.data.readers import read_columns
+from naskd.data.tasks import get_task
+from naskd.teachers.cache import TeacherCache
+from naskd.teachers.model import load_teacher
+
+from .conftest import DATA, TINY_BERT
+
+SPACE_YAML = "name: tiny\nops: [conv3, identity, lstm, none]\naggregators: [max_pool]\nnodes: 2\nwidth: 16\n"
+
+
+@pytest.fixture(scope="module")
+def tagging_teacher(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tagteacher") / "conll2000-teacher"
+    assert main(["teacher", "--task", "conll2000", "--teacher", str(TINY_BERT), "--data-dir", str(DATA),
+                 "--out", str(out), "--epochs", "2", "--max-train-examples", "160", "--max-eval-examples", "60",
+                 "--batch-size", "16", "--lr", "1e-3", "--crf-lr", "5e-2", "--checkpoint-every", "0"]) == 0
+    return out
+
+
+def test_teacher_crf_learns_and_decodes_valid_iob2(tagging_teacher):
+    m = json.loads((tagging_teacher / "metrics.json").read_text())
+    assert m["dev"]["f1"] > 0.3                      # far above chance for 23 tags after 2 small epochs
+    model, tok, info = load_teacher(tagging_teacher)
+    assert info["kind"] == "tagging" and model.crf.trans.shape == (23, 23)
+    spec = get_task("conll2000")
+    cols = read_columns(spec, DATA, "dev")
+    dev = encode(spec, {k: v[:8] for k, v in cols.items()}, tok, 256)
+    b = collate(dev, list(range(8)))
+    with torch.no_grad():
+        out = model(**b)
+        tags, _ = model.crf.viterbi(out["logits"], b["word_mask"])
+    assert tags.shape == b["labels"].shape and (tags[~b["word_mask"]] == 0).all()
+
+
+def test_cache_holds_per_word_emissions(tagging_teacher, tmp_path):
+    _, tok, _ = load_teacher(tagging_teacher)
+    spec = get_task("conll2000")
+    cols = read_columns(spec, DATA, "dev")
+    data = encode(spec, {k: v[:10] for k, v in cols.items()}, tok, 256)
+    outs = TeacherCache(tmp_path).get(tagging_teacher, data, [])
+    assert outs.logits.shape == (sum(len(w) for w in data.word_starts), 23)
+    padded = outs.logits_for(np.arange(3))
+    assert padded.shape[:2] == (3, max(len(data.word_starts[i]) for i in range(3)))
+
+
+@pytest.mark.parametrize("kd", ["substructure", "kbest", "struct_kd", "hard_ce", "substructure_emission,pkd=0.1"])
+def test_search_and_retrain_tagging(tagging_teacher, tmp_path, kd):
+    space = tmp_path / "tiny.yaml"
+    space.write_text(SPACE_YAML)
+    s = tmp_path / "s"
+    assert main(["search", "--task", "conll2000", "--teacher", str(tagging_teacher), "--data-dir", str(DATA),
+                 "--space", str(space), "--layers", "2", "--max-train-examples", "48", "--max-eval-examples", "24",
+                 "--batch-size", "8", "--epochs", "2", "--kd", kd, "--out", str(s)]) == 0
+    g = json.loads((s / "genotype.json").read_text())
+    assert g["aggregator"] is None and g["layers"] == 2
+    assert "f1" in json.loads((s / "metrics.json").read_text())["dev"]
+    r = tmp_path / "r"
+    assert main(["retrain", "--task", "conll2000", "--teacher", str(tagging_teacher), "--genotype",
+                 str(s / "genotype.json"), "--data-dir", str(DATA), "--max-train-examples", "48",
+                 "--max-eval-examples", "24", "--batch-size", "8", "--epochs", "2", "--kd", kd, "--out", str(r)]) == 0
+    model, _, info = naskd.load_student(r)
+    assert info["kind"] == "tagging" and model.crf is not None
+
+
+def test_truncated_teacher_and_conll_file_evaluation(tagging_teacher, tmp_path, capsys):
+    r = tmp_path / "t"
+    assert main(["retrain", "--task", "conll2000", "--teacher", str(tagging_teacher), "--student",
+                 "truncated_teacher", "--data-dir", str(DATA), "--max-train-examples", "32",
+                 "--max-eval-examples", "16", "--epochs", "1", "--out", str(r)]) == 0
+    assert json.loads((r / "student/student.json").read_text())["layers"] == 1
+    # a CoNLL file: the first sentences of the training file
+    lines = (DATA / "conll2000/train.txt").read_text().split("\n\n")[:12]
+    f = tmp_path / "few.txt"
+    f.write_text("\n\n".join(lines) + "\n")
+    assert main(["evaluate", "--model", str(tagging_teacher), "--file", str(f), "--out", str(tmp_path / "e")]) == 0
+    m = json.loads((tmp_path / "e/metrics.json").read_text())
+    assert m["examples"] == 12 and set(m["metrics"]) == {"precision", "recall", "f1"}
+    p = [json.loads(x) for x in (tmp_path / "e/predictions.jsonl").read_text().splitlines()]
+    assert len(p[0]["tokens"]) == len(p[0]["pred"]) == len(p[0]["gold"])
+    assert main(["retrain", "--task", "conll2000", "--teacher", str(tagging_teacher), "--student", "bilstm_soft",
+                 "--data-dir", str(DATA), "--out", str(tmp_path / "b")]) == 2
+    assert "bilstm_soft is a sentence classifier" in capsys.readouterr().err
+    assert main(["search", "--task", "conll2000", "--teacher", str(tagging_teacher), "--data-dir", str(DATA),
+                 "--kd", "soft_ce", "--out", str(tmp_path / "x")]) == 2
+    assert "for the tagging task conll2000 use one of" in capsys.readouterr().err
