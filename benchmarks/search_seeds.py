@@ -59,8 +59,9 @@ def main() -> None:
             ["run", "order", "train examples", "epochs", "supernet dev acc", "parameter-free share",
              "search minutes", "genotype"],
             "python benchmarks/search_seeds.py --order2",
-            notes="Default settings of `naskd search --task sst2 --layers 6` (a seeded 8,000-example training "
-                  "subsample split into weight and architecture halves, width 64); 'search minutes' is the "
+            notes="Default settings of `naskd search --task sst2 --layers 6` (a seeded training subsample of "
+                  f"{runs['seed ' + args.seeds.split(',')[0]]['subsample']:,} examples split into weight and "
+                  "architecture halves, width 64); 'search minutes' is the "
                   "search loop alone, without the one-off teacher-output pass. Edge overlap = Jaccard index "
                   "of (node, input, op) edges.")
     publish("search_overlap", f"Edge overlap between seeds ({args.task})", overlap,

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Every long measurement, resumable: finished runs are read, stopped ones resumed, so this script can be
+# started again in a later session and picks up where it stopped. Two lanes run side by side, each on
+# one thread (two processes on one thread each use this 2-core machine without the thread
+# oversubscription that slows small-op models several-fold). Results land in benchmarks/results/.
+# Usage: bash benchmarks/run_all.sh   (from the repository root, after the install of README.md)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export NASKD_DATA_DIR="${NASKD_DATA_DIR:-../shared/data}" OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+py=.venv/bin/python
+mkdir -p runs/logs
+# the SST-2 teacher first: both lanes need it
+if ! grep -q '"status": "finished"' runs/sst2-teacher/metrics.json 2>/dev/null; then
+  if [ -d runs/sst2-teacher ]; then resume=--resume; else resume=; fi
+  OMP_NUM_THREADS=2 .venv/bin/naskd teacher --task sst2 $resume > runs/logs/sst2-teacher.log 2>&1
+fi
+(
+  $py benchmarks/glue_teachers.py > runs/logs/glue_teachers.log 2>&1
+  $py benchmarks/bench_bucketing.py > runs/logs/bench_bucketing.log 2>&1
+) &
+(
+  $py benchmarks/search_seeds.py --order2 > runs/logs/search_seeds.log 2>&1
+  $py benchmarks/bench_search.py > runs/logs/bench_search.log 2>&1
+) &
+wait
