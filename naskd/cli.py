@@ -46,6 +46,20 @@ def cmd_retrain(args) -> int:
     return 0
 
 
+def cmd_augment(args) -> int:
+    from .augment.run import examples, resolve_augment_config, run_augment
+
+    cfg = resolve_augment_config(_settings(args), args.config)
+    m = run_augment(cfg, overwrite=args.overwrite, resume=args.resume)
+    out = cfg.out or f"runs/{m['task']}-augment"
+    print(f"[augment] {m['status']}: {m['kept']:,} synthetic examples from {m['original_examples']:,} "
+          f"(n_iter {m['n_iter']}); generation {m['generation_rate_per_s']} draws/s, teacher labelling "
+          f"{m['label_rate_per_s']} ex/s; wrote {out}")
+    for ex in examples(out, cfg.show):
+        print("   ", " ||| ".join(str(ex[c]) for c in ("text", "text_pair") if c in ex), f"(from row {ex['source_idx']})")
+    return 0
+
+
 def cmd_plot(args) -> int:
     from .plotting import plot_path
 
@@ -96,6 +110,7 @@ def cmd_bench(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .augment.run import AugmentConfig
     from .search.run import SearchConfig
     from .students.retrain import RetrainConfig
     from .teachers.finetune import TeacherConfig
@@ -162,6 +177,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output directory (default runs/<task>-bench)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("augment", help="Tang et al.'s data augmentation, labelled by the teacher once",
+                       description="Masking, POS-guided replacement and n-gram sampling; the synthetic set is "
+                                   "written as Parquet and labelled through the teacher output cache in parts "
+                                   "(resumable).")
+    C.add_arguments(p, AugmentConfig)
+    _common(p)
+    p.set_defaults(func=cmd_augment)
 
     p = sub.add_parser("plot", help="draw a found cell, or the alphas over the search epochs")
     p.add_argument("target", help="genotype.json, or a search run directory")

@@ -69,6 +69,62 @@ def teacher_batch(outputs: TeacherOutputs, rows, requests: list[HiddenRequest]) 
     return {"logits": outputs.logits_for(rows), "hidden": {r: outputs.hidden_for(r, rows) for r in requests}}
 
 
+def resolve_augmented(cfg, spec, teacher_dir: Path) -> str | None:
+    """``--augmented RUN_DIR`` as given; with ``--augment``, the default augmentation of the run's training
+    rows, built (or resumed, or reused) under runs/<task>-augment[-<subsample>-<data seed>]."""
+    if cfg.augmented:
+        return cfg.augmented
+    if not cfg.augment:
+        return None
+    from .augment.run import resolve_augment_config, run_augment
+
+    name = f"runs/{spec.name}-augment" + (f"-{cfg.max_train_examples}-{cfg.data_seed}" if cfg.max_train_examples else "")
+    if (Path(name) / "metrics.json").is_file() and '"finished"' in (Path(name) / "metrics.json").read_text():
+        return name
+    acfg = resolve_augment_config({"task": spec.name, "teacher": str(teacher_dir), "data_dir": cfg.data_dir,
+                                   "cache_dir": cfg.cache_dir, "out": name, "max_train_examples": cfg.max_train_examples,
+                                   "data_seed": cfg.data_seed, "kd": cfg.kd})
+    print(f"[naskd] --augment: building the default augmentation into {name}", flush=True)
+    run_augment(acfg, resume=Path(name).is_dir() and any(Path(name).iterdir()))
+    return name
+
+
+def _with_augmented(spec, run, teacher_dir, train: Encoded, outputs, tokenizer, max_length, requests, cache_dir,
+                    device):
+    from .augment.run import encode_part, part_paths, read_part
+    from .data.encode import concat_encoded
+    from .teachers.cache import ConcatOutputs
+
+    run = Path(run)
+    meta = run / "data" / "generated.json"
+    if not meta.is_file():
+        raise NaskdError(f"{run} is not a finished `naskd augment` run (no data/generated.json)")
+    import yaml
+
+    used = yaml.safe_load((run / "config.yaml").read_text()).get("teacher")
+    if used and Path(used).resolve() != Path(teacher_dir).resolve():
+        raise NaskdError(f"{run} was labelled by the teacher {used}, not {teacher_dir}; pass that --teacher or "
+                         "augment again")
+    if outputs is None:          # criteria without a teacher: still no gold labels for synthetic rows
+        raise NaskdError("--augmented needs a distillation criterion that uses the teacher (synthetic examples "
+                         "have no gold label)")
+    keep = set(int(i) for i in train.idx)
+    cache = TeacherCache(cache_dir)
+    parts, pieces = [(outputs, np.arange(len(train)))], [train]
+    for p in part_paths(run):
+        data = encode_part(spec, read_part(p), tokenizer, max_length)
+        rows = np.nonzero(np.isin(data.idx, list(keep)))[0]
+        if not len(rows):
+            continue
+        out = cache.get(teacher_dir, data, requests, device=device, split=f"augmented {p.name}")
+        parts.append((out, rows))
+        pieces.append(data.select(rows))
+    merged = concat_encoded(pieces)
+    print(f"[naskd] training on {len(train):,} original + {len(merged) - len(train):,} synthetic examples from "
+          f"{run} (synthetic ones carry teacher outputs only)", flush=True)
+    return merged, ConcatOutputs(parts)
+
+
 def batch_to(batch: dict, device) -> dict:
     out = {}
     for k, v in batch.items():
@@ -84,7 +140,11 @@ def batch_to(batch: dict, device) -> dict:
 
 def prepare(task: str, teacher_dir: Path, *, data_dir, max_train_examples: int | None,
             max_eval_examples: int | None, seed: int, requests: list[HiddenRequest], cache_dir=None,
-            device="cpu", need_teacher: bool = True, max_length: int | None = None) -> DistillData:
+            device="cpu", need_teacher: bool = True, max_length: int | None = None,
+            augmented: str | None = None) -> DistillData:
+    """Tokenised train/dev splits and the teacher's cached outputs for the training split. With
+    ``augmented`` (a `naskd augment` run), the training split also holds the synthetic examples made
+    from the kept training rows, without gold labels (``has_label`` False)."""
     spec = get_task(task)
     info = read_teacher_info(teacher_dir, spec.name)
     max_length = max_length or int(info.get("recipe", {}).get("max_length", 128))
@@ -98,5 +158,8 @@ def prepare(task: str, teacher_dir: Path, *, data_dir, max_train_examples: int |
     outputs = None
     if need_teacher:
         outputs = TeacherCache(cache_dir).get(teacher_dir, train, requests, device=device, split="train")
+    if augmented:
+        train, outputs = _with_augmented(spec, augmented, teacher_dir, train, outputs, tokenizer, max_length,
+                                         requests, cache_dir, device)
     return DistillData(spec, Path(teacher_dir), info, tokenizer, train, dev, outputs, list(requests),
                        tokenizer.pad_token_id or 0)

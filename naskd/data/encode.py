@@ -30,6 +30,7 @@ class Encoded:
     idx: np.ndarray                     # position of each example in its source split
     word_starts: list | None = None     # tagging: sub-token position of each kept word
     meta: dict = field(default_factory=dict)
+    has_label: np.ndarray | None = None # False for synthetic examples (augmentation): no gold label
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -44,7 +45,7 @@ class Encoded:
         labels = self.labels[rows] if isinstance(self.labels, np.ndarray) else pick(self.labels)
         return Encoded(self.task, pick(self.input_ids), pick(self.token_type_ids), labels,
                        self.idx[rows], pick(self.word_starts) if self.word_starts is not None else None,
-                       dict(self.meta))
+                       dict(self.meta), self.has_label[rows] if self.has_label is not None else None)
 
     def fingerprint(self) -> str:
         """Content hash of everything a teacher sees: token ids, segments, word starts."""
@@ -66,6 +67,15 @@ class Encoded:
         if self.word_starts is not None:
             cols["word_starts"] = [a.tolist() for a in self.word_starts]
         return datasets.Dataset.from_dict(cols)
+
+
+def concat_encoded(parts: list[Encoded]) -> Encoded:
+    """One split from several (sentence tasks): original examples and synthetic ones, say."""
+    first = parts[0]
+    has = [p.has_label if p.has_label is not None else np.ones(len(p), dtype=bool) for p in parts]
+    return Encoded(first.task, [x for p in parts for x in p.input_ids], [x for p in parts for x in p.token_type_ids],
+                   np.concatenate([np.asarray(p.labels) for p in parts]), np.concatenate([p.idx for p in parts]),
+                   None, dict(first.meta), np.concatenate(has))
 
 
 def encode(spec: TaskSpec, columns, tokenizer, max_length: int) -> Encoded:
@@ -178,4 +188,6 @@ def collate(data: Encoded, rows, *, pad_id: int = 0, pad_to: int | None = None) 
                      labels=torch.from_numpy(tags))
     else:
         batch["labels"] = torch.from_numpy(np.asarray(data.labels[rows]))
+    if data.has_label is not None:
+        batch["has_label"] = torch.from_numpy(np.asarray(data.has_label[rows], dtype=bool))
     return batch

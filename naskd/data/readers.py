@@ -256,10 +256,11 @@ def load_split(spec: TaskSpec, data_dir, split: str):
 
 
 def subsample(n: int, max_n: int | None, seed: int) -> np.ndarray:
-    """Indices of a seeded subsample of size ``max_n`` (all indices when ``max_n`` is None or >= n)."""
+    """Indices of a seeded subsample of size ``max_n`` (all indices when ``max_n`` is None or >= n): the first
+    ``max_n`` of one seeded permutation, so smaller subsamples of a seed nest inside larger ones."""
     if not max_n or max_n >= n:
         return np.arange(n)
     if max_n < 1:
         raise NaskdError(f"--max-train-examples must be at least 1, got {max_n}")
     rng = np.random.default_rng([seed, 7919])
-    return np.sort(rng.choice(n, size=max_n, replace=False))
+    return np.sort(rng.permutation(n)[:max_n])

@@ -25,7 +25,7 @@ from ..distill import DistillationLoss, KDContext, parse_kd, parse_pairs
 from ..errors import ConfigError, NaskdError
 from ..genotype import parameter_free_share, parse
 from ..network import teacher_embedding_tables
-from ..pipeline import batch_to, prepare, resolve_teacher_run
+from ..pipeline import batch_to, prepare, resolve_augmented, resolve_teacher_run
 from ..predict import evaluate_model
 from ..space.spec import load_space
 from ..supernet import Supernet
@@ -80,6 +80,9 @@ class SearchConfig:
     seed: int = C.field(0, help="random seed")
     data_seed: int = C.field(0, help="seed of the training subsample; fixed by default so runs with different "
                                      "--seed train on the same examples")
+    augmented: Optional[str] = C.field(None, help="a `naskd augment` run: train on the teacher's outputs for the "
+                                                  "original plus synthetic examples (hard-label terms skip synthetic ones)")
+    augment: bool = C.field(False, help="build the default augmentation of the training rows first (or reuse it)")
     device: str = C.field("auto", help="auto, cpu or cuda (bf16 autocast on cuda)",
                           choices=["auto", "cpu", "cuda"])
     checkpoint_every: int = C.field(100, help="checkpoint every N steps (and at each epoch end)")
@@ -170,6 +173,7 @@ def run_search(cfg: SearchConfig, *, overwrite: bool = False, resume: bool = Fal
     data = prepare(spec.name, teacher_dir, data_dir=cfg.data_dir, max_train_examples=cfg.max_train_examples,
                    max_eval_examples=cfg.max_eval_examples, seed=cfg.data_seed, requests=kd.teacher_requests(),
                    cache_dir=cfg.cache_dir, device=device, need_teacher=kd.needs_teacher,
+                   augmented=resolve_augmented(cfg, spec, teacher_dir),
                    max_length=cfg.max_length)
     kd.setup(data.train_outputs, data.train)
     n = len(data.train)
@@ -209,7 +213,10 @@ def run_search(cfg: SearchConfig, *, overwrite: bool = False, resume: bool = Fal
             keep = out["word_mask"]
             batch["_acc"] = float((out["logits"].argmax(-1) == batch["labels"])[keep].float().mean())
         elif spec.kind != "regression":
-            batch["_acc"] = float((out["logits"].argmax(-1) == batch["labels"]).float().mean())
+            hit = out["logits"].argmax(-1) == batch["labels"]
+            if "has_label" in batch:          # synthetic examples have no gold label
+                hit = hit[batch["has_label"]]
+            batch["_acc"] = float(hit.float().mean()) if hit.numel() else float("nan")
         batch["_logs"] = logs
         return loss
 

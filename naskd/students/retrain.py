@@ -18,7 +18,7 @@ from ..distill import DistillationLoss, parse_kd, parse_pairs
 from ..errors import ConfigError, NaskdError
 from ..genotype import Genotype, sample_genotype
 from ..network import count_parameters, teacher_embedding_tables
-from ..pipeline import batch_to, prepare, resolve_teacher_run
+from ..pipeline import batch_to, prepare, resolve_augmented, resolve_teacher_run
 from ..predict import evaluate_model
 from ..search.run import DEFAULT_KD, DEFAULT_TAGGING_KD, default_kd, kd_context
 from ..space.spec import load_space
@@ -84,6 +84,9 @@ class RetrainConfig:
     seed: int = C.field(0, help="random seed")
     data_seed: int = C.field(0, help="seed of the training subsample; fixed by default so runs with different "
                                      "--seed train on the same examples")
+    augmented: Optional[str] = C.field(None, help="a `naskd augment` run: train on the teacher's outputs for the "
+                                                  "original plus synthetic examples (hard-label terms skip synthetic ones)")
+    augment: bool = C.field(False, help="build the default augmentation of the training rows first (or reuse it)")
     device: str = C.field("auto", help="auto, cpu or cuda", choices=["auto", "cpu", "cuda"])
     checkpoint_every: int = C.field(500, help="checkpoint every N steps (and at each epoch end)")
     stop_after_steps: Optional[int] = C.field(None, help="end cleanly after N steps, as if interrupted")
@@ -215,7 +218,8 @@ def retrain(cfg: RetrainConfig, *, overwrite: bool = False, resume: bool = False
     device = pick_device(cfg.device)
     data = prepare(spec.name, teacher_dir, data_dir=cfg.data_dir, max_train_examples=cfg.max_train_examples,
                    max_eval_examples=cfg.max_eval_examples, seed=cfg.data_seed, requests=kd.teacher_requests(),
-                   cache_dir=cfg.cache_dir, device=device, need_teacher=kd.needs_teacher, max_length=cfg.max_length)
+                   cache_dir=cfg.cache_dir, device=device, need_teacher=kd.needs_teacher,
+                   augmented=resolve_augmented(cfg, spec, teacher_dir), max_length=cfg.max_length)
     kd.setup(data.train_outputs, data.train)
     model.to(device)
     kd.to(device)

@@ -100,6 +100,46 @@ class TeacherOutputs:
         return torch.from_numpy(out)
 
 
+class ConcatOutputs:
+    """Teacher outputs of several cached parts seen as one split: ``parts`` is a list of
+    (TeacherOutputs, local rows); global row r is the r-th of the concatenated local rows."""
+
+    def __init__(self, parts: list[tuple[TeacherOutputs, np.ndarray]]):
+        self.parts = parts
+        self.which = np.concatenate([np.full(len(r), k) for k, (_, r) in enumerate(parts)])
+        self.local = np.concatenate([np.asarray(r) for _, r in parts])
+        self.n = len(self.local)
+
+    def array(self, item: str) -> np.ndarray:
+        return np.concatenate([np.asarray(o.array(item))[np.asarray(r)] for o, r in self.parts])
+
+    def _gather(self, fetch, rows) -> torch.Tensor:
+        rows = np.asarray(rows)
+        pieces = []
+        for k in np.unique(self.which[rows]):
+            sel = np.nonzero(self.which[rows] == k)[0]
+            pieces.append((sel, fetch(self.parts[k][0], self.local[rows[sel]])))
+        # token-level pieces may be padded to different lengths: pad to the longest
+        shape = list(pieces[0][1].shape)
+        shape[0] = len(rows)
+        if len(shape) > 2:
+            shape[1] = max(p.shape[1] for _, p in pieces)
+        out = torch.zeros(shape, dtype=pieces[0][1].dtype)
+        for sel, t in pieces:
+            idx = torch.from_numpy(sel)
+            if t.dim() > 2:
+                out[idx, : t.shape[1]] = t
+            else:
+                out[idx] = t
+        return out
+
+    def logits_for(self, rows) -> torch.Tensor:
+        return self._gather(lambda o, r: o.logits_for(r), rows)
+
+    def hidden_for(self, req: "HiddenRequest", rows) -> torch.Tensor:
+        return self._gather(lambda o, r: o.hidden_for(req, r), rows)
+
+
 class TeacherCache:
     def __init__(self, root: str | os.PathLike | None = None):
         self.root = default_cache_dir(root)
@@ -110,6 +150,11 @@ class TeacherCache:
         payload = json.dumps({"format": CACHE_FORMAT, "teacher": teacher_fingerprint(teacher_dir),
                               "data": data.fingerprint()}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:24]
+
+    def has(self, teacher_dir: str | os.PathLike, data: Encoded, hidden: list[HiddenRequest] = ()) -> bool:
+        """Whether every wanted item of ``data`` is cached already (no teacher pass needed)."""
+        folder = self.root / self.key(teacher_dir, data)
+        return all((folder / f"{it}.npy").is_file() for it in ["logits"] + [r.item for r in hidden])
 
     def get(self, teacher_dir: str | os.PathLike, data: Encoded, hidden: list[HiddenRequest] = (), *,
             device: torch.device | str = "cpu", batch_size: int = 128, split: str = "") -> TeacherOutputs:
