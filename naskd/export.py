@@ -1,7 +1,9 @@
 """`naskd export`: a trained model as ONNX or TorchScript, with dynamic batch and length axes.
 
 The exported graph takes ``input_ids``, ``attention_mask``, ``token_type_ids`` (int64, (B, L)) and, for
-tagging models, ``word_starts`` (int64, (B, W)); it returns ``logits``. Criterion parameters
+tagging models, ``word_starts`` (int64, (B, W)); it returns ``logits``. Inputs a model ignores (the segment
+ids of a single-sentence BiLSTM) are left out of the ONNX graph: feed what ``session.get_inputs()`` lists.
+Criterion parameters
 (projections, memories) are not part of a student, so they are never exported.
 """
 from __future__ import annotations

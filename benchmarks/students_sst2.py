@@ -1,0 +1,132 @@
+"""The searched SST-2 student against its baselines, through the same pipeline, then `naskd bench`.
+
+Students (all distilled from the same teacher on the same training rows, with the same epoch budget):
+the genotype of a search run; Tang et al.'s bilstm_soft at both of the paper's sizes (the better on dev
+is reported); the teacher truncated to k layers (PKD); random genotypes of the same space with at least
+the searched student's non-embedding parameters. Dev accuracy differences against the searched student
+are paired-bootstrap 95% intervals. Resumable: finished runs are read, stopped ones resumed.
+
+Usage: python benchmarks/students_sst2.py [--search runs/sst2-search-seed0] [--max-train-examples 20000]
+       [--epochs 5] [--random 3] [--bench]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import publish  # noqa: E402
+
+from naskd.data.readers import read_columns  # noqa: E402
+from naskd.data.tasks import get_task  # noqa: E402
+from naskd.stats import paired_bootstrap  # noqa: E402
+from naskd.students.retrain import resolve_retrain_config, retrain  # noqa: E402
+
+
+def run(out: Path, flags: dict) -> dict:
+    m = json.loads((out / "metrics.json").read_text()) if (out / "metrics.json").is_file() else None
+    if m is not None and m.get("status") == "finished":
+        return m
+    cfg = resolve_retrain_config({**flags, "out": str(out)})
+    return retrain(cfg, resume=(out / "checkpoint.pt").is_file())
+
+
+def wait_for(path: Path, what: str, timeout_s: float = 6 * 3600) -> None:
+    t0 = time.time()
+    while not (path.is_file() and '"finished"' in path.read_text()):
+        if time.time() - t0 > timeout_s:
+            sys.exit(f"gave up waiting for {what} ({path})")
+        time.sleep(60)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--search", default="runs/sst2-search-seed0")
+    ap.add_argument("--teacher", default="runs/sst2-teacher")
+    ap.add_argument("--runs", default="runs/sst2-students")
+    ap.add_argument("--max-train-examples", type=int, default=20000)
+    ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--random", type=int, default=3)
+    ap.add_argument("--truncate-k", type=int, default=3)
+    ap.add_argument("--bench", action="store_true", help="also run naskd bench on the teacher and the students")
+    ap.add_argument("--data-dir", default=os.environ.get("NASKD_DATA_DIR", "../shared/data"))
+    args = ap.parse_args()
+    wait_for(Path(args.search) / "metrics.json", "the search run")
+    root = Path(args.runs)
+    tag = f"{args.max_train_examples or 'all'}x{args.epochs}"
+    base = {"task": "sst2", "teacher": args.teacher, "data_dir": args.data_dir, "epochs": args.epochs,
+            "max_train_examples": args.max_train_examples}
+    runs = {"searched": run(root / f"searched-{tag}", {**base, "genotype": f"{args.search}/genotype.json"})}
+    floor = runs["searched"]["parameters_without_embeddings"]
+    bil = {f"bilstm_soft {h}/{r}": run(root / f"bilstm-{h}-{r}-{tag}", {**base, "student": "bilstm_soft",
+                                                                      "bilstm_hidden": h, "bilstm_relu": r})
+           for h, r in ((150, 200), (300, 400))}
+    best_bil = max(bil, key=lambda k: bil[k]["dev"]["accuracy"])
+    runs[best_bil + " (best on dev)"] = bil[best_bil]
+    runs[f"truncated_teacher k={args.truncate_k}"] = run(root / f"truncated-{args.truncate_k}-{tag}",
+                                                         {**base, "student": "truncated_teacher",
+                                                          "truncate_k": args.truncate_k})
+    g = json.loads(Path(f"{args.search}/genotype.json").read_text())
+    for s in range(args.random):
+        runs[f"random {s}"] = run(root / f"random-{s}-{tag}", {**base, "student": "random", "sample_seed": s,
+                                                               "min_params": floor, "layers": g["layers"],
+                                                               "width": g["width"], "space": g["space"]})
+    spec = get_task("sst2")
+    gold = np.asarray(read_columns(spec, args.data_dir, "dev")["label"])
+    dirs = {"searched": root / f"searched-{tag}", best_bil + " (best on dev)":
+            root / f"bilstm-{best_bil.split()[1].replace('/', '-')}-{tag}",
+            f"truncated_teacher k={args.truncate_k}": root / f"truncated-{args.truncate_k}-{tag}",
+            **{f"random {s}": root / f"random-{s}-{tag}" for s in range(args.random)}}
+    correct = {k: (np.load(d / "dev_logits.npy").argmax(-1) == gold).astype(float) for k, d in dirs.items()}
+    t_logits = np.load(Path(args.teacher) / "dev_logits.npy")
+    if len(t_logits) != len(gold):      # the teacher was scored on a dev subsample: score it on all of dev
+        from naskd.data.encode import encode
+        from naskd.modeldir import load_model
+        from naskd.predict import evaluate_model
+
+        lm = load_model(args.teacher)
+        dev = encode(spec, read_columns(spec, args.data_dir, "dev"), lm.tokenizer, lm.max_length)
+        t_logits = evaluate_model(lm.model, spec, dev, batch_size=128, device="cpu", pad_id=lm.pad_id)[1]
+    correct["teacher"] = (np.asarray(t_logits).argmax(-1) == gold).astype(float)
+    rows = [{"student": "teacher", "dev accuracy": float(correct["teacher"].mean())}]
+    for name, m in runs.items():
+        bs = paired_bootstrap(correct["searched"], correct[name]) if name != "searched" else None
+        rows.append({"student": name, "description": m.get("description", ""), "dev accuracy": m["dev"]["accuracy"],
+                     "params without embeddings": m["parameters_without_embeddings"],
+                     "searched - this (95% CI)": "" if bs is None else
+                     f"{bs['difference']:+.4f} [{bs['low']:+.4f}, {bs['high']:+.4f}]",
+                     "verdict": "" if bs is None else ("searched better" if bs["low"] > 0 else
+                                                       "this better" if bs["high"] < 0 else "not distinguishable"),
+                     "train minutes": m["train_seconds"] / 60})
+    t = paired_bootstrap(correct["teacher"], correct["searched"])
+    rows[0]["searched - this (95% CI)"] = f"{-t['difference']:+.4f} [{-t['high']:+.4f}, {-t['low']:+.4f}]"
+    publish(f"students_sst2_{tag}", f"SST-2 students against baselines ({tag}: training rows x epochs)", rows,
+            ["student", "description", "dev accuracy", "params without embeddings", "searched - this (95% CI)",
+             "verdict", "train minutes"], f"python benchmarks/students_sst2.py --max-train-examples "
+            f"{args.max_train_examples} --epochs {args.epochs}",
+            notes=f"Every student is trained by `naskd retrain` on the same seeded {args.max_train_examples or 'full'}"
+                  f"-example SST-2 training subsample for {args.epochs} epochs (best epoch on dev), distilled from "
+                  f"{args.teacher}; random genotypes are drawn until they have at least the searched student's "
+                  f"{floor:,} non-embedding parameters. Intervals: paired bootstrap over the 872 dev sentences "
+                  "(10,000 resamples).")
+    if args.bench:
+        from naskd.bench import run_bench
+
+        models = [args.teacher] + [str(d / "student") for d in dirs.values()]
+        r = run_bench(models, data_dir=args.data_dir, out=str(root / f"bench-{tag}"), overwrite=True)
+        print(r["_table"])
+        keep = ["model", "dev accuracy", "params", "params without embeddings", "x fewer params (no emb)",
+                "torch b1 ms", "torch x faster b1", "torch b128 ex/s", "torch x throughput", "onnx b1 ms",
+                "onnx x faster b1", "onnx b128 ex/s", "onnx x throughput"]
+        publish(f"bench_sst2_{tag}", "naskd bench on SST-2: the teacher and the students", r["rows"], keep,
+                "naskd bench --model runs/sst2-teacher --model <student> ...", notes=r["note"])
+
+
+if __name__ == "__main__":
+    main()
