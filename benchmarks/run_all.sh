@@ -17,9 +17,12 @@ fi
 (
   $py benchmarks/glue_teachers.py > runs/logs/glue_teachers.log 2>&1
   $py benchmarks/bench_bucketing.py > runs/logs/bench_bucketing.log 2>&1
+  # waits for the seed-0 search of the other lane
+  $py benchmarks/students_sst2.py --bench > runs/logs/students_sst2.log 2>&1
 ) &
 (
   $py benchmarks/search_seeds.py --order2 > runs/logs/search_seeds.log 2>&1
   $py benchmarks/bench_search.py > runs/logs/bench_search.log 2>&1
+  $py benchmarks/bench_structured.py --criteria-only > runs/logs/bench_structured.log 2>&1
 ) &
 wait
