@@ -24,5 +24,7 @@ fi
   $py benchmarks/search_seeds.py --order2 > runs/logs/search_seeds.log 2>&1
   $py benchmarks/bench_search.py > runs/logs/bench_search.log 2>&1
   $py benchmarks/bench_structured.py --criteria-only > runs/logs/bench_structured.log 2>&1
+  $py benchmarks/bench_criteria.py > runs/logs/bench_criteria.log 2>&1
+  $py benchmarks/bench_augment.py > runs/logs/bench_augment.log 2>&1
 ) &
 wait
