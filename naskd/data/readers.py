@@ -170,7 +170,7 @@ def read_conll_file(path: str | os.PathLike, spec: TaskSpec, *, tag_column: int 
     tag_index = spec.label_index()
     sents, tags, pos, starts = [], [], [], []
     cur_w, cur_t, cur_p, start = [], [], [], None
-    empty_blocks = 0
+    empty_blocks: list[int] = []          # line numbers of repeated blank lines (empty sentence blocks)
     blank_run = 0
 
     def flush():
@@ -186,7 +186,7 @@ def read_conll_file(path: str | os.PathLike, spec: TaskSpec, *, tag_column: int 
                 continue
             blank_run += 1
             if blank_run == 2 and i != len(lines) - 1:
-                empty_blocks += 1
+                empty_blocks.append(lineno)
             flush()
             cur_w, cur_t, cur_p, start = [], [], [], None
             continue
@@ -207,7 +207,8 @@ def read_conll_file(path: str | os.PathLike, spec: TaskSpec, *, tag_column: int 
     if empty_blocks:
         import warnings
 
-        warnings.warn(f"{path}: {empty_blocks} empty sentence block(s) (repeated blank lines) skipped")
+        where = ", ".join(f"{path}:{n}" for n in empty_blocks[:5]) + (" ..." if len(empty_blocks) > 5 else "")
+        warnings.warn(f"{len(empty_blocks)} empty sentence block(s) (repeated blank lines) skipped: {where}")
     return {"tokens": sents, "tags": tags, "pos": pos, "line": starts}
 
 

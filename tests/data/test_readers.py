@@ -149,7 +149,7 @@ def test_conll_bad_inputs(tmp_path):
 def test_conll_empty_blocks_warn(tmp_path):
     spec = get_task("conll2003")
     root = _write(tmp_path, "conll2003", "train.txt", "EU NNP B-NP B-ORG\n\n\n\nGerman JJ B-NP B-MISC\n")
-    with pytest.warns(UserWarning, match="empty sentence block"):
+    with pytest.warns(UserWarning, match=r"1 empty sentence block.*train.txt:3"):
         cols = read_columns(spec, root, "train")
     assert cols["tokens"] == [["EU"], ["German"]] and cols["line"] == [1, 5]
 
@@ -159,3 +159,4 @@ def test_subsample_seeded():
     assert (a == b).all() and len(set(a.tolist())) == 100
     assert not (subsample(1000, 100, 4) == a).all()
     assert len(subsample(10, None, 0)) == 10
+    assert set(subsample(1000, 50, 3)) <= set(a.tolist())          # smaller subsamples nest in larger ones
