@@ -60,6 +60,19 @@ def cmd_augment(args) -> int:
     return 0
 
 
+def cmd_tune(args) -> int:
+    from .tune import parse_set, run_tune
+
+    base = {"task": args.task, "data_dir": args.data_dir, "teacher": args.teacher, "genotype": args.genotype,
+            **parse_set(args.set)}
+    base = {k: v for k, v in base.items() if v is not None}
+    r = run_tune(base, trials=args.trials, out=args.out, storage=args.storage, study_name=args.study_name,
+                 space=tuple(x for x in args.space.split(",") if x), seed=args.seed, prune=args.prune)
+    print(f"[tune] best {r['metric']} {r['best_value']:.4f} (trial {r['best_trial']}); settings "
+          f"{r['best_settings']}; wrote {r['_out']}")
+    return 0
+
+
 def cmd_plot(args) -> int:
     from .plotting import plot_path
 
@@ -185,6 +198,24 @@ def build_parser() -> argparse.ArgumentParser:
     C.add_arguments(p, AugmentConfig)
     _common(p)
     p.set_defaults(func=cmd_augment)
+
+    p = sub.add_parser("tune", help="Optuna over retraining hyperparameters (studies shareable via a database)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--task", default="sst2", help="task")
+    p.add_argument("--genotype", default=None, help="genotype.json of the student to tune")
+    p.add_argument("--teacher", default=None, help="teacher run directory")
+    p.add_argument("--data-dir", default=None, help="data root (default $NASKD_DATA_DIR)")
+    p.add_argument("--trials", type=int, default=20, help="trials in the study (counting earlier ones)")
+    p.add_argument("--space", default="lr,dropout,weight_decay,kd", help="dimensions tuned")
+    p.add_argument("--set", action="append", default=None, metavar="KEY=VALUE",
+                   help="a fixed retrain setting for every trial (repeatable), e.g. --set epochs=3")
+    p.add_argument("--storage", default=None, help="Optuna storage URL, e.g. sqlite:///runs/tune.db (shared, "
+                                                   "resumable); default in memory")
+    p.add_argument("--study-name", default=None, help="study name (default naskd-<task>)")
+    p.add_argument("--seed", type=int, default=0, help="sampler seed")
+    p.add_argument("--prune", action=argparse.BooleanOptionalAction, default=True, help="median pruning per epoch")
+    p.add_argument("--out", default=None, help="directory of the trials (default runs/<task>-tune)")
+    p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("plot", help="draw a found cell, or the alphas over the search epochs")
     p.add_argument("target", help="genotype.json, or a search run directory")

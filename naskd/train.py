@@ -90,6 +90,7 @@ def fit(*, model: torch.nn.Module, optimizer, scheduler, epochs: int,
         batches_for_epoch: Callable[[int], list], make_batch: Callable, loss_fn: Callable,
         evaluate: Callable[[], dict], main_metric: str, run_dir: Path, device: torch.device,
         higher_is_better: bool = True, on_best: Callable[[dict], None] | None = None,
+        on_epoch: Callable[[int, dict], None] | None = None,
         resume: bool = False, stop_after_steps: int | None = None, checkpoint_every: int = 0,
         grad_clip: float | None = 1.0, extra: dict | None = None, desc: str = "train",
         log_every: int = 50) -> FitResult:
@@ -175,4 +176,6 @@ def fit(*, model: torch.nn.Module, optimizer, scheduler, epochs: int,
         state.epoch += 1
         state.step_in_epoch = 0
         save_checkpoint(ck_path, state=state, **ck)
+        if on_epoch is not None:          # after the checkpoint: a caller may stop here (tuning prunes)
+            on_epoch(state.epoch - 1, metrics)
     return FitResult(state, False, best_metrics)

@@ -188,7 +188,8 @@ def describe_student(cfg: RetrainConfig, model, genotype) -> str:
     return f"truncated_teacher (k={model.num_layers})"
 
 
-def retrain(cfg: RetrainConfig, *, overwrite: bool = False, resume: bool = False) -> dict:
+def retrain(cfg: RetrainConfig, *, overwrite: bool = False, resume: bool = False, on_epoch=None) -> dict:
+    """Train the student ``cfg`` describes; ``on_epoch(epoch, dev_metrics)`` is called after each epoch."""
     t_start = time.time()
     seed_everything(cfg.seed)
     spec = get_task(cfg.task)
@@ -261,7 +262,7 @@ def retrain(cfg: RetrainConfig, *, overwrite: bool = False, resume: bool = False
                  batches_for_epoch=lambda e: bucket_batches(lengths, cfg.batch_size, seed=cfg.seed, epoch=e),
                  make_batch=lambda rows: batch_to(data.make_batch(rows), device), loss_fn=loss_fn,
                  evaluate=evaluate, main_metric=spec.main_metric, run_dir=run_dir, device=device,
-                 on_best=on_best, resume=resume, stop_after_steps=cfg.stop_after_steps,
+                 on_best=on_best, on_epoch=on_epoch, resume=resume, stop_after_steps=cfg.stop_after_steps,
                  checkpoint_every=cfg.checkpoint_every, extra={"kd": kd}, desc=f"retrain {spec.name}")
     metrics = {"command": "retrain", "task": spec.name, "status": "stopped" if result.stopped else "finished",
                "student": cfg.student, "description": what,
