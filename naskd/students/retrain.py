@@ -47,8 +47,10 @@ STUDENTS = {
 class RetrainConfig:
     task: str = C.field("sst2", help="task")
     student: str = C.field("genotype", help="genotype: the student of --genotype; bilstm_soft: Tang et al. "
-                                            "2019's distilled BiLSTM; truncated_teacher: the teacher's first "
-                                            "--truncate-k layers; random: a genotype sampled from --space",
+                                            "2019's distilled BiLSTM (its recipe, unless flags say otherwise: "
+                                            "--kd logit_mse --optimizer adadelta --lr 1.0 --batch-size 50); "
+                                            "truncated_teacher: the teacher's first --truncate-k layers (lr 5e-5); "
+                                            "random: a genotype sampled from --space",
                            choices=list(STUDENTS))
     genotype: Optional[str] = C.field(None, help="genotype.json from `naskd search` (for --student genotype)")
     truncate_k: Optional[int] = C.field(None, help="truncated_teacher: layers kept (default ceil(M_t/2))")
