@@ -15,10 +15,10 @@ if ! grep -q '"status": "finished"' runs/sst2-teacher/metrics.json 2>/dev/null; 
   OMP_NUM_THREADS=2 .venv/bin/naskd teacher --task sst2 $resume > runs/logs/sst2-teacher.log 2>&1
 fi
 (
-  $py benchmarks/glue_teachers.py > runs/logs/glue_teachers.log 2>&1
   $py benchmarks/bench_bucketing.py > runs/logs/bench_bucketing.log 2>&1
-  # waits for the seed-0 search of the other lane
-  $py benchmarks/students_sst2.py --bench > runs/logs/students_sst2.log 2>&1
+  $py benchmarks/glue_teachers.py > runs/logs/glue_teachers.log 2>&1
+  # waits for the seed-0 search of the other lane; a 10k-row, 4-epoch study fits one session
+  $py benchmarks/students_sst2.py --max-train-examples 10000 --epochs 4 --bench > runs/logs/students_sst2.log 2>&1
 ) &
 (
   $py benchmarks/search_seeds.py --order2 > runs/logs/search_seeds.log 2>&1
