@@ -97,8 +97,8 @@ def cmd_evaluate(args) -> int:
 
     r = run_evaluate(args.model, task=args.task, split=args.split, file=args.file, fmt=args.format,
                      data_dir=args.data_dir, out=args.out, overwrite=args.overwrite, batch_size=args.batch_size,
-                     device=args.device)
-    shown = ", ".join(f"{k}={v:.4f}" for k, v in r["metrics"].items())
+                     device=args.device, max_length=args.max_length)
+    shown = ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in r["metrics"].items())
     print(f"[evaluate] {r['role']} {r['model']} on {r['source']}: {r['examples']} examples; {shown}; "
           f"wrote {r['_out']}/metrics.json and predictions.jsonl")
     return 0
@@ -164,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--file layout: GLUE TSV (header or not), 'label sentence' lines, CoNLL columns")
     p.add_argument("--data-dir", default=None, help="data root (default $NASKD_DATA_DIR)")
     p.add_argument("--batch-size", type=int, default=128, help="inference batch size")
+    p.add_argument("--max-length", type=int, default=None, help="maximum sub-tokens (default: the model's)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="device")
     p.add_argument("--out", default=None, help="output directory (default runs/<task>-evaluate)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")

@@ -26,7 +26,7 @@ def score(spec: TaskSpec, gold, pred) -> dict:
 
 def run_evaluate(model_path, *, task: str | None = None, split: str = "dev", file: str | None = None,
                  fmt: str = "auto", data_dir=None, out=None, overwrite: bool = False, batch_size: int = 128,
-                 device: str = "auto") -> dict:
+                 device: str = "auto", max_length: int | None = None) -> dict:
     """`naskd evaluate`: score a student or teacher on a split or a file; write predictions and metrics."""
     import json
     from pathlib import Path
@@ -50,18 +50,25 @@ def run_evaluate(model_path, *, task: str | None = None, split: str = "dev", fil
     else:
         cols, source = read_columns(spec, data_dir, split), f"{spec.name} {split} split"
     run_dir = prepare_run_dir(Path(out or f"runs/{spec.name}-evaluate"), overwrite=overwrite, resume=False)
-    dev = encode(spec, cols, loaded.tokenizer, loaded.max_length)
+    dev = encode(spec, cols, loaded.tokenizer, max_length or loaded.max_length)
     dev_device = pick_device(device)
     model = loaded.model.to(dev_device).eval()
     metrics, outputs = evaluate_model(model, spec, dev, batch_size=batch_size, device=dev_device,
                                       pad_id=loaded.pad_id)
     pred = predictions_from_logits(spec, outputs)
+    if spec.kind == TAGGING:
+        # words cut off by max_length have no prediction: score them as "O" against the full gold sequence,
+        # so truncation costs recall instead of silently leaving words out
+        o = spec.labels.index("O")
+        full = [np.asarray(t) for t in cols["tags"]]
+        pred = [np.concatenate([p, np.full(len(g) - len(p), o, dtype=np.int64)]) for p, g in zip(pred, full)]
+        metrics = score(spec, full, pred)
+        metrics["truncated_sentences"] = int(dev.meta.get("truncated", 0))
     rows = []
     for i in range(len(dev)):
         r = {"line": int(cols["line"][i])}
         if spec.kind == TAGGING:
-            n = len(pred[i])
-            r.update(tokens=cols["tokens"][i][:n], gold=[spec.labels[t] for t in dev.labels[i]],
+            r.update(tokens=cols["tokens"][i], gold=[spec.labels[t] for t in full[i]],
                      pred=[spec.labels[t] for t in pred[i]])
         else:
             r["text"] = cols["text"][i]

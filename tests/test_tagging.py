@@ -85,7 +85,14 @@ def test_truncated_teacher_and_conll_file_evaluation(tagging_teacher, tmp_path, 
     f.write_text("\n\n".join(lines) + "\n")
     assert main(["evaluate", "--model", str(tagging_teacher), "--file", str(f), "--out", str(tmp_path / "e")]) == 0
     m = json.loads((tmp_path / "e/metrics.json").read_text())
-    assert m["examples"] == 12 and set(m["metrics"]) == {"precision", "recall", "f1"}
+    assert m["examples"] == 12 and set(m["metrics"]) == {"precision", "recall", "f1", "truncated_sentences"}
+    # a max_length that cuts sentences: the cut words count as "O" predictions against the full gold
+    assert main(["evaluate", "--model", str(tagging_teacher), "--file", str(f), "--out", str(tmp_path / "e2"),
+                 "--max-length", "12"]) == 0
+    m2 = json.loads((tmp_path / "e2/metrics.json").read_text())
+    assert m2["metrics"]["truncated_sentences"] == 12 and m2["metrics"]["recall"] < m["metrics"]["recall"]
+    p2 = [json.loads(x) for x in (tmp_path / "e2/predictions.jsonl").read_text().splitlines()]
+    assert len(p2[0]["pred"]) == len(p2[0]["gold"]) == len(p2[0]["tokens"]) > 12
     p = [json.loads(x) for x in (tmp_path / "e/predictions.jsonl").read_text().splitlines()]
     assert len(p[0]["tokens"]) == len(p[0]["pred"]) == len(p[0]["gold"])
     assert main(["retrain", "--task", "conll2000", "--teacher", str(tagging_teacher), "--student", "bilstm_soft",
