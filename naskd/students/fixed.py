@@ -34,6 +34,7 @@ class FixedStudent(nn.Module):
         if kind != TAGGING and not genotype.aggregator:
             raise ValueError("a sentence-level student needs an aggregator in its genotype")
         self.aggregate = None if kind == TAGGING else build_aggregator(genotype.aggregator, width)
+        self.final_norm = nn.LayerNorm(width)          # the cells are pre-LN: normalise before the head
         self.head = Head(kind, width, num_labels, dropout)
         self.crf = CRF(num_labels) if kind == TAGGING else None   # tagging: emissions into a CRF
 
@@ -45,6 +46,7 @@ class FixedStudent(nn.Module):
         for cell in self.cells:
             s0, s1 = s1, cell(s0, s1, mask)
             states.append(s1)
+        s1 = self.final_norm(s1).masked_fill(~mask.unsqueeze(-1), 0.0)
         if self.kind == TAGGING:
             logits = self.head(states=s1, word_starts=word_starts)
         else:

@@ -56,6 +56,7 @@ class Supernet(nn.Module):
         self.embeddings = Embeddings(vocab_size, width, max_positions, dropout=dropout)
         self.cells = nn.ModuleList(SearchCell(space, width, dropout) for _ in range(layers))
         self.aggregate = None if kind == TAGGING else MixedAggregator(space.aggregators, width)
+        self.final_norm = nn.LayerNorm(width)          # the cells are pre-LN: normalise before the head
         self.head = Head(kind, width, num_labels, dropout)
         self.crf = CRF(num_labels) if kind == TAGGING else None   # tagging: emissions into a CRF
         n_edges, n_ops = len(edge_list(space.nodes)), len(space.ops)
@@ -92,6 +93,7 @@ class Supernet(nn.Module):
             w = w_ops[c] if self.per_cell_alphas else w_ops
             s0, s1 = s1, cell(s0, s1, mask, w)
             states.append(s1)
+        s1 = self.final_norm(s1).masked_fill(~mask.unsqueeze(-1), 0.0)
         if self.kind == TAGGING:
             logits = self.head(states=s1, word_starts=word_starts)
         else:

@@ -103,10 +103,10 @@ def _check_hypergradient():
     exact = torch.autograd.grad(kd_loss(net, vb, unrolled), [params[n] for n in alpha_names])
     arch = Architect(lambda b: kd_loss(net, b), [params[n] for n in weight_names],
                      [params[n] for n in alpha_names], torch.optim.SGD([params[n] for n in alpha_names], lr=0.0),
-                     order=2, xi=xi, fd_eps=1e-3)
+                     order=2, xi=xi, fd_eps=1e-5)
     # fd_eps: the net has kinks (ReLU in conv3, max pooling over tokens); DARTS' float32 radius of 0.01
-    # can straddle one and then measures the kink, not the curvature. In float64 a smaller radius is
-    # free of round-off, so the check isolates the formula (sign, xi, the 2*eps divisor).
+    # can straddle one and then measures the kink, not the curvature (1e-3 did here). In float64 a radius
+    # of 1e-5 is free of round-off, so the check isolates the formula (sign, xi, the 2*eps divisor).
     approx, _ = arch.unrolled_gradient(tb, vb)
     e = torch.cat([x.flatten() for x in exact])
     a = torch.cat([x.flatten() for x in approx])
