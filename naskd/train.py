@@ -16,6 +16,7 @@ from typing import Callable
 import torch
 
 from .errors import NaskdError
+from .utils import dist
 from .utils.io import append_jsonl, save_torch
 from .utils.progress import bar
 from .utils.runtime import to_device
@@ -52,18 +53,31 @@ def _rng_state() -> dict:
 
 
 def _set_rng_state(st: dict) -> None:
+    if "per_rank" in st:                  # saved by a torchrun job: each process gets its own stream back
+        mine = st["per_rank"]
+        st = mine[dist.rank()] if len(mine) == dist.world_size() else mine[0]
     torch.set_rng_state(st["torch"])
     if "cuda" in st and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(st["cuda"])
 
 
-def save_checkpoint(path: Path, *, modules: dict, optimizers: dict, schedulers: dict, state) -> None:
+def gathered_rng_state() -> dict:
+    """This process's RNG state, or under torchrun every process's (a collective: all ranks call it)."""
+    if dist.world_size() == 1:
+        return _rng_state()
+    states = [None] * dist.world_size()
+    torch.distributed.all_gather_object(states, _rng_state())
+    return {"per_rank": states}
+
+
+def save_checkpoint(path: Path, *, modules: dict, optimizers: dict, schedulers: dict, state,
+                    rng: dict | None = None) -> None:
     """Everything a run needs to continue exactly: module and optimiser states, RNG, loop position."""
     save_torch(path, {
         "modules": {k: m.state_dict() for k, m in modules.items()},
         "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
         "schedulers": {k: s.state_dict() for k, s in schedulers.items() if s is not None},
-        "rng": _rng_state(),
+        "rng": rng if rng is not None else _rng_state(),
         "loop": state.to_dict(),
     })
 
@@ -86,6 +100,18 @@ def load_checkpoint(path: Path, *, modules: dict, optimizers: dict, schedulers: 
     return ck["loop"]
 
 
+class _Trainable(torch.nn.Module):
+    """The modules that train, with ``loss_fn(batch) -> (loss, logs)`` as their forward (for DDP)."""
+
+    def __init__(self, parts: dict, loss_fn: Callable):
+        super().__init__()
+        self.parts = torch.nn.ModuleDict(parts)
+        self.loss_fn = loss_fn
+
+    def forward(self, batch):
+        return self.loss_fn(batch)
+
+
 def fit(*, model: torch.nn.Module, optimizer, scheduler, epochs: int,
         batches_for_epoch: Callable[[int], list], make_batch: Callable, loss_fn: Callable,
         evaluate: Callable[[], dict], main_metric: str, run_dir: Path, device: torch.device,
@@ -102,6 +128,16 @@ def fit(*, model: torch.nn.Module, optimizer, scheduler, epochs: int,
     run_dir = Path(run_dir)
     extra = extra or {}
     ck_path = run_dir / CHECKPOINT
+    step_fn = loss_fn
+    if dist.world_size() > 1:
+        # DistributedDataParallel over everything that trains (the model and the criteria's projections):
+        # the forward goes through the wrapper so that backward averages the gradients across ranks
+        from torch.nn.parallel import DistributedDataParallel
+
+        trainable = _Trainable({"model": model, **extra}, loss_fn)
+        ddp = DistributedDataParallel(trainable, find_unused_parameters=True,
+                                      device_ids=[device.index] if device.type == "cuda" else None)
+        step_fn = ddp
     state = LoopState()
     modules = {"model": model, **extra}
     ck = dict(modules=modules, optimizers={"main": optimizer}, schedulers={"main": scheduler})
@@ -111,7 +147,7 @@ def fit(*, model: torch.nn.Module, optimizer, scheduler, epochs: int,
     best_metrics = state.history[state.best_epoch] if state.best_epoch >= 0 else {}
     steps_done_here = 0
     while state.epoch < epochs:
-        batches = batches_for_epoch(state.epoch)
+        batches = dist.shard(batches_for_epoch(state.epoch))
         model.train()
         for m in extra.values():
             m.train()
@@ -124,7 +160,7 @@ def fit(*, model: torch.nn.Module, optimizer, scheduler, epochs: int,
             # where training stands, for criteria with schedules (structured KD's lambda)
             batch.update(_epoch=state.epoch, _epochs=epochs,
                          _progress=(state.epoch * len(batches) + state.step_in_epoch) / (epochs * len(batches)))
-            loss, logs = loss_fn(batch)
+            loss, logs = step_fn(batch)
             if not torch.isfinite(loss):
                 pbar.close()
                 raise NaskdError(
@@ -146,7 +182,7 @@ def fit(*, model: torch.nn.Module, optimizer, scheduler, epochs: int,
             ema = lv if ema is None else 0.98 * ema + 0.02 * lv
             pbar.update(1)
             pbar.set_postfix(loss=f"{ema:.4f}", refresh=False)
-            if state.global_step % log_every == 0:
+            if state.global_step % log_every == 0 and dist.is_main():
                 append_jsonl(log_path, {"epoch": state.epoch, "step": state.global_step, "loss": lv,
                                         "lr": optimizer.param_groups[0]["lr"],
                                         **{k: float(v) for k, v in logs.items()}})
@@ -154,12 +190,21 @@ def fit(*, model: torch.nn.Module, optimizer, scheduler, epochs: int,
             if stop or (checkpoint_every and state.global_step % checkpoint_every == 0):
                 state.train_seconds += time.perf_counter() - t0
                 t0 = time.perf_counter()
-                save_checkpoint(ck_path, state=state, **ck)
+                rng = gathered_rng_state()
+                if dist.is_main():
+                    save_checkpoint(ck_path, state=state, rng=rng, **ck)
+                dist.barrier()
             if stop:
                 pbar.close()
                 return FitResult(state, True, best_metrics)
         pbar.close()
         state.train_seconds += time.perf_counter() - t0
+        rng = gathered_rng_state()        # before evaluation draws anything
+        if not dist.is_main():            # rank 0 evaluates, keeps the best and checkpoints
+            state.epoch += 1
+            state.step_in_epoch = 0
+            dist.barrier()
+            continue
         metrics = evaluate()
         metrics["epoch"] = state.epoch
         state.history.append(metrics)
@@ -175,7 +220,8 @@ def fit(*, model: torch.nn.Module, optimizer, scheduler, epochs: int,
               f" (best {main_metric}={state.best:.4f} at epoch {state.best_epoch + 1})", flush=True)
         state.epoch += 1
         state.step_in_epoch = 0
-        save_checkpoint(ck_path, state=state, **ck)
+        save_checkpoint(ck_path, state=state, rng=rng if dist.world_size() > 1 else None, **ck)
+        dist.barrier()
         if on_epoch is not None:          # after the checkpoint: a caller may stop here (tuning prunes)
             on_epoch(state.epoch - 1, metrics)
     return FitResult(state, False, best_metrics)

@@ -152,6 +152,11 @@ def default_kd(task: str) -> str:
 
 
 def run_search(cfg: SearchConfig, *, overwrite: bool = False, resume: bool = False) -> dict:
+    from ..utils import dist
+
+    if dist.launched():
+        raise NaskdError("naskd search runs in one process (the architect's gradients are not reduced across "
+                         "processes); run it without torchrun, or use torchrun for naskd teacher / retrain")
     t_start = time.time()
     seed_everything(cfg.seed)  # before anything draws random numbers (criterion projections too)
     spec = get_task(cfg.task)

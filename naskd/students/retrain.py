@@ -24,6 +24,7 @@ from ..search.run import DEFAULT_KD, DEFAULT_TAGGING_KD, default_kd, kd_context
 from ..space.spec import load_space
 from ..teachers.model import read_teacher_info
 from ..train import fit
+from ..utils import dist
 from ..utils.io import prepare_run_dir, write_json, write_text
 from ..utils.runtime import pick_device, seed_everything
 from .fixed import FixedStudent
@@ -214,21 +215,23 @@ def retrain(cfg: RetrainConfig, *, overwrite: bool = False, resume: bool = False
     model, m_s, width, emb_note = build_retrain_student(cfg, spec, teacher_dir, genotype, vocab_size)
     ctx = kd_context(cfg, spec, info, m_s, width, teacher_dir)
     kd = DistillationLoss(cfg.kd, ctx)
-    run_dir = prepare_run_dir(out, overwrite=overwrite, resume=resume)
-    write_text(run_dir / "config.yaml", yaml.safe_dump(
-        {**C.to_dict(cfg), "teacher": str(teacher_dir),
-         "resolved_genotype": genotype.to_dict() if genotype is not None else None}, sort_keys=False))
-    device = pick_device(cfg.device)
-    data = prepare(spec.name, teacher_dir, data_dir=cfg.data_dir, max_train_examples=cfg.max_train_examples,
-                   max_eval_examples=cfg.max_eval_examples, seed=cfg.data_seed, requests=kd.teacher_requests(),
-                   cache_dir=cfg.cache_dir, device=device, need_teacher=kd.needs_teacher,
-                   augmented=resolve_augmented(cfg, spec, teacher_dir), max_length=cfg.max_length)
+    device = pick_device(cfg.device)          # under torchrun this joins the process group
+    run_dir = dist.run_directory(out, overwrite=overwrite, resume=resume)
+    if dist.is_main():
+        write_text(run_dir / "config.yaml", yaml.safe_dump(
+            {**C.to_dict(cfg), "teacher": str(teacher_dir),
+             "resolved_genotype": genotype.to_dict() if genotype is not None else None}, sort_keys=False))
+    with dist.main_first():                   # rank 0 fills the teacher cache; the others read it
+        data = prepare(spec.name, teacher_dir, data_dir=cfg.data_dir, max_train_examples=cfg.max_train_examples,
+                       max_eval_examples=cfg.max_eval_examples, seed=cfg.data_seed, requests=kd.teacher_requests(),
+                       cache_dir=cfg.cache_dir, device=device, need_teacher=kd.needs_teacher,
+                       augmented=resolve_augmented(cfg, spec, teacher_dir), max_length=cfg.max_length)
     kd.setup(data.train_outputs, data.train)
     model.to(device)
     kd.to(device)
     params = list(model.parameters()) + [p for p in kd.parameters() if p.requires_grad]
     lengths = data.train.lengths
-    steps = len(bucket_batches(lengths, cfg.batch_size, seed=cfg.seed, epoch=0)) * cfg.epochs
+    steps = len(dist.shard(bucket_batches(lengths, cfg.batch_size, seed=cfg.seed, epoch=0))) * cfg.epochs
     if cfg.optimizer == "adadelta":
         opt = torch.optim.Adadelta(params, lr=cfg.lr, rho=0.95, weight_decay=cfg.weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
@@ -239,9 +242,10 @@ def retrain(cfg: RetrainConfig, *, overwrite: bool = False, resume: bool = False
         sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup_ratio * steps), steps)
     n_params, n_emb = count_parameters(model)
     what = describe_student(cfg, model, genotype)
-    print(f"[retrain] {spec.name}: {len(data.train)} train / {len(data.dev)} dev; {what}; width {width}; "
-          f"{n_params / 1e6:.2f}M parameters ({(n_params - n_emb) / 1e6:.2f}M without embeddings); "
-          f"kd {cfg.kd}; {cfg.optimizer} lr {cfg.lr}; {emb_note}; run directory {run_dir}", flush=True)
+    dist.say(f"[retrain] {spec.name}: {len(data.train)} train / {len(data.dev)} dev; {what}; width {width}; "
+             f"{n_params / 1e6:.2f}M parameters ({(n_params - n_emb) / 1e6:.2f}M without embeddings); "
+             f"kd {cfg.kd}; {cfg.optimizer} lr {cfg.lr}; {emb_note}; "
+             f"{f'{dist.world_size()} processes; ' if dist.world_size() > 1 else ''}run directory {run_dir}", flush=True)
 
     def loss_fn(batch):
         out = model(**batch)
@@ -270,9 +274,12 @@ def retrain(cfg: RetrainConfig, *, overwrite: bool = False, resume: bool = False
                "student": cfg.student, "description": what,
                "genotype": genotype.to_dict() if genotype is not None else None, "kd": cfg.kd, "dev": result.best_metrics,
                "best_epoch": result.state.best_epoch + 1, "epochs_done": result.state.epoch,
+               "steps": result.state.global_step,
                "train_examples": len(data.train), "parameters": n_params,
                "parameters_without_embeddings": n_params - n_emb,
                "train_seconds": round(result.state.train_seconds, 1),
-               "wall_seconds_this_process": round(time.time() - t_start, 1), "history": result.state.history}
-    write_json(run_dir / "metrics.json", metrics)
+               "wall_seconds_this_process": round(time.time() - t_start, 1), "history": result.state.history,
+               "processes": dist.world_size()}
+    if dist.is_main():
+        write_json(run_dir / "metrics.json", metrics)
     return metrics

@@ -19,7 +19,8 @@ from ..data.tasks import REGRESSION, TAGGING, get_task
 from ..errors import ConfigError, NaskdError
 from ..predict import evaluate_model
 from ..train import fit
-from ..utils.io import prepare_run_dir, write_json, write_text
+from ..utils import dist
+from ..utils.io import write_json, write_text
 from ..utils.runtime import pick_device, seed_everything
 from .model import DEFAULT_TEACHER, TeacherModel, load_encoder_and_tokenizer, save_teacher
 
@@ -97,10 +98,11 @@ def finetune_teacher(cfg: TeacherConfig, *, overwrite: bool = False, resume: boo
     out = Path(cfg.out or f"runs/{spec.name}-teacher")
     if resume and cfg.out is None and not out.exists():
         raise NaskdError(f"--resume: no run at {out}")
-    run_dir = prepare_run_dir(out, overwrite=overwrite, resume=resume)
-    write_text(run_dir / "config.yaml", yaml.safe_dump(C.to_dict(cfg), sort_keys=False))
+    device = pick_device(cfg.device)          # under torchrun this joins the process group
+    run_dir = dist.run_directory(out, overwrite=overwrite, resume=resume)
+    if dist.is_main():
+        write_text(run_dir / "config.yaml", yaml.safe_dump(C.to_dict(cfg), sort_keys=False))
     seed_everything(cfg.seed)
-    device = pick_device(cfg.device)
 
     encoder, tokenizer = load_encoder_and_tokenizer(cfg.teacher)
     # subsample before tokenising: a quick run should not pay for the whole split
@@ -121,16 +123,18 @@ def finetune_teacher(cfg: TeacherConfig, *, overwrite: bool = False, resume: boo
     if spec.kind == TAGGING:
         groups.append({"params": list(model.crf.parameters()), "weight_decay": 0.0, "lr": cfg.crf_lr})
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
-    steps_per_epoch = len(bucket_batches(train.lengths, cfg.batch_size, seed=cfg.seed, epoch=0,
-                                         bucket=cfg.bucket))
+    steps_per_epoch = len(dist.shard(bucket_batches(train.lengths, cfg.batch_size, seed=cfg.seed, epoch=0,
+                                                    bucket=cfg.bucket)))
     total = steps_per_epoch * cfg.epochs
     from transformers import get_linear_schedule_with_warmup
 
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total), total)
     lengths = train.lengths
-    print(f"[teacher] {spec.name}: {len(train)} train / {len(dev)} dev examples, base {cfg.teacher}, "
-          f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, {cfg.epochs} epochs of "
-          f"{steps_per_epoch} steps on {device}; run directory {run_dir}", flush=True)
+    dist.say(f"[teacher] {spec.name}: {len(train)} train / {len(dev)} dev examples, base {cfg.teacher}, "
+             f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, {cfg.epochs} epochs of "
+             f"{steps_per_epoch} steps on {device}"
+             f"{f' x {dist.world_size()} processes' if dist.world_size() > 1 else ''}; run directory {run_dir}",
+             flush=True)
 
     def loss_fn(batch):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
@@ -163,7 +167,8 @@ def finetune_teacher(cfg: TeacherConfig, *, overwrite: bool = False, resume: boo
         "train_examples": len(train), "dev_examples": len(dev),
         "train_seconds": round(result.state.train_seconds, 1),
         "wall_seconds_this_process": round(time.time() - t_start, 1),
-        "history": result.state.history, "device": str(device),
+        "history": result.state.history, "device": str(device), "processes": dist.world_size(),
     }
-    write_json(run_dir / "metrics.json", metrics)
+    if dist.is_main():
+        write_json(run_dir / "metrics.json", metrics)
     return metrics

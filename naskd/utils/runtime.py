@@ -10,6 +10,13 @@ from ..errors import NaskdError
 
 
 def pick_device(name: str = "auto") -> torch.device:
+    """The device to train on; under torchrun, this process's (joining the process group)."""
+    from . import dist
+
+    if dist.launched():
+        if name == "cuda" and not torch.cuda.is_available():
+            raise NaskdError("--device cuda was asked for but no CUDA device is available; use --device cpu")
+        return dist.init(name)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():

@@ -1,0 +1,87 @@
+"""Data-parallel training with torch.distributed, as launched by ``torchrun``.
+
+``torchrun --nproc_per_node N -m naskd teacher|retrain ...`` (or across nodes with ``--nnodes``) starts N
+processes; each joins the process group (NCCL on CUDA, gloo on CPU), takes every N-th bucketed batch,
+and DistributedDataParallel averages the gradients, so one step sees N batches. Rank 0 alone writes the
+run directory, fills the teacher cache, evaluates and checkpoints; the others wait for it.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def launched() -> bool:
+    """True in a process started by torchrun with more than one process in all."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def init(device_name: str = "auto") -> torch.device:
+    """Join the process group once; return this process's device (its local GPU, or the CPU)."""
+    use_cuda = device_name != "cpu" and torch.cuda.is_available()
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    if use_cuda:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return torch.device("cuda", local)
+    return torch.device("cpu")
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def barrier() -> None:
+    if world_size() > 1:
+        dist.barrier()
+
+
+@contextlib.contextmanager
+def main_first():
+    """Rank 0 runs the block first (run directories, teacher caches); the others run it once it is done."""
+    if world_size() > 1 and not is_main():
+        dist.barrier()
+    try:
+        yield
+    finally:
+        if world_size() > 1 and is_main():
+            dist.barrier()
+
+
+def shard(batches: list) -> list:
+    """This rank's share of an epoch's batches: every world-size-th one, the same count on every rank."""
+    w = world_size()
+    if w == 1:
+        return batches
+    n = len(batches) // w * w
+    return batches[rank():n:w]
+
+
+def run_directory(out, *, overwrite: bool, resume: bool):
+    """The run directory, prepared by rank 0 alone (never overwritten without --overwrite)."""
+    from pathlib import Path
+
+    from .io import prepare_run_dir
+
+    with main_first():
+        if is_main():
+            return prepare_run_dir(out, overwrite=overwrite, resume=resume)
+    return Path(out)
+
+
+def say(*args, **kw) -> None:
+    """print(), on rank 0 only."""
+    if is_main():
+        print(*args, **kw)
