@@ -44,7 +44,7 @@ def example_inputs(loaded: LoadedModel, batch: int = 2, length: int = 9) -> dict
     ids = ids * mask
     out = {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}
     if loaded.info["kind"] == TAGGING:
-        out["word_starts"] = torch.arange(1, 4).repeat(batch, 1)
+        out["word_starts"] = torch.arange(1, 4).clamp_max(length - 1).repeat(batch, 1)
     return out
 
 
