@@ -101,3 +101,22 @@ def test_truncated_teacher_and_conll_file_evaluation(tagging_teacher, tmp_path, 
     assert main(["search", "--task", "conll2000", "--teacher", str(tagging_teacher), "--data-dir", str(DATA),
                  "--kd", "soft_ce", "--out", str(tmp_path / "x")]) == 2
     assert "for the tagging task conll2000 use one of" in capsys.readouterr().err
+
+
+def test_tagging_export_matches_pytorch(tagging_teacher, tmp_path):
+    import onnxruntime as ort
+
+    from naskd.export import example_inputs
+    from naskd.modeldir import load_model
+
+    assert main(["export", "--model", str(tagging_teacher), "--format", "onnx", "-o", str(tmp_path / "t.onnx")]) == 0
+    loaded = load_model(tagging_teacher)
+    sess = ort.InferenceSession(str(tmp_path / "t.onnx"), providers=["CPUExecutionProvider"])
+    names = [i.name for i in sess.get_inputs()]
+    assert "word_starts" in names
+    for batch, length in [(1, 6), (3, 20)]:
+        ex = example_inputs(loaded, batch, length)
+        with torch.no_grad():
+            want = loaded.model(**ex)["logits"].numpy()
+        got = sess.run(None, {n: ex[n].numpy() for n in names})[0]
+        assert got.shape == want.shape == (batch, 3, 23) and np.abs(got - want).max() < 1e-4
