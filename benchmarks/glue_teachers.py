@@ -37,8 +37,10 @@ def main() -> None:
     publish("teachers", "Teachers: all-MiniLM-L6-v2 fine-tuned by `naskd teacher` (recipes in teachers/)", rows,
             ["task", "dev metrics (best epoch)", "best epoch", "epochs", "train examples", "train minutes"],
             "python benchmarks/glue_teachers.py",
-            notes="Each run is `naskd teacher --task TASK` with its recipe; train minutes exclude evaluation. The "
-                  "dev split selects the best epoch and reports it, as GLUE dev results usually are.")
+            notes="Each run is `naskd teacher --task TASK` with its recipe; train minutes exclude evaluation and "
+                  "depend on what else ran (the thread count above is this script's; a run it finds finished is "
+                  "read, not timed again). The dev split selects the best epoch and reports it, as GLUE dev "
+                  "results usually are.")
 
 
 if __name__ == "__main__":
