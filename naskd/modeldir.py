@@ -30,7 +30,9 @@ class LoadedModel:
     def name(self) -> str:
         if self.role == "teacher":
             return f"teacher ({Path(str(self.info.get('base', 'encoder'))).name}, {self.info['num_layers']} layers)"
-        return self.info.get("student") or self.info.get("architecture", "student")
+        kind = self.info.get("student") or self.info.get("architecture", "student")
+        run = self.path.parent.name if self.path.name == "student" else self.path.name
+        return f"{kind} ({run})"
 
     @property
     def pad_id(self) -> int:

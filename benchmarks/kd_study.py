@@ -1,0 +1,107 @@
+"""Issue 4's study: one searched genotype retrained with 3 seeds under each distillation setting, with
+dev accuracy (mean, std), a paired-bootstrap interval against no KD, and the CKA diagonal mean (Jung
+et al.'s Table 6 analysis) of every student. Resumable; ``--lane K/N`` runs every N-th run so that two
+one-thread processes share the machine; ``--report`` (after all lanes) writes the table.
+
+Usage: python benchmarks/kd_study.py --lane 0/2 & python benchmarks/kd_study.py --lane 1/2; wait;
+       python benchmarks/kd_study.py --report
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import publish  # noqa: E402
+
+SETTINGS = {"no KD": "hard_ce", "logit_mse": "logit_mse", "soft_ce": "soft_ce=0.5,hard_ce=0.5",
+            "soft_ce+pkd": "soft_ce=0.5,hard_ce=0.5,pkd=1", "soft_ce+fsd": "soft_ce=0.5,hard_ce=0.5,fsd=1"}
+
+
+def runs(args):
+    return [(name, seed) for name in SETTINGS for seed in range(args.seeds)]
+
+
+def out_dir(args, name, seed) -> Path:
+    return Path(args.runs) / f"{name.replace(' ', '_').replace('+', '-')}-seed{seed}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--genotype", default="runs/sst2-search-seed0/genotype.json")
+    ap.add_argument("--teacher", default="runs/sst2-teacher")
+    ap.add_argument("--runs", default="runs/sst2-kd-study")
+    ap.add_argument("--max-train-examples", type=int, default=10000)
+    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--lane", default="0/1")
+    ap.add_argument("--report", action="store_true")
+    ap.add_argument("--data-dir", default=os.environ.get("NASKD_DATA_DIR", "../shared/data"))
+    args = ap.parse_args()
+    if not args.report:
+        from naskd.analysis import run_analyze_cka
+        from naskd.students.retrain import resolve_retrain_config, retrain
+
+        k, n = (int(x) for x in args.lane.split("/"))
+        for i, (name, seed) in enumerate(runs(args)):
+            if i % n != k:
+                continue
+            out = out_dir(args, name, seed)
+            m = json.loads((out / "metrics.json").read_text()) if (out / "metrics.json").is_file() else None
+            if m is None or m.get("status") != "finished":
+                cfg = resolve_retrain_config({"task": "sst2", "genotype": args.genotype, "teacher": args.teacher,
+                                              "data_dir": args.data_dir, "kd": SETTINGS[name], "seed": seed,
+                                              "epochs": args.epochs, "max_train_examples": args.max_train_examples,
+                                              "out": str(out)})
+                retrain(cfg, resume=(out / "checkpoint.pt").is_file())
+            if not (out / "cka" / "cka.json").is_file():
+                run_analyze_cka(str(out / "student"), args.teacher, out=str(out / "cka"), overwrite=True,
+                                task="sst2", data_dir=args.data_dir, batch_size=32, max_examples=None,
+                                layerwise=False, cache_dir=None)
+        return
+    from naskd.data.readers import read_columns
+    from naskd.data.tasks import get_task
+    from naskd.stats import mean_std, paired_bootstrap
+
+    gold = np.asarray(read_columns(get_task("sst2"), args.data_dir, "dev")["label"])
+    correct, accs, ckas = {}, {}, {}
+    for name in SETTINGS:
+        per_seed = []
+        for seed in range(args.seeds):
+            out = out_dir(args, name, seed)
+            per_seed.append((np.load(out / "dev_logits.npy").argmax(-1) == gold).astype(float))
+            accs.setdefault(name, []).append(json.loads((out / "metrics.json").read_text())["dev"]["accuracy"])
+            ckas.setdefault(name, []).append(json.loads((out / "cka" / "cka.json").read_text())["diagonal_mean"])
+        correct[name] = np.mean(per_seed, axis=0)          # per dev sentence: share of seeds right
+    rows = []
+    for name in SETTINGS:
+        m, s = mean_std(accs[name])
+        row = {"setting": name, "--kd": SETTINGS[name], "dev accuracy mean": m, "std": s,
+               "seeds": ", ".join(f"{a:.4f}" for a in accs[name]), "CKA diagonal mean": float(np.mean(ckas[name]))}
+        if name != "no KD":
+            b = paired_bootstrap(correct[name], correct["no KD"])
+            row["this - no KD (95% CI)"] = f"{b['difference']:+.4f} [{b['low']:+.4f}, {b['high']:+.4f}]"
+            row["verdict"] = ("better than no KD" if b["low"] > 0 else "worse than no KD" if b["high"] < 0
+                              else "not distinguishable")
+        rows.append(row)
+    g = json.loads(Path(args.genotype).read_text())
+    publish(f"kd_study_{args.max_train_examples}x{args.epochs}", "Distillation criteria on SST-2: one searched "
+            "genotype, 3 seeds each", rows, ["setting", "--kd", "dev accuracy mean", "std", "seeds",
+                                            "this - no KD (95% CI)", "verdict", "CKA diagonal mean"],
+            "python benchmarks/kd_study.py --lane 0/2 & python benchmarks/kd_study.py --lane 1/2; "
+            "python benchmarks/kd_study.py --report",
+            notes=f"`naskd retrain` of {args.genotype} (cells: {g['cells']}, aggregator {g['aggregator']}, width "
+                  f"{g['width']}) on a fixed seeded {args.max_train_examples:,}-example SST-2 training subsample for "
+                  f"{args.epochs} epochs (best epoch on dev), seeds 0..{args.seeds - 1}, teacher {args.teacher}. "
+                  "Intervals: paired bootstrap over the 872 dev sentences of the per-sentence share of seeds "
+                  "that are right (10,000 resamples). CKA: `naskd analyze cka`, dev batches of 32, penultimate "
+                  "features, diagonal mean.")
+
+
+if __name__ == "__main__":
+    main()
