@@ -70,7 +70,12 @@ def main() -> None:
 
     gold = np.asarray(read_columns(get_task("sst2"), args.data_dir, "dev")["label"])
     correct, accs, ckas = {}, {}, {}
-    for name in SETTINGS:
+    done = [name for name in SETTINGS
+            if all((out_dir(args, name, seed) / "cka" / "cka.json").is_file() for seed in range(args.seeds))]
+    missing = [name for name in SETTINGS if name not in done]
+    if "no KD" not in done:
+        sys.exit("the no-KD runs are not finished yet")
+    for name in done:
         per_seed = []
         for seed in range(args.seeds):
             out = out_dir(args, name, seed)
@@ -79,7 +84,7 @@ def main() -> None:
             ckas.setdefault(name, []).append(json.loads((out / "cka" / "cka.json").read_text())["diagonal_mean"])
         correct[name] = np.mean(per_seed, axis=0)          # per dev sentence: share of seeds right
     rows = []
-    for name in SETTINGS:
+    for name in done:
         m, s = mean_std(accs[name])
         row = {"setting": name, "--kd": SETTINGS[name], "dev accuracy mean": m, "std": s,
                "seeds": ", ".join(f"{a:.4f}" for a in accs[name]), "CKA diagonal mean": float(np.mean(ckas[name]))}
@@ -100,7 +105,8 @@ def main() -> None:
                   f"{args.epochs} epochs (best epoch on dev), seeds 0..{args.seeds - 1}, teacher {args.teacher}. "
                   "Intervals: paired bootstrap over the 872 dev sentences of the per-sentence share of seeds "
                   "that are right (10,000 resamples). CKA: `naskd analyze cka`, dev batches of 32, penultimate "
-                  "features, diagonal mean.")
+                  "features, diagonal mean."
+                  + (f" Not finished yet (left out): {', '.join(missing)}." if missing else ""))
 
 
 if __name__ == "__main__":
