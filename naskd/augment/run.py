@@ -145,31 +145,30 @@ def run_augment(cfg: AugmentConfig, *, overwrite: bool = False, resume: bool = F
     cache = TeacherCache(cfg.cache_dir)
     device = pick_device(cfg.device)
     parts = part_paths(run_dir)
-    encoded = []
-    for p in parts:
-        encoded.append(encode_part(spec, read_part(p), tokenizer, max_length))
-        if cache.has(teacher_dir, encoded[-1], requests):
-            encoded[-1] = len(encoded[-1])            # labelled: keep only the count
     total = gen["kept"]
-    labelled = sum(x for x in encoded if isinstance(x, int))
-    print(f"[augment] labelling {total:,} synthetic examples with the teacher in {len(parts)} parts "
-          f"({labelled:,} already labelled; cached items: logits{''.join(', ' + r.item for r in requests)})",
+    print(f"[augment] labelling {total:,} synthetic examples with the teacher in {len(parts)} parts (parts "
+          f"already in the cache are skipped; cached items: logits{''.join(', ' + r.item for r in requests)})",
           flush=True)
-    pbar = bar(total, "teacher labels", initial=labelled, unit="ex")
-    t0 = time.perf_counter()
-    new = 0
+    # one part in memory at a time: a million sentences stay bounded, and a killed run loses one part at most
+    pbar = bar(total, "teacher labels", unit="ex")
+    label_seconds = 0.0                      # tokenising and labelling of the parts labelled here
+    new = parts_here = 0
     stopped = False
-    for k, data in enumerate(encoded):
-        if isinstance(data, int):
+    for k, p in enumerate(parts):
+        t0 = time.perf_counter()
+        data = encode_part(spec, read_part(p), tokenizer, max_length)
+        if cache.has(teacher_dir, data, requests):
+            pbar.update(len(data))
             continue
-        if cfg.stop_after_steps is not None and k >= cfg.stop_after_steps:
+        if cfg.stop_after_steps is not None and parts_here >= cfg.stop_after_steps:
             stopped = True
             break
         cache.get(teacher_dir, data, requests, device=device, batch_size=cfg.batch_size, split=f"augment part {k}")
         new += len(data)
+        parts_here += 1
+        label_seconds += time.perf_counter() - t0
         pbar.update(len(data))
     pbar.close()
-    label_seconds = time.perf_counter() - t0
     prev = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").is_file() else {}
     label_total = prev.get("label_seconds", 0.0) + label_seconds
     labelled_total = prev.get("labelled_examples_timed", 0) + new
