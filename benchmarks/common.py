@@ -54,6 +54,16 @@ def publish(name: str, title: str, rows: list[dict], columns: list[str], command
     return text
 
 
+def retrain_once(out: Path, flags: dict) -> dict:
+    """`naskd retrain` into ``out``, resumably: a finished run is read, a stopped one resumed."""
+    from naskd.students.retrain import resolve_retrain_config, retrain
+
+    m = load_json(out / "metrics.json")
+    if m is not None and m.get("status") == "finished":
+        return m
+    return retrain(resolve_retrain_config({**flags, "out": str(out)}), resume=(out / "checkpoint.pt").is_file())
+
+
 def load_json(path) -> dict | None:
     p = Path(path)
     return json.loads(p.read_text()) if p.is_file() else None

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import publish  # noqa: E402
+from common import publish, retrain_once  # noqa: E402
 
 SETTINGS = {"no KD": "hard_ce", "logit_mse": "logit_mse", "soft_ce": "soft_ce=0.5,hard_ce=0.5",
             "soft_ce+pkd": "soft_ce=0.5,hard_ce=0.5,pkd=1", "soft_ce+fsd": "soft_ce=0.5,hard_ce=0.5,fsd=1"}
@@ -45,20 +45,15 @@ def main() -> None:
     args = ap.parse_args()
     if not args.report:
         from naskd.analysis import run_analyze_cka
-        from naskd.students.retrain import resolve_retrain_config, retrain
 
         k, n = (int(x) for x in args.lane.split("/"))
         for i, (name, seed) in enumerate(runs(args)):
             if i % n != k:
                 continue
             out = out_dir(args, name, seed)
-            m = json.loads((out / "metrics.json").read_text()) if (out / "metrics.json").is_file() else None
-            if m is None or m.get("status") != "finished":
-                cfg = resolve_retrain_config({"task": "sst2", "genotype": args.genotype, "teacher": args.teacher,
-                                              "data_dir": args.data_dir, "kd": SETTINGS[name], "seed": seed,
-                                              "epochs": args.epochs, "max_train_examples": args.max_train_examples,
-                                              "out": str(out)})
-                retrain(cfg, resume=(out / "checkpoint.pt").is_file())
+            retrain_once(out, {"task": "sst2", "genotype": args.genotype, "teacher": args.teacher,
+                               "data_dir": args.data_dir, "kd": SETTINGS[name], "seed": seed, "epochs": args.epochs,
+                               "max_train_examples": args.max_train_examples})
             if not (out / "cka" / "cka.json").is_file():
                 run_analyze_cka(str(out / "student"), args.teacher, out=str(out / "cka"), overwrite=True,
                                 task="sst2", data_dir=args.data_dir, batch_size=32, max_examples=None,

@@ -21,20 +21,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import publish  # noqa: E402
+from common import publish, retrain_once as run  # noqa: E402
 
 from naskd.data.readers import read_columns  # noqa: E402
 from naskd.data.tasks import get_task  # noqa: E402
 from naskd.stats import paired_bootstrap  # noqa: E402
-from naskd.students.retrain import resolve_retrain_config, retrain  # noqa: E402
-
-
-def run(out: Path, flags: dict) -> dict:
-    m = json.loads((out / "metrics.json").read_text()) if (out / "metrics.json").is_file() else None
-    if m is not None and m.get("status") == "finished":
-        return m
-    cfg = resolve_retrain_config({**flags, "out": str(out)})
-    return retrain(cfg, resume=(out / "checkpoint.pt").is_file())
 
 
 def wait_for(path: Path, what: str, timeout_s: float = 6 * 3600) -> None:
