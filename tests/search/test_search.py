@@ -102,3 +102,26 @@ def test_unknown_op_in_space_file(tiny_teacher, tmp_path, capsys):
 def test_not_a_teacher_run(space, tmp_path, capsys):
     assert main(argv(tmp_path, space, tmp_path / "x")) == 2
     assert "not a teacher run" in capsys.readouterr().err
+
+
+def test_search_without_a_teacher_run_fine_tunes_one_first(tmp_path, monkeypatch, space, capsys):
+    """The README's one command on a fresh machine: no --teacher and no runs/sst2-teacher yet. The recipe
+    is swapped for a tiny one (the real one fine-tunes all-MiniLM-L6-v2 for half an hour)."""
+    from naskd.teachers import finetune
+
+    from ..conftest import TINY_BERT
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(finetune, "recipe_for", lambda task: (
+        {"teacher": str(TINY_BERT), "epochs": 1, "max_train_examples": 64, "max_eval_examples": 32,
+         "batch_size": 16, "lr": 1e-4}, None))
+    args = ["search", "--task", "sst2", "--data-dir", str(DATA), "--space", str(space), "--layers", "2",
+            "--max-train-examples", "32", "--max-eval-examples", "16", "--batch-size", "8", "--epochs", "1",
+            "--out", "runs/s"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "fine-tuning the default teacher first" in out
+    assert (tmp_path / "runs/sst2-teacher/teacher.json").is_file() and (tmp_path / "runs/s/genotype.json").is_file()
+    # a second search reuses that teacher run
+    assert main(args[:-1] + ["runs/s2"]) == 0
+    assert "using the teacher run runs/sst2-teacher" in capsys.readouterr().out
