@@ -28,3 +28,8 @@ fi
   $py benchmarks/bench_augment.py > runs/logs/bench_augment.log 2>&1
 ) &
 wait
+# issue 4's study: one searched genotype, five distillation settings, three seeds, in two lanes
+$py benchmarks/kd_study.py --lane 0/2 > runs/logs/kd0.log 2>&1 &
+$py benchmarks/kd_study.py --lane 1/2 > runs/logs/kd1.log 2>&1 &
+wait
+$py benchmarks/kd_study.py --report > runs/logs/kd_report.log 2>&1
