@@ -14,6 +14,14 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
 
 
+def _config_command(sub, cls, func, name: str, **kw) -> None:
+    """A subcommand whose flags are the fields of the run-config dataclass ``cls`` (plus the common ones)."""
+    p = sub.add_parser(name, **kw)
+    C.add_arguments(p, cls)
+    _common(p)
+    p.set_defaults(func=func)
+
+
 def _settings(args: argparse.Namespace) -> dict:
     skip = {"config", "overwrite", "resume", "command", "func"}
     return {k: v for k, v in vars(args).items() if k not in skip}
@@ -133,26 +141,20 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    p = sub.add_parser("teacher", help="fine-tune a Hugging Face encoder as a task teacher",
-                       description="Fine-tune a teacher; settings come from teachers/<task>.yaml, then "
-                                   "--config, then flags.")
-    C.add_arguments(p, TeacherConfig)
-    _common(p)
-    p.set_defaults(func=cmd_teacher)
+    _config_command(sub, TeacherConfig, cmd_teacher,
+                    "teacher", help="fine-tune a Hugging Face encoder as a task teacher",
+                    description="Fine-tune a teacher; settings come from teachers/<task>.yaml, then "
+                                "--config, then flags.")
 
-    p = sub.add_parser("search", help="differentiable architecture search under distillation",
-                       description="DARTS-style NAS-KD search; writes genotype.json, history.json, "
-                                   "metrics.jsonl, checkpoints and the resolved config.")
-    C.add_arguments(p, SearchConfig)
-    _common(p)
-    p.set_defaults(func=cmd_search)
+    _config_command(sub, SearchConfig, cmd_search,
+                    "search", help="differentiable architecture search under distillation",
+                    description="DARTS-style NAS-KD search; writes genotype.json, history.json, "
+                                "metrics.jsonl, checkpoints and the resolved config.")
 
-    p = sub.add_parser("retrain", help="train the student of a genotype from scratch with distillation",
-                       description="Builds the fixed student from genotype.json through the supernet's op "
-                                   "tables and trains it on cached teacher outputs; writes <out>/student/.")
-    C.add_arguments(p, RetrainConfig)
-    _common(p)
-    p.set_defaults(func=cmd_retrain)
+    _config_command(sub, RetrainConfig, cmd_retrain,
+                    "retrain", help="train the student of a genotype from scratch with distillation",
+                    description="Builds the fixed student from genotype.json through the supernet's op "
+                                "tables and trains it on cached teacher outputs; writes <out>/student/.")
 
     p = sub.add_parser("evaluate", help="score a student or teacher on a split or a file",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -192,13 +194,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("augment", help="Tang et al.'s data augmentation, labelled by the teacher once",
-                       description="Masking, POS-guided replacement and n-gram sampling; the synthetic set is "
-                                   "written as Parquet and labelled through the teacher output cache in parts "
-                                   "(resumable).")
-    C.add_arguments(p, AugmentConfig)
-    _common(p)
-    p.set_defaults(func=cmd_augment)
+    _config_command(sub, AugmentConfig, cmd_augment,
+                    "augment", help="Tang et al.'s data augmentation, labelled by the teacher once",
+                    description="Masking, POS-guided replacement and n-gram sampling; the synthetic set is "
+                                "written as Parquet and labelled through the teacher output cache in parts "
+                                "(resumable).")
 
     p = sub.add_parser("tune", help="Optuna over retraining hyperparameters (studies shareable via a database)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)

@@ -14,10 +14,41 @@ from transformers import AutoTokenizer
 
 from .data.encode import Encoded, collate, encode
 from .data.readers import load_split, subsample
-from .data.tasks import TaskSpec, get_task
+from .data.tasks import TAGGING, TaskSpec, get_task
+from .distill import KDContext
 from .errors import NaskdError
 from .teachers.cache import HiddenRequest, TeacherCache, TeacherOutputs
 from .teachers.model import read_teacher_info
+
+
+# Default criteria: NAS-KD's a*L_soft + (1-a)*L_hard + b*L_intermediate for sentence tasks; sub-structure KD
+# for CRF taggers (its own schedule mixes in the CRF likelihood).
+DEFAULT_KD = "soft_ce=0.5,hard_ce=0.5,pkd=1"
+DEFAULT_TAGGING_KD = "substructure"
+
+
+def default_kd(task: str) -> str:
+    return DEFAULT_TAGGING_KD if get_task(task).kind == TAGGING else DEFAULT_KD
+
+
+def teacher_crf(teacher_dir) -> dict | None:
+    """The CRF parameters of a tagging teacher run ({start, end, trans}), read from its weights."""
+    from safetensors import safe_open
+
+    with safe_open(str(Path(teacher_dir) / "model.safetensors"), framework="pt") as f:
+        if "crf.trans" not in set(f.keys()):
+            return None
+        return {k: f.get_tensor(f"crf.{k}") for k in ("start", "end", "trans")}
+
+
+def kd_context(spec: TaskSpec, info: dict, layers: int, width: int, teacher_dir=None, *, temperature: float = 1.0,
+               pkd_pairs=(), fsd_memory: int | None = None, seed: int = 0) -> KDContext:
+    """What the criteria need to know of a student (depth, width) and its teacher (``teacher.json``)."""
+    crf = teacher_crf(teacher_dir) if teacher_dir is not None and spec.kind == TAGGING else None
+    return KDContext(task=spec, student_layers=layers, student_width=width,
+                     teacher_layers=int(info["num_layers"]), teacher_width=int(info["hidden_size"]),
+                     temperature=temperature, pkd_pairs=list(pkd_pairs), fsd_memory=fsd_memory, seed=seed,
+                     teacher_crf=crf)
 
 
 def resolve_teacher_run(task: str, teacher: str | None, data_dir, *, runs_root: str = "runs") -> Path:

@@ -113,7 +113,7 @@ def run_augment(cfg: AugmentConfig, *, overwrite: bool = False, resume: bool = F
     from transformers import AutoTokenizer
 
     from ..distill import DistillationLoss
-    from ..search.run import kd_context
+    from ..pipeline import kd_context
     from ..teachers.cache import TeacherCache
     from ..teachers.model import read_teacher_info
     from ..utils.runtime import pick_device
@@ -129,7 +129,7 @@ def run_augment(cfg: AugmentConfig, *, overwrite: bool = False, resume: bool = F
     train = train.select(subsample(len(train), cfg.max_train_examples, cfg.data_seed))
     settings = cfg.settings(len(train))
     # the hidden states the chosen criteria need for a student of --layers cells
-    kd = DistillationLoss(cfg.kd, kd_context(_KDArgs(), spec, info, cfg.layers, int(info["hidden_size"])))
+    kd = DistillationLoss(cfg.kd, kd_context(spec, info, cfg.layers, int(info["hidden_size"])))
     requests = kd.teacher_requests()
     out = Path(cfg.out or f"runs/{spec.name}-augment")
     run_dir = prepare_run_dir(out, overwrite=overwrite, resume=resume)
@@ -181,14 +181,6 @@ def run_augment(cfg: AugmentConfig, *, overwrite: bool = False, resume: bool = F
                "wall_seconds_this_process": round(time.time() - t_start, 1)}
     write_json(run_dir / "metrics.json", metrics)
     return metrics
-
-
-class _KDArgs:
-    """The criteria settings kd_context reads, at their defaults (augment only asks what they need)."""
-    temperature = 1.0
-    pairs: list = []
-    fsd_memory = None
-    seed = 0
 
 
 def _cache_root(cfg) -> Path:

@@ -21,11 +21,12 @@ import yaml
 from .. import config as C
 from ..data.encode import bucket_batches
 from ..data.tasks import TAGGING, get_task
-from ..distill import DistillationLoss, KDContext, parse_kd, parse_pairs
+from ..distill import DistillationLoss, parse_kd, parse_pairs
 from ..errors import ConfigError, NaskdError
 from ..genotype import parameter_free_share, parse
 from ..network import teacher_embedding_tables
-from ..pipeline import batch_to, prepare, resolve_augmented, resolve_teacher_run
+from ..pipeline import (DEFAULT_KD, DEFAULT_TAGGING_KD, batch_to, default_kd, kd_context, prepare,
+                        resolve_augmented, resolve_teacher_run)
 from ..predict import evaluate_model
 from ..space.spec import load_space
 from ..supernet import Supernet
@@ -35,8 +36,6 @@ from ..utils.progress import bar
 from ..utils.runtime import pick_device, seed_everything
 from .architect import Architect
 
-DEFAULT_KD = "soft_ce=0.5,hard_ce=0.5,pkd=1"
-DEFAULT_TAGGING_KD = "substructure"       # its own schedule mixes in the CRF likelihood
 
 
 @dataclass
@@ -128,29 +127,6 @@ def resolve_search_config(flags: dict, config_file: str | None = None) -> Search
     return C.resolve(SearchConfig, file_layer, flags, source_names=[f"config {config_file}", "command-line flags"])
 
 
-def teacher_crf(teacher_dir) -> dict | None:
-    """The CRF parameters of a tagging teacher run ({start, end, trans}), read from its weights."""
-    from safetensors import safe_open
-
-    with safe_open(str(Path(teacher_dir) / "model.safetensors"), framework="pt") as f:
-        keys = set(f.keys())
-        if "crf.trans" not in keys:
-            return None
-        return {k: f.get_tensor(f"crf.{k}") for k in ("start", "end", "trans")}
-
-
-def kd_context(cfg, spec, info, layers, width, teacher_dir=None) -> KDContext:
-    crf = teacher_crf(teacher_dir) if teacher_dir is not None and spec.kind == TAGGING else None
-    return KDContext(task=spec, student_layers=layers, student_width=width,
-                     teacher_layers=int(info["num_layers"]), teacher_width=int(info["hidden_size"]),
-                     temperature=cfg.temperature, pkd_pairs=cfg.pairs, fsd_memory=cfg.fsd_memory,
-                     seed=cfg.seed, teacher_crf=crf)
-
-
-def default_kd(task: str) -> str:
-    return DEFAULT_TAGGING_KD if get_task(task).kind == TAGGING else DEFAULT_KD
-
-
 def run_search(cfg: SearchConfig, *, overwrite: bool = False, resume: bool = False) -> dict:
     from ..utils import dist
 
@@ -169,7 +145,8 @@ def run_search(cfg: SearchConfig, *, overwrite: bool = False, resume: bool = Fal
 
     info = read_teacher_info(teacher_dir, spec.name)
     width = space.width
-    ctx = kd_context(cfg, spec, info, cfg.layers, width, teacher_dir)
+    ctx = kd_context(spec, info, cfg.layers, width, teacher_dir, temperature=cfg.temperature,
+                     pkd_pairs=cfg.pairs, fsd_memory=cfg.fsd_memory, seed=cfg.seed)
     kd = DistillationLoss(cfg.kd, ctx)                 # validates pairs against the teacher, before work
     run_dir = prepare_run_dir(out, overwrite=overwrite, resume=resume)
     write_text(run_dir / "config.yaml", yaml.safe_dump(

@@ -18,9 +18,9 @@ from ..distill import DistillationLoss, parse_kd, parse_pairs
 from ..errors import ConfigError, NaskdError
 from ..genotype import Genotype, sample_genotype
 from ..network import count_parameters, teacher_embedding_tables
-from ..pipeline import batch_to, prepare, resolve_augmented, resolve_teacher_run
+from ..pipeline import (DEFAULT_KD, DEFAULT_TAGGING_KD, batch_to, default_kd, kd_context, prepare,
+                        resolve_augmented, resolve_teacher_run)
 from ..predict import evaluate_model
-from ..search.run import DEFAULT_KD, DEFAULT_TAGGING_KD, default_kd, kd_context
 from ..space.spec import load_space
 from ..teachers.model import read_teacher_info
 from ..train import fit
@@ -160,6 +160,11 @@ def _cell_parameters(genotype, width: int) -> int:
     return sum(p.numel() for p in m.parameters()) - sum(p.numel() for p in m.embeddings.parameters())
 
 
+def truncate_k(cfg: RetrainConfig, info: dict) -> int:
+    """Layers a truncated_teacher keeps: --truncate-k, by default ceil(M_t / 2)."""
+    return cfg.truncate_k or -(-int(info["num_layers"]) // 2)
+
+
 def build_retrain_student(cfg: RetrainConfig, spec, teacher_dir: Path, genotype, vocab_size: int):
     """The untrained student (embeddings initialised from the teacher), its depth M_s, its width, a note."""
     tables = teacher_embedding_tables(teacher_dir)
@@ -178,7 +183,7 @@ def build_retrain_student(cfg: RetrainConfig, spec, teacher_dir: Path, genotype,
     from .baselines import truncated_teacher
 
     info = read_teacher_info(teacher_dir)
-    k = cfg.truncate_k or -(-int(info["num_layers"]) // 2)
+    k = truncate_k(cfg, info)
     model = truncated_teacher(teacher_dir, k, dropout=cfg.dropout)
     return model, k, model.hidden_size, f"the teacher's first {k} of {info['num_layers']} layers and its head"
 
@@ -203,7 +208,7 @@ def retrain(cfg: RetrainConfig, *, overwrite: bool = False, resume: bool = False
     teacher_dir = resolve_teacher_run(spec.name, cfg.teacher, cfg.data_dir)
     info = read_teacher_info(teacher_dir, spec.name)
     if cfg.student == "truncated_teacher":
-        k = cfg.truncate_k or -(-int(info["num_layers"]) // 2)
+        k = truncate_k(cfg, info)
         if k >= int(info["num_layers"]):
             raise ConfigError(f"--truncate-k {k} keeps the whole {info['num_layers']}-layer teacher; it must be "
                               f"at most {int(info['num_layers']) - 1}")
@@ -213,7 +218,8 @@ def retrain(cfg: RetrainConfig, *, overwrite: bool = False, resume: bool = False
 
     vocab_size = len(AutoTokenizer.from_pretrained(str(teacher_dir)))
     model, m_s, width, emb_note = build_retrain_student(cfg, spec, teacher_dir, genotype, vocab_size)
-    ctx = kd_context(cfg, spec, info, m_s, width, teacher_dir)
+    ctx = kd_context(spec, info, m_s, width, teacher_dir, temperature=cfg.temperature, pkd_pairs=cfg.pairs,
+                     fsd_memory=cfg.fsd_memory, seed=cfg.seed)
     kd = DistillationLoss(cfg.kd, ctx)
     device = pick_device(cfg.device)          # under torchrun this joins the process group
     run_dir = dist.run_directory(out, overwrite=overwrite, resume=resume)
