@@ -25,3 +25,56 @@ def test_identical_and_clearly_different_models():
     with pytest.raises(ValueError):
         paired_bootstrap(a, a[:10])
     assert mean_std([1.0, 2.0, 3.0]) == (2.0, 1.0)
+
+
+TAGS = ("O", "B-NP", "I-NP", "B-VP", "I-VP")
+
+
+def _random_tagging(rng, n):
+    gold = [[TAGS[t] for t in rng.integers(0, len(TAGS), size=rng.integers(1, 9))] for _ in range(n)]
+    return gold, _noisy(gold, rng, 0.7)
+
+
+def _noisy(gold, rng, keep):
+    return [[t if rng.random() < keep else TAGS[rng.integers(0, len(TAGS))] for t in s] for s in gold]
+
+
+def test_span_counts_sum_to_seqeval_scores():
+    from seqeval.metrics import f1_score, precision_score, recall_score
+
+    from naskd.stats import f1_from_counts, span_counts
+
+    rng = np.random.default_rng(0)
+    gold, pred = _random_tagging(rng, 60)
+    c = span_counts(gold, pred).sum(0)
+    assert c[1] > 0 and c[2] > 0
+    assert abs(c[0] / c[1] - precision_score(gold, pred)) < 1e-12
+    assert abs(c[0] / c[2] - recall_score(gold, pred)) < 1e-12
+    assert abs(f1_from_counts(c) - f1_score(gold, pred)) < 1e-12
+    with pytest.raises(ValueError, match="gold sentences"):
+        span_counts(gold, pred[:3])
+
+
+def test_paired_bootstrap_f1_against_seqeval_on_each_resample():
+    """Every replicate recomputed by seqeval on the resampled sentence lists, with the same index draws."""
+    from seqeval.metrics import f1_score
+
+    from naskd.stats import paired_bootstrap_f1, span_counts
+
+    rng = np.random.default_rng(1)
+    gold, a = _random_tagging(rng, 40)
+    b = _noisy(gold, np.random.default_rng(2), 0.5)
+    n_boot = 60
+    ours = paired_bootstrap_f1(span_counts(gold, a), span_counts(gold, b), n_boot=n_boot, seed=5)
+    idx = np.random.default_rng(5).integers(0, 40, size=(n_boot, 40))
+    ref = [f1_score([gold[i] for i in r], [a[i] for i in r]) - f1_score([gold[i] for i in r], [b[i] for i in r])
+           for r in idx]
+    lo, hi = np.quantile(ref, [0.025, 0.975])
+    assert abs(ours["low"] - lo) < 1e-12 and abs(ours["high"] - hi) < 1e-12
+    assert abs(ours["difference"] - (f1_score(gold, a) - f1_score(gold, b))) < 1e-12
+    same = paired_bootstrap_f1(span_counts(gold, a), span_counts(gold, a), n_boot=200)
+    assert same["difference"] == 0 and not same["distinguishable"]
+    perfect = paired_bootstrap_f1(span_counts(gold, gold), span_counts(gold, a), n_boot=200)
+    assert perfect["low"] > 0 and perfect["distinguishable"]
+    with pytest.raises(ValueError, match="same N"):
+        paired_bootstrap_f1(span_counts(gold, a), span_counts(gold[:5], a[:5]))

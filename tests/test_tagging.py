@@ -9,7 +9,7 @@ import torch
 import naskd
 from naskd.cli import main
 from naskd.data.encode import collate, encode
-from naskd.data.readers import read_columns
+from naskd.data.readers import load_split, read_columns, subsample
 from naskd.data.tasks import get_task
 from naskd.teachers.cache import TeacherCache
 from naskd.teachers.model import load_teacher
@@ -71,6 +71,17 @@ def test_search_and_retrain_tagging(tagging_teacher, tmp_path, kd):
                  "--max-eval-examples", "24", "--batch-size", "8", "--epochs", "2", "--kd", kd, "--out", str(r)]) == 0
     model, _, info = naskd.load_student(r)
     assert info["kind"] == "tagging" and model.crf is not None
+    # the best epoch's dev Viterbi paths are kept for span-level paired comparisons, and score as reported
+    from naskd.stats import f1_from_counts, span_counts
+
+    spec = get_task("conll2000")
+    pred = json.loads((r / "dev_predictions.json").read_text())
+    dev = load_split(spec, DATA, "dev")
+    dev = dev.select(subsample(len(dev), 24, 0))          # retrain's seeded dev subsample (data seed 0)
+    gold = [[spec.labels[t] for t in s] for s in dev["tags"]]
+    assert [len(g) for g in gold] == [len(p) for p in pred]
+    dev_f1 = json.loads((r / "metrics.json").read_text())["dev"]["f1"]
+    assert abs(f1_from_counts(span_counts(gold, pred).sum(0)) - dev_f1) < 1e-9
 
 
 def test_truncated_teacher_and_conll_file_evaluation(tagging_teacher, tmp_path, capsys):

@@ -269,6 +269,9 @@ def retrain(cfg: RetrainConfig, *, overwrite: bool = False, resume: bool = False
                             "max_length": data.train.meta.get("max_length")})
         if spec.kind != TAGGING:
             np.save(run_dir / "dev_logits.npy", np.asarray(evaluate.last, dtype=np.float32))
+        else:                                 # Viterbi paths, for span-level paired comparisons
+            write_json(run_dir / "dev_predictions.json",
+                       [[spec.labels[int(t)] for t in np.asarray(p).reshape(-1)] for p in evaluate.last])
 
     result = fit(model=model, optimizer=opt, scheduler=sched, epochs=cfg.epochs,
                  batches_for_epoch=lambda e: bucket_batches(lengths, cfg.batch_size, seed=cfg.seed, epoch=e),

@@ -1,0 +1,167 @@
+"""Issue 6's study: CRF students on CoNLL-2000 (dev carved from train) and CoNLL-2003 (valid), distilled with
+no KD, kbest, struct_kd and substructure, 3 seeds each, span F1 mean +- std and paired-bootstrap intervals.
+
+The student is the 3-cell genotype `naskd search --task conll2000 --layers 3 --kd substructure` finds
+(searched once, seed 0, and reused for CoNLL-2003 as a transferred cell), retrained from scratch on the full
+training split with each criterion. Every step is resumable; ``--lane K/N`` runs every N-th retrain so that
+one-thread processes share the machine; ``--report`` (after all lanes) writes the tables.
+
+Usage:
+  naskd teacher --task conll2000; naskd teacher --task conll2003       # the teachers, first
+  python benchmarks/tagging_study.py --lane 0/2 & python benchmarks/tagging_study.py --lane 1/2; wait
+  python benchmarks/tagging_study.py --report
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import load_json, publish, retrain_once  # noqa: E402
+
+METHODS = {"no KD (CRF likelihood)": "hard_ce", "kbest": "kbest", "struct_kd": "struct_kd",
+           "substructure": "substructure"}
+TASK_METHODS = {"conll2000": list(METHODS), "conll2003": ["no KD (CRF likelihood)", "substructure"]}
+
+
+def slug(name: str) -> str:
+    return name.split(" (")[0].replace(" ", "_")
+
+
+def out_dir(args, task, name, seed) -> Path:
+    return Path(args.runs) / f"{task}-study" / f"{slug(name)}-seed{seed}"
+
+
+def all_runs(args):
+    return [(task, name, seed) for task in args.tasks for name in TASK_METHODS[task] for seed in range(args.seeds)]
+
+
+def search(args) -> Path:
+    """The 3-cell CRF supernet searched once with sub-structure KD (resumable)."""
+    from naskd.search.run import resolve_search_config, run_search
+
+    out = Path(args.runs) / "conll2000-search"
+    m = load_json(out / "metrics.json")
+    if m is None or m.get("status") != "finished":
+        cfg = resolve_search_config({"task": "conll2000", "layers": 3, "kd": "substructure", "seed": 0,
+                                     "teacher": teacher(args, "conll2000"), "data_dir": args.data_dir,
+                                     "out": str(out)})
+        run_search(cfg, resume=(out / "checkpoint.pt").is_file())
+    return out / "genotype.json"
+
+
+def teacher(args, task) -> str:
+    t = Path(args.runs) / f"{task}-teacher"
+    m = load_json(t / "metrics.json")
+    if m is None or m.get("status") != "finished":
+        sys.exit(f"{t} is not a finished teacher run: run `naskd teacher --task {task}` first")
+    return str(t)
+
+
+def run_lane(args) -> None:
+    k, n = (int(x) for x in args.lane.split("/"))
+    genotype = Path(args.runs) / "conll2000-search" / "genotype.json"
+    if k == 0:
+        genotype = search(args)
+    for i, (task, name, seed) in enumerate(all_runs(args)):
+        if i % n != k:
+            continue
+        while not (load_json(genotype.parent / "metrics.json") or {}).get("status") == "finished":
+            import time
+
+            time.sleep(30)                     # lane 0 is still searching
+        retrain_once(out_dir(args, task, name, seed),
+                     {"task": task, "genotype": str(genotype), "teacher": teacher(args, task),
+                      "data_dir": args.data_dir, "kd": METHODS[name], "seed": seed, "epochs": args.epochs})
+
+
+def report(args) -> None:
+    from naskd.data.readers import read_columns
+    from naskd.data.tasks import get_task
+    from naskd.stats import f1_from_counts, mean_std, paired_bootstrap_f1, span_counts
+    from naskd.teachers.model import load_teacher
+    from naskd.network import count_parameters
+
+    for task in args.tasks:
+        spec = get_task(task)
+        gold = [[spec.labels[t] for t in s] for s in read_columns(spec, args.data_dir, "dev")["tags"]]
+        t_metrics = load_json(Path(args.runs) / f"{task}-teacher" / "metrics.json")
+        t_model, _, _ = load_teacher(Path(args.runs) / f"{task}-teacher")
+        n, n_emb = count_parameters(t_model)
+        rows = [{"model": "teacher (all-MiniLM-L6-v2 + CRF)", "F1 mean": t_metrics["dev"]["f1"], "std": "",
+                 "seeds": "1 run", "parameters without embeddings": n - n_emb,
+                 "train minutes (one run)": t_metrics["train_seconds"] / 60}]
+        counts, missing = {}, []
+        for name in TASK_METHODS[task]:
+            outs = [out_dir(args, task, name, s) for s in range(args.seeds)]
+            ms = [load_json(o / "metrics.json") for o in outs]
+            if not all(m is not None and m.get("status") == "finished" for m in ms):
+                missing.append(name)
+                continue
+            per_seed = []
+            for o in outs:
+                pred = json.loads((o / "dev_predictions.json").read_text())
+                g = [s[:len(p)] for s, p in zip(gold, pred)]     # words past the length limit: not predicted
+                per_seed.append(span_counts(g, pred))
+            counts[name] = np.sum(per_seed, axis=0)                # per sentence, summed over seeds
+            f1s = [m["dev"]["f1"] for m in ms]
+            for o, c, f in zip(outs, per_seed, f1s):              # the counts reproduce each run's own F1
+                if abs(f1_from_counts(c.sum(0)) - f) > 1e-6:
+                    sys.exit(f"{o}: dev_predictions.json gives F1 {f1_from_counts(c.sum(0)):.6f}, metrics.json {f:.6f}")
+            m_, s_ = mean_std(f1s)
+            rows.append({"model": f"student, {name}", "--kd": METHODS[name], "F1 mean": m_, "std": s_,
+                         "seeds": ", ".join(f"{f:.4f}" for f in f1s),
+                         "parameters without embeddings": ms[0]["parameters_without_embeddings"],
+                         "train minutes (one run)": float(np.mean([m["train_seconds"] for m in ms])) / 60})
+        base = "no KD (CRF likelihood)"
+        for row in rows[1:]:
+            name = row["model"].split("student, ")[1]
+            if name != base and base in counts:
+                b = paired_bootstrap_f1(counts[name], counts[base])
+                row["this - no KD (95% CI)"] = f"{b['difference']:+.4f} [{b['low']:+.4f}, {b['high']:+.4f}]"
+                row["verdict"] = ("better" if b["low"] > 0 else "worse" if b["high"] < 0 else "not distinguishable")
+        pairs = [("substructure", "struct_kd"), ("struct_kd", "kbest"), ("substructure", "kbest")]
+        extra = []
+        for a, b_ in pairs:
+            if a in counts and b_ in counts:
+                b = paired_bootstrap_f1(counts[a], counts[b_])
+                extra.append(f"{a} - {b_}: {b['difference']:+.4f} [{b['low']:+.4f}, {b['high']:+.4f}] "
+                             f"({'distinguishable' if b['distinguishable'] else 'not distinguishable'})")
+        g = load_json(Path(args.runs) / "conll2000-search" / "genotype.json") or {}
+        split = "dev (10% carved from train, seed 13)" if task == "conll2000" else "valid"
+        publish(f"tagging_study_{task}", f"CRF students on {task} ({split}): span F1, {args.seeds} seeds each", rows,
+                ["model", "--kd", "F1 mean", "std", "seeds", "this - no KD (95% CI)", "verdict",
+                 "parameters without embeddings", "train minutes (one run)"],
+                "python benchmarks/tagging_study.py --lane 0/2 & python benchmarks/tagging_study.py --lane 1/2; "
+                "python benchmarks/tagging_study.py --report",
+                notes=f"Student: the genotype of `naskd search --task conll2000 --layers 3 --kd substructure` (seed 0"
+                      f"{', transferred to CoNLL-2003' if task == 'conll2003' else ''}): {g.get('cells')}, width "
+                      f"{g.get('width')}; `naskd retrain` on the full training split, {args.epochs} epochs, best "
+                      f"epoch on dev, seeds 0..{args.seeds - 1}, one thread per run. Lambda schedules: substructure "
+                      "lambda = 1 with the CRF likelihood alone in the last epoch; kbest and struct_kd lambda "
+                      "falling linearly from 1 to 0. Intervals: paired bootstrap over dev sentences (10,000 "
+                      "resamples) of the span F1 pooled over the seeds, recomputed from per-sentence span counts. "
+                      + (" Between criteria: " + "; ".join(extra) + "." if extra else "")
+                      + (f" Not finished yet (left out): {', '.join(missing)}." if missing else ""))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", default="runs")
+    ap.add_argument("--tasks", default="conll2000,conll2003", type=lambda s: s.split(","))
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--lane", default="0/1")
+    ap.add_argument("--report", action="store_true")
+    ap.add_argument("--data-dir", default=os.environ.get("NASKD_DATA_DIR", "../shared/data"))
+    args = ap.parse_args()
+    report(args) if args.report else run_lane(args)
+
+
+if __name__ == "__main__":
+    main()
