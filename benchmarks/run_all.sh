@@ -33,3 +33,20 @@ $py benchmarks/kd_study.py --lane 0/2 > runs/logs/kd0.log 2>&1 &
 $py benchmarks/kd_study.py --lane 1/2 > runs/logs/kd1.log 2>&1 &
 wait
 $py benchmarks/kd_study.py --report > runs/logs/kd_report.log 2>&1
+# issue 6: the CoNLL teachers, then CRF students under four criteria (two lanes), then Table 2 alone
+for task in conll2000 conll2003; do
+  if ! grep -q '"status": "finished"' runs/$task-teacher/metrics.json 2>/dev/null; then
+    if [ -d runs/$task-teacher ]; then resume=--resume; else resume=; fi
+    OMP_NUM_THREADS=2 .venv/bin/naskd teacher --task $task $resume > runs/logs/$task-teacher.log 2>&1
+  fi
+done
+$py benchmarks/tagging_study.py --lane 0/2 > runs/logs/tagging0.log 2>&1 &
+$py benchmarks/tagging_study.py --lane 1/2 > runs/logs/tagging1.log 2>&1 &
+wait
+$py benchmarks/tagging_study.py --report > runs/logs/tagging_report.log 2>&1
+OMP_NUM_THREADS=2 $py benchmarks/bench_structured.py --teacher runs/conll2000-teacher > runs/logs/bench_structured.log 2>&1
+# issue 7: the whole split's labelling beside the subsample study
+$py benchmarks/augment_study.py --full > runs/logs/augment_full.log 2>&1 &
+$py benchmarks/augment_study.py > runs/logs/augment_study.log 2>&1 &
+wait
+$py benchmarks/augment_study.py --report > runs/logs/augment_report.log 2>&1

@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -33,12 +34,22 @@ def slug(name: str) -> str:
     return name.split(" (")[0].replace(" ", "_")
 
 
-def out_dir(args, task, name, seed) -> Path:
-    return Path(args.runs) / f"{task}-study" / f"{slug(name)}-seed{seed}"
+# the paper's own student, the teacher's first 3 layers, as a second student on CoNLL-2000 (after the others)
+TRUNCATED = {"task": "conll2000", "methods": ["no KD (CRF likelihood)", "substructure"], "epochs": 3}
+
+
+def out_dir(args, task, name, seed, student="searched") -> Path:
+    prefix = "" if student == "searched" else "truncated3-"
+    return Path(args.runs) / f"{task}-study" / f"{prefix}{slug(name)}-seed{seed}"
 
 
 def all_runs(args):
-    return [(task, name, seed) for task in args.tasks for name in TASK_METHODS[task] for seed in range(args.seeds)]
+    runs = [(task, "searched", name, seed) for task in args.tasks for name in TASK_METHODS[task]
+            for seed in range(args.seeds)]
+    if args.truncated and TRUNCATED["task"] in args.tasks:
+        runs += [(TRUNCATED["task"], "truncated", name, seed) for name in TRUNCATED["methods"]
+                 for seed in range(args.seeds)]
+    return runs
 
 
 def search(args) -> Path:
@@ -68,21 +79,24 @@ def run_lane(args) -> None:
     genotype = Path(args.runs) / "conll2000-search" / "genotype.json"
     if k == 0:
         genotype = search(args)
-    for i, (task, name, seed) in enumerate(all_runs(args)):
+    for i, (task, student, name, seed) in enumerate(all_runs(args)):
         if i % n != k:
             continue
-        while not (load_json(genotype.parent / "metrics.json") or {}).get("status") == "finished":
-            import time
-
-            time.sleep(30)                     # lane 0 is still searching
-        retrain_once(out_dir(args, task, name, seed),
-                     {"task": task, "genotype": str(genotype), "teacher": teacher(args, task),
-                      "data_dir": args.data_dir, "kd": METHODS[name], "seed": seed, "epochs": args.epochs})
+        flags = {"task": task, "teacher": teacher(args, task), "data_dir": args.data_dir, "kd": METHODS[name],
+                 "seed": seed, "epochs": args.epochs}
+        if student == "truncated":
+            flags.update(student="truncated_teacher", truncate_k=3, epochs=TRUNCATED["epochs"])
+        else:
+            while not (load_json(genotype.parent / "metrics.json") or {}).get("status") == "finished":
+                time.sleep(30)                 # lane 0 is still searching
+            flags["genotype"] = str(genotype)
+        retrain_once(out_dir(args, task, name, seed, student), flags)
 
 
 def report(args) -> None:
     from naskd.data.readers import read_columns
     from naskd.data.tasks import get_task
+    from naskd.genotype import Genotype
     from naskd.stats import f1_from_counts, mean_std, paired_bootstrap_f1, span_counts
     from naskd.teachers.model import load_teacher
     from naskd.network import count_parameters
@@ -97,32 +111,37 @@ def report(args) -> None:
                  "seeds": "1 run", "parameters without embeddings": n - n_emb,
                  "train minutes (one run)": t_metrics["train_seconds"] / 60}]
         counts, missing = {}, []
-        for name in TASK_METHODS[task]:
-            outs = [out_dir(args, task, name, s) for s in range(args.seeds)]
+        students = [("searched", name) for name in TASK_METHODS[task]]
+        if args.truncated and task == TRUNCATED["task"]:
+            students += [("truncated", name) for name in TRUNCATED["methods"]]
+        for student, name in students:
+            label = name if student == "searched" else f"{name} / truncated 3"
+            outs = [out_dir(args, task, name, s, student) for s in range(args.seeds)]
             ms = [load_json(o / "metrics.json") for o in outs]
             if not all(m is not None and m.get("status") == "finished" for m in ms):
-                missing.append(name)
+                missing.append(label)
                 continue
             per_seed = []
             for o in outs:
                 pred = json.loads((o / "dev_predictions.json").read_text())
                 g = [s[:len(p)] for s, p in zip(gold, pred)]     # words past the length limit: not predicted
                 per_seed.append(span_counts(g, pred))
-            counts[name] = np.sum(per_seed, axis=0)                # per sentence, summed over seeds
+            counts[label] = np.sum(per_seed, axis=0)                # per sentence, summed over seeds
             f1s = [m["dev"]["f1"] for m in ms]
             for o, c, f in zip(outs, per_seed, f1s):              # the counts reproduce each run's own F1
                 if abs(f1_from_counts(c.sum(0)) - f) > 1e-6:
                     sys.exit(f"{o}: dev_predictions.json gives F1 {f1_from_counts(c.sum(0)):.6f}, metrics.json {f:.6f}")
             m_, s_ = mean_std(f1s)
-            rows.append({"model": f"student, {name}", "--kd": METHODS[name], "F1 mean": m_, "std": s_,
+            who = "3-cell searched student" if student == "searched" else "teacher's first 3 layers"
+            rows.append({"model": f"{who}, {name}", "--kd": METHODS[name], "label": label, "F1 mean": m_, "std": s_,
                          "seeds": ", ".join(f"{f:.4f}" for f in f1s),
                          "parameters without embeddings": ms[0]["parameters_without_embeddings"],
                          "train minutes (one run)": float(np.mean([m["train_seconds"] for m in ms])) / 60})
-        base = "no KD (CRF likelihood)"
         for row in rows[1:]:
-            name = row["model"].split("student, ")[1]
-            if name != base and base in counts:
-                b = paired_bootstrap_f1(counts[name], counts[base])
+            label = row.pop("label")
+            base = "no KD (CRF likelihood)" + ("" if "truncated" not in label else " / truncated 3")
+            if label != base and base in counts:
+                b = paired_bootstrap_f1(counts[label], counts[base])
                 row["this - no KD (95% CI)"] = f"{b['difference']:+.4f} [{b['low']:+.4f}, {b['high']:+.4f}]"
                 row["verdict"] = ("better" if b["low"] > 0 else "worse" if b["high"] < 0 else "not distinguishable")
         pairs = [("substructure", "struct_kd"), ("struct_kd", "kbest"), ("substructure", "kbest")]
@@ -132,17 +151,21 @@ def report(args) -> None:
                 b = paired_bootstrap_f1(counts[a], counts[b_])
                 extra.append(f"{a} - {b_}: {b['difference']:+.4f} [{b['low']:+.4f}, {b['high']:+.4f}] "
                              f"({'distinguishable' if b['distinguishable'] else 'not distinguishable'})")
-        g = load_json(Path(args.runs) / "conll2000-search" / "genotype.json") or {}
-        split = "dev (10% carved from train, seed 13)" if task == "conll2000" else "valid"
-        publish(f"tagging_study_{task}", f"CRF students on {task} ({split}): span F1, {args.seeds} seeds each", rows,
+        g_path = Path(args.runs) / "conll2000-search" / "genotype.json"
+        g = Genotype.from_dict(load_json(g_path)) if g_path.is_file() else None
+        split = "CoNLL-2000, dev carved from train (10%, seed 13)" if task == "conll2000" else "CoNLL-2003 valid"
+        publish(f"tagging_study_{task}", f"CRF students on {split}: span F1, {args.seeds} seeds each", rows,
                 ["model", "--kd", "F1 mean", "std", "seeds", "this - no KD (95% CI)", "verdict",
                  "parameters without embeddings", "train minutes (one run)"],
                 "python benchmarks/tagging_study.py --lane 0/2 & python benchmarks/tagging_study.py --lane 1/2; "
                 "python benchmarks/tagging_study.py --report",
                 notes=f"Student: the genotype of `naskd search --task conll2000 --layers 3 --kd substructure` (seed 0"
-                      f"{', transferred to CoNLL-2003' if task == 'conll2003' else ''}): {g.get('cells')}, width "
-                      f"{g.get('width')}; `naskd retrain` on the full training split, {args.epochs} epochs, best "
-                      f"epoch on dev, seeds 0..{args.seeds - 1}, one thread per run. Lambda schedules: substructure "
+                      f"{', transferred to CoNLL-2003' if task == 'conll2003' else ''}): "
+                      f"{g.describe() if g else '?'}, width {g.width if g else '?'}; `naskd retrain` on the full training split, {args.epochs} epochs, best "
+                      f"epoch on dev, seeds 0..{args.seeds - 1}, one thread per run"
+                      + (f"; the teacher's first 3 layers (`--student truncated_teacher --truncate-k 3`, lr 5e-5): "
+                         f"{TRUNCATED['epochs']} epochs" if args.truncated and task == TRUNCATED["task"] else "")
+                      + ". Lambda schedules: substructure "
                       "lambda = 1 with the CRF likelihood alone in the last epoch; kbest and struct_kd lambda "
                       "falling linearly from 1 to 0. Intervals: paired bootstrap over dev sentences (10,000 "
                       "resamples) of the span F1 pooled over the seeds, recomputed from per-sentence span counts. "
@@ -156,6 +179,8 @@ def main() -> None:
     ap.add_argument("--tasks", default="conll2000,conll2003", type=lambda s: s.split(","))
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--no-truncated", dest="truncated", action="store_false",
+                    help="leave out the truncated-teacher students")
     ap.add_argument("--lane", default="0/1")
     ap.add_argument("--report", action="store_true")
     ap.add_argument("--data-dir", default=os.environ.get("NASKD_DATA_DIR", "../shared/data"))

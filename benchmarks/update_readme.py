@@ -11,7 +11,8 @@ RESULTS = ROOT / "benchmarks" / "results"
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 ORDER = ["teachers", "bucketing", "search_seeds", "search_overlap", "search_steps", "students_sst2", "bench_sst2",
          "kd_study",
-         "criteria_cost", "cache_size", "structured_criteria", "structured_epochs", "augment_rates"]
+         "criteria_cost", "cache_size", "tagging_study", "structured_criteria", "structured_epochs", "augment_rates",
+         "augment_study"]
 
 
 def main() -> None:
