@@ -8,6 +8,8 @@ are paired-bootstrap 95% intervals. Resumable: finished runs are read, stopped o
 
 Usage: python benchmarks/students_sst2.py [--search runs/sst2-search-seed0] [--max-train-examples 20000]
        [--epochs 5] [--random 3] [--bench]
+       (side by side: ... --lane 0/2 & ... --lane 1/2; wait; then the same command without --lane)
+       --max-train-examples 0: the full training split
 """
 from __future__ import annotations
 
@@ -36,6 +38,28 @@ def wait_for(path: Path, what: str, timeout_s: float = 6 * 3600) -> None:
         time.sleep(60)
 
 
+def run_lane(args, root: Path, tag: str, base: dict, searched_flags: dict) -> None:
+    """Every N-th of the runs (searched, both bilstm_soft sizes, truncated, random): several one-thread
+    processes share the machine; a final run without --lane reads them all and writes the tables."""
+    g = json.loads(Path(f"{args.search}/genotype.json").read_text())
+    jobs = [(root / f"searched-{tag}", searched_flags)]
+    jobs += [(root / f"bilstm-{h}-{r}-{tag}", {**base, "student": "bilstm_soft", "bilstm_hidden": h, "bilstm_relu": r})
+             for h, r in ((150, 200), (300, 400))]
+    jobs += [(root / f"truncated-{args.truncate_k}-{tag}", {**base, "student": "truncated_teacher",
+                                                            "truncate_k": args.truncate_k})]
+    jobs += [(root / f"random-{s}-{tag}", {**base, "student": "random", "sample_seed": s, "layers": g["layers"],
+                                           "width": g["width"], "space": g["space"]}) for s in range(args.random)]
+    k, n = (int(x) for x in args.lane.split("/"))
+    for i, (out, flags) in enumerate(jobs):
+        if i % n != k:
+            continue
+        if flags.get("student") == "random":     # at least the searched student's non-embedding parameters
+            wait_for(root / f"searched-{tag}" / "metrics.json", "the searched student's run")
+            m = json.loads((root / f"searched-{tag}" / "metrics.json").read_text())
+            flags = {**flags, "min_params": m["parameters_without_embeddings"]}
+        run(out, flags)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--search", default="runs/sst2-search-seed0")
@@ -45,6 +69,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--random", type=int, default=3)
     ap.add_argument("--truncate-k", type=int, default=3)
+    ap.add_argument("--lane", default=None, help="K/N: run every N-th student only (no tables)")
     ap.add_argument("--bench", action="store_true", help="also run naskd bench on the teacher and the students")
     ap.add_argument("--data-dir", default=os.environ.get("NASKD_DATA_DIR", "../shared/data"))
     args = ap.parse_args()
@@ -52,8 +77,11 @@ def main() -> None:
     root = Path(args.runs)
     tag = f"{args.max_train_examples or 'all'}x{args.epochs}"
     base = {"task": "sst2", "teacher": args.teacher, "data_dir": args.data_dir, "epochs": args.epochs,
-            "max_train_examples": args.max_train_examples}
-    runs = {"searched": run(root / f"searched-{tag}", {**base, "genotype": f"{args.search}/genotype.json"})}
+            "max_train_examples": args.max_train_examples or None}
+    searched_flags = {**base, "genotype": f"{args.search}/genotype.json"}
+    if args.lane:
+        return run_lane(args, root, tag, base, searched_flags)
+    runs = {"searched": run(root / f"searched-{tag}", searched_flags)}
     floor = runs["searched"]["parameters_without_embeddings"]
     bil = {f"bilstm_soft {h}/{r}": run(root / f"bilstm-{h}-{r}-{tag}", {**base, "student": "bilstm_soft",
                                                                       "bilstm_hidden": h, "bilstm_relu": r})
@@ -101,10 +129,11 @@ def main() -> None:
             ["student", "description", "dev accuracy", "params without embeddings", "searched - this (95% CI)",
              "verdict", "train minutes"], f"python benchmarks/students_sst2.py --max-train-examples "
             f"{args.max_train_examples} --epochs {args.epochs}",
-            notes=f"Every student is trained by `naskd retrain` on the same seeded {args.max_train_examples or 'full'}"
-                  f"-example SST-2 training subsample for {args.epochs} epochs (best epoch on dev), distilled from "
-                  f"{args.teacher}; random genotypes are drawn until they have at least the searched student's "
-                  f"{floor:,} non-embedding parameters. Intervals: paired bootstrap over the 872 dev sentences "
+            notes=f"Every student is trained by `naskd retrain` on the same "
+                  + (f"seeded {args.max_train_examples:,}-example SST-2 training subsample" if args.max_train_examples
+                     else "full SST-2 training split (67,349 sentences)")
+                  + f" for {args.epochs} epochs (best epoch on dev), distilled from {args.teacher}; random "
+                  f"genotypes are drawn until they have at least the searched student's {floor:,} non-embedding parameters. Intervals: paired bootstrap over the 872 dev sentences "
                   "(10,000 resamples).")
     if args.bench:
         from naskd.bench import run_bench
