@@ -38,16 +38,16 @@ def wait_for(path: Path, what: str, timeout_s: float = 6 * 3600) -> None:
         time.sleep(60)
 
 
-def run_lane(args, root: Path, tag: str, base: dict, searched_flags: dict) -> None:
+def run_lane(args, root: Path, tag: str, base: dict, kd: dict, searched_flags: dict) -> None:
     """Every N-th of the runs (searched, both bilstm_soft sizes, truncated, random): several one-thread
     processes share the machine; a final run without --lane reads them all and writes the tables."""
     g = json.loads(Path(f"{args.search}/genotype.json").read_text())
     jobs = [(root / f"searched-{tag}", searched_flags)]
     jobs += [(root / f"bilstm-{h}-{r}-{tag}", {**base, "student": "bilstm_soft", "bilstm_hidden": h, "bilstm_relu": r})
              for h, r in ((150, 200), (300, 400))]
-    jobs += [(root / f"truncated-{args.truncate_k}-{tag}", {**base, "student": "truncated_teacher",
+    jobs += [(root / f"truncated-{args.truncate_k}-{tag}", {**base, **kd, "student": "truncated_teacher",
                                                             "truncate_k": args.truncate_k})]
-    jobs += [(root / f"random-{s}-{tag}", {**base, "student": "random", "sample_seed": s, "layers": g["layers"],
+    jobs += [(root / f"random-{s}-{tag}", {**base, **kd, "student": "random", "sample_seed": s, "layers": g["layers"],
                                            "width": g["width"], "space": g["space"]}) for s in range(args.random)]
     k, n = (int(x) for x in args.lane.split("/"))
     for i, (out, flags) in enumerate(jobs):
@@ -69,18 +69,27 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--random", type=int, default=3)
     ap.add_argument("--truncate-k", type=int, default=3)
+    ap.add_argument("--augmented", default=None, help="a `naskd augment` run: every student trains on the "
+                    "original plus the teacher-labelled synthetic rows")
+    ap.add_argument("--kd", default=None, help="criteria of the searched, truncated and random students (default: "
+                    "retrain's); bilstm_soft keeps its recipe's logit_mse. With --augmented, criteria on logits "
+                    "alone (soft_ce, hard_ce, logit_mse) reuse the augment run's cache")
     ap.add_argument("--lane", default=None, help="K/N: run every N-th student only (no tables)")
     ap.add_argument("--bench", action="store_true", help="also run naskd bench on the teacher and the students")
     ap.add_argument("--data-dir", default=os.environ.get("NASKD_DATA_DIR", "../shared/data"))
     args = ap.parse_args()
     wait_for(Path(args.search) / "metrics.json", "the search run")
     root = Path(args.runs)
-    tag = f"{args.max_train_examples or 'all'}x{args.epochs}"
+    tag = (f"{args.max_train_examples or 'all'}x{args.epochs}" + ("-aug" if args.augmented else "")
+           + (f"-kd-{args.kd.replace('=', '').replace(',', '-')}" if args.kd else ""))
     base = {"task": "sst2", "teacher": args.teacher, "data_dir": args.data_dir, "epochs": args.epochs,
             "max_train_examples": args.max_train_examples or None}
-    searched_flags = {**base, "genotype": f"{args.search}/genotype.json"}
+    if args.augmented:                # every student on the same original + synthetic rows
+        base["augmented"] = args.augmented
+    kd = {"kd": args.kd} if args.kd else {}
+    searched_flags = {**base, **kd, "genotype": f"{args.search}/genotype.json"}
     if args.lane:
-        return run_lane(args, root, tag, base, searched_flags)
+        return run_lane(args, root, tag, base, kd, searched_flags)
     runs = {"searched": run(root / f"searched-{tag}", searched_flags)}
     floor = runs["searched"]["parameters_without_embeddings"]
     bil = {f"bilstm_soft {h}/{r}": run(root / f"bilstm-{h}-{r}-{tag}", {**base, "student": "bilstm_soft",
@@ -89,11 +98,11 @@ def main() -> None:
     best_bil = max(bil, key=lambda k: bil[k]["dev"]["accuracy"])
     runs[best_bil + " (best on dev)"] = bil[best_bil]
     runs[f"truncated_teacher k={args.truncate_k}"] = run(root / f"truncated-{args.truncate_k}-{tag}",
-                                                         {**base, "student": "truncated_teacher",
+                                                         {**base, **kd, "student": "truncated_teacher",
                                                           "truncate_k": args.truncate_k})
     g = json.loads(Path(f"{args.search}/genotype.json").read_text())
     for s in range(args.random):
-        runs[f"random {s}"] = run(root / f"random-{s}-{tag}", {**base, "student": "random", "sample_seed": s,
+        runs[f"random {s}"] = run(root / f"random-{s}-{tag}", {**base, **kd, "student": "random", "sample_seed": s,
                                                                "min_params": floor, "layers": g["layers"],
                                                                "width": g["width"], "space": g["space"]})
     spec = get_task("sst2")
@@ -128,13 +137,16 @@ def main() -> None:
     publish(f"students_sst2_{tag}", f"SST-2 students against baselines ({tag}: training rows x epochs)", rows,
             ["student", "description", "dev accuracy", "params without embeddings", "searched - this (95% CI)",
              "verdict", "train minutes"], f"python benchmarks/students_sst2.py --max-train-examples "
-            f"{args.max_train_examples} --epochs {args.epochs}",
+            f"{args.max_train_examples} --epochs {args.epochs}"
+            + (f" --augmented {args.augmented}" if args.augmented else "") + (f" --kd {args.kd}" if args.kd else ""),
             notes=f"Every student is trained by `naskd retrain` on the same "
                   + (f"seeded {args.max_train_examples:,}-example SST-2 training subsample" if args.max_train_examples
                      else "full SST-2 training split (67,349 sentences)")
+                  + (f" plus the synthetic rows of {args.augmented}" if args.augmented else "")
                   + f" for {args.epochs} epochs (best epoch on dev), distilled from {args.teacher}; random "
-                  f"genotypes are drawn until they have at least the searched student's {floor:,} non-embedding parameters. Intervals: paired bootstrap over the 872 dev sentences "
-                  "(10,000 resamples).")
+                  f"genotypes are drawn until they have at least the searched student's {floor:,} non-embedding "
+                  "parameters. Intervals: paired bootstrap over the 872 dev sentences (10,000 resamples)."
+                  + (f" Searched, truncated and random students with --kd {args.kd}." if args.kd else ""))
     if args.bench:
         from naskd.bench import run_bench
 
