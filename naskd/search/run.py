@@ -83,6 +83,15 @@ class SearchConfig:
     augmented: Optional[str] = C.field(None, help="a `naskd augment` run: train on the teacher's outputs for the "
                                                   "original plus synthetic examples (hard-label terms skip synthetic ones)")
     augment: bool = C.field(False, help="build the default augmentation of the training rows first (or reuse it)")
+    latency_ms: Optional[float] = C.field(None, help="latency-aware search: target batch-1 forward time (ms, on "
+                                                     "this machine, at the dev median length) of the derived "
+                                                     "student; the architecture loss gains latency_weight * "
+                                                     "relu(E[latency] / target - 1)")
+    latency_speedup: Optional[float] = C.field(None, help="latency-aware search with the target set to the "
+                                                          "teacher's batch-1 time divided by this")
+    latency_weight: float = C.field(1.0, help="weight of the latency penalty")
+    latency_table: Optional[str] = C.field(None, help="op times (JSON, as latency.json) instead of profiling "
+                                                      "them here, e.g. measured on the deployment device")
     device: str = C.field("auto", help="auto, cpu or cuda (bf16 autocast on cuda)",
                           choices=["auto", "cpu", "cuda"])
     checkpoint_every: int = C.field(100, help="checkpoint every N steps (and at each epoch end)")
@@ -102,7 +111,23 @@ class SearchConfig:
         if self.max_train_examples is not None and self.max_train_examples < 4:
             raise ConfigError("max_train_examples must be at least 4 (two halves of two)")
         parse_kd(self.kd)
+        if self.latency_ms is not None and self.latency_speedup is not None:
+            raise ConfigError("give --latency-ms or --latency-speedup, not both")
+        for name in ("latency_ms", "latency_speedup"):
+            v = getattr(self, name)
+            if v is not None and not v > 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be > 0, got {v}")
+        if not self.latency_weight >= 0:
+            raise ConfigError(f"--latency-weight must be >= 0, got {self.latency_weight}")
         space = self.resolved_space()
+        if self.latency_table is not None:
+            from .latency import LatencyTable
+
+            table = LatencyTable.load(self.latency_table)
+            table.check(space, self.latency_table)
+            if self.latency_speedup is not None and table.teacher_ms is None:
+                raise ConfigError(f"{self.latency_table} has no teacher_ms for --latency-speedup; give "
+                                  "--latency-ms or a table with the teacher's time")
         space.check()
         if self.top_k > space.nodes + 1:
             pass  # nodes with fewer inputs keep all they have
@@ -203,8 +228,9 @@ def run_search(cfg: SearchConfig, *, overwrite: bool = False, resume: bool = Fal
         batch["_logs"] = logs
         return loss
 
+    latency = latency_setup(cfg, space, model, data, spec, teacher_dir, run_dir, width, device, resume)
     architect = Architect(loss_fn, weights, model.alphas(), a_opt, order=cfg.order, xi=cfg.xi or cfg.lr,
-                          weight_decay=cfg.weight_decay)
+                          weight_decay=cfg.weight_decay, penalty=latency.penalty if latency else None)
     n_params = sum(p.numel() for p in model.weights())
     print(f"[search] {spec.name}: {n} training examples ({len(w_half)} weights / {len(a_half)} architecture"
           f"{'; subsample of ' + str(cfg.max_train_examples) if cfg.max_train_examples else ''}), "
@@ -272,7 +298,8 @@ def run_search(cfg: SearchConfig, *, overwrite: bool = False, resume: bool = Fal
                              refresh=False)
             if state.global_step % cfg.log_every == 0:
                 append_jsonl(log_path, {"epoch": state.epoch, "step": state.global_step, "loss_w": lv,
-                                        "loss_a": val_loss, "arch_acc": ba.get("_acc"), "alpha_entropy": ent,
+                                        "loss_a": val_loss, "latency_penalty": architect.last_penalty,
+                                        "arch_acc": ba.get("_acc"), "alpha_entropy": ent,
                                         "lr": sched.get_last_lr()[0], **bw.get("_logs", {})})
             stop = cfg.stop_after_steps is not None and steps_here >= cfg.stop_after_steps
             if stop or state.global_step % cfg.checkpoint_every == 0:
@@ -292,13 +319,18 @@ def run_search(cfg: SearchConfig, *, overwrite: bool = False, resume: bool = Fal
                  "alpha_entropy": model.alpha_entropy(), "genotype": genotype.to_dict(),
                  "alphas": {"ops": model.op_weights().tolist(), "agg": model.agg_weights().tolist(),
                             "op_names": list(space.ops), "agg_names": list(space.aggregators)}}
+        lat_text = ""
+        if latency:
+            entry["latency"] = latency.summary(genotype)
+            lat_text = (f"; latency estimate {entry['latency']['genotype_ms']:.2f} ms (expected "
+                        f"{entry['latency']['expected_ms']:.2f}, target {latency.target_text})")
         state.history.append(entry)
         write_json(run_dir / "history.json", state.history)
         genotype.save(run_dir / "genotype.json")
         append_jsonl(log_path, {"epoch": state.epoch + 1, "dev": dev, "genotype": genotype.describe()})
         print(f"[search] epoch {state.epoch + 1}/{cfg.epochs}: supernet dev {dev}, arch-half acc "
               f"{entry['arch_acc']:.4f}, alpha entropy {entry['alpha_entropy']:.3f}; genotype "
-              f"{genotype.describe()}", flush=True)
+              f"{genotype.describe()}{lat_text}", flush=True)
         state.epoch += 1
         state.step_in_epoch = 0
         save_checkpoint(ck_path, state=state, **ck)
@@ -319,6 +351,8 @@ def run_search(cfg: SearchConfig, *, overwrite: bool = False, resume: bool = Fal
         share = parameter_free_share(genotype)
         result.update(genotype=g, genotype_text=genotype.describe(), dev=last["dev"],
                       parameter_free_share=share)
+        if "latency" in last:
+            result["latency"] = last["latency"]
         if share > 0.5:
             msg = (f"the derived cell is dominated by parameter-free ops ({share:.0%} of its edges: "
                    "DARTS' known collapse onto skip connections); consider more epochs at a lower --arch-lr, "
@@ -328,3 +362,76 @@ def run_search(cfg: SearchConfig, *, overwrite: bool = False, resume: bool = Fal
             result["warning"] = msg
     write_json(run_dir / "metrics.json", result)
     return result
+
+
+class _Latency:
+    """The latency table of a run, its target and the penalty the architect adds."""
+
+    def __init__(self, table, target_ms, weight, space, model, layers, k, source):
+        self.table, self.target_ms, self.weight, self.source = table, target_ms, weight, source
+        self.space, self.model, self.layers, self.k = space, model, layers, k
+
+    @property
+    def target_text(self) -> str:
+        return "none (estimates only)" if self.target_ms is None else f"{self.target_ms:.2f} ms"
+
+    def expected(self):
+        from .latency import expected_latency
+
+        m = self.model
+        return expected_latency(m.op_weights(), m.agg_weights(), self.space, self.table, layers=self.layers, k=self.k)
+
+    def penalty(self):
+        from .latency import latency_penalty
+
+        if self.target_ms is None or self.weight == 0:
+            return None
+        return latency_penalty(self.expected(), self.target_ms, self.weight)
+
+    def summary(self, genotype) -> dict:
+        from .latency import genotype_latency
+
+        with torch.no_grad():
+            expected = float(self.expected())
+        out = {"genotype_ms": genotype_latency(genotype, self.table), "expected_ms": expected,
+               "target_ms": self.target_ms, "table": self.source}
+        if self.table.teacher_ms:
+            out["teacher_ms"] = self.table.teacher_ms
+            out["estimated_speedup"] = self.table.teacher_ms / out["genotype_ms"]
+        return out
+
+
+def latency_setup(cfg, space, model, data, spec, teacher_dir, run_dir, width, device, resume):
+    """None without latency options; otherwise the run's table (read back on --resume, read from
+    --latency-table, or profiled here at batch 1 and the dev median length) and target."""
+    if cfg.latency_ms is None and cfg.latency_speedup is None and cfg.latency_table is None:
+        return None
+    from .latency import LatencyTable, profile_latency
+
+    path = run_dir / "latency.json"
+    if resume and path.is_file():
+        table, source = LatencyTable.load(path), str(path)
+    elif cfg.latency_table is not None:
+        table, source = LatencyTable.load(cfg.latency_table), cfg.latency_table
+    else:
+        teacher = None
+        if cfg.latency_speedup is not None:
+            from ..teachers.model import load_teacher
+
+            teacher = load_teacher(teacher_dir)[0]
+        length = int(np.median(data.dev.lengths))
+        print(f"[search] profiling the ops at batch 1 and {length} tokens (the dev median) on {device}", flush=True)
+        table = profile_latency(space, width=width, length=length, kind=spec.kind, num_labels=spec.num_labels,
+                                vocab_size=len(data.tokenizer), device=device, teacher=teacher)
+        source = "profiled"
+    table.check(space, source)
+    write_json(path, table.to_dict())
+    target = cfg.latency_ms if cfg.latency_ms is not None else (
+        table.teacher_ms / cfg.latency_speedup if cfg.latency_speedup is not None else None)
+    lat = _Latency(table, target, cfg.latency_weight, space, model, cfg.layers, cfg.top_k, source)
+    ops = ", ".join(f"{k} {v:.2f}" for k, v in table.ops.items() if k != "none")
+    print(f"[search] latency table ({source}, ms at batch 1, {table.length} tokens): {ops}; skeleton "
+          f"{table.skeleton_ms:.2f} + {table.cell_skeleton_ms:.2f} per cell"
+          + (f"; teacher {table.teacher_ms:.2f}" if table.teacher_ms else "") + f"; target {lat.target_text}",
+          flush=True)
+    return lat
