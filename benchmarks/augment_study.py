@@ -102,23 +102,23 @@ def report(args) -> None:
     full = load_json(Path(args.full_out) / "metrics.json")
     full_note = ""
     if full is not None:
-        full_note = (f" Whole training split (`python benchmarks/augment_study.py --full`, status {full['status']}): "
-                     f"{full['original_examples']:,} sentences gave {full['kept']:,} synthetic ones "
-                     f"({full['duplicates_dropped']:,} duplicates dropped); generation {full['generation_seconds']:.0f} s "
-                     f"({full['generation_rate_per_s']:,.0f} draws/s), teacher labelling "
-                     f"{full.get('label_seconds', 0) / 60:.1f} min at {full.get('label_rate_per_s', 0):.0f} sentences/s "
-                     f"in {full.get('parts', '?')} parts.")
+        f = full
+        full_note = (f" Whole training split (`python benchmarks/augment_study.py --full`, status {f['status']}): "
+                     f"{f['original_examples']:,} sentences gave {f['kept']:,} synthetic ones "
+                     f"({f['duplicates_dropped']:,} duplicates dropped); generation {f['generation_seconds']:.0f} s "
+                     f"({f['generation_rate_per_s']:,.0f} draws/s), teacher labelling "
+                     f"{f.get('label_seconds', 0) / 60:.1f} min at {f.get('label_rate_per_s', 0):.0f} "
+                     f"sentences/s in {f.get('parts', '?')} parts.")
     publish(f"augment_study_{args.max_train_examples}", "Augmentation for distillation on SST-2: students with and "
             "without teacher-labelled synthetic data", rows,
             ["student", "training data", "epochs", "dev accuracy mean", "std", "seeds", "with - without (95% CI)",
              "verdict", "train minutes (one run)"],
-            "python benchmarks/augment_study.py --lane 0/2 & python benchmarks/augment_study.py --lane 1/2; "
-            "python benchmarks/augment_study.py --report",
+            "python benchmarks/augment_study.py; python benchmarks/augment_study.py --report",
             notes=f"A fixed seeded {args.max_train_examples:,}-row SST-2 training subsample (data seed 0) and its "
                   f"augmentations (`naskd augment` defaults: n_iter {aug.get('n_iter')}, p_mask {aug.get('p_mask')}, "
-                  f"p_pos {aug.get('p_pos')}, p_ng {aug.get('p_ng')}), labelled by {args.teacher}. bilstm_soft: Tang et "
-                  f"al.'s recipe (BiLSTM 150x2, ReLU 200, AdaDelta lr 1.0, batch 50); searched: {args.genotype} "
-                  "(AdamW 1e-3, batch 32). Both with `--kd logit_mse`; best dev epoch of each run; seeds 0.."
+                  f"p_pos {aug.get('p_pos')}, p_ng {aug.get('p_ng')}), labelled by {args.teacher}. bilstm_soft: "
+                  "Tang et al.'s recipe (BiLSTM 150x2, ReLU 200, AdaDelta lr 1.0, batch 50); searched: "
+                  f"{args.genotype} (AdamW 1e-3, batch 32). Both with `--kd logit_mse`; best dev epoch of each run; seeds 0.."
                   f"{args.seeds - 1}; one thread per run. Intervals: paired bootstrap over the 872 dev sentences of "
                   "the share of seeds that are right (10,000 resamples)." + full_note
                   + (f" Not finished yet (left out): {', '.join(missing)}." if missing else ""))

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import json
 import platform
-import time
 from pathlib import Path
 
 import torch
 
 from naskd.utils.io import write_json, write_text
+from naskd.utils.runtime import median_seconds
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -19,15 +19,7 @@ def machine() -> str:
 
 def timed(fn, repeat: int, warmup: int = 1) -> float:
     """Median seconds of ``fn()`` over ``repeat`` runs after ``warmup`` runs."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    times.sort()
-    return times[len(times) // 2]
+    return median_seconds(fn, repeat, warmup)
 
 
 def markdown_table(rows: list[dict], columns: list[str]) -> str:

@@ -161,8 +161,9 @@ def report(args) -> None:
                 "python benchmarks/tagging_study.py --report",
                 notes=f"Student: the genotype of `naskd search --task conll2000 --layers 3 --kd substructure` (seed 0"
                       f"{', transferred to CoNLL-2003' if task == 'conll2003' else ''}): "
-                      f"{g.describe() if g else '?'}, width {g.width if g else '?'}; `naskd retrain` on the full training split, {args.epochs} epochs, best "
-                      f"epoch on dev, seeds 0..{args.seeds - 1}, one thread per run"
+                      f"{g.describe() if g else '?'}, width {g.width if g else '?'}; `naskd retrain` on the full "
+                      f"training split, {args.epochs} epochs, best epoch on dev, seeds 0..{args.seeds - 1}, "
+                      "one thread per run"
                       + (f"; the teacher's first 3 layers (`--student truncated_teacher --truncate-k 3`, lr 5e-5): "
                          f"{TRUNCATED['epochs']} epochs" if args.truncated and task == TRUNCATED["task"] else "")
                       + ". Lambda schedules: substructure "

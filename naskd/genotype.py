@@ -9,13 +9,12 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
 from .errors import NaskdError
 from .network import edge_list
-from .utils.io import write_json
+from .utils.io import read_json, write_json
 
 FORMAT = 1
 
@@ -100,16 +99,10 @@ class Genotype:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Genotype":
-        p = Path(path)
-        if not p.is_file():
-            raise NaskdError(f"genotype file {p} does not exist")
-        try:
-            d = json.loads(p.read_text())
-        except json.JSONDecodeError as e:
-            raise NaskdError(f"{p} is not valid JSON: {e}") from None
+        d = read_json(path, missing=f"genotype file {path} does not exist")
         if "genotype" in d and isinstance(d["genotype"], dict):
             d = d["genotype"]
-        return cls.from_dict(d, str(p))
+        return cls.from_dict(d, str(path))
 
     def describe(self) -> str:
         parts = []

@@ -14,11 +14,7 @@ the expected student is within the target, a push toward faster ops while it is 
 """
 from __future__ import annotations
 
-import json
-import statistics
-import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import torch
 
@@ -64,14 +60,11 @@ class LatencyTable:
 
     @classmethod
     def load(cls, path) -> "LatencyTable":
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"latency table {p} does not exist (a `naskd search` run writes latency.json)")
-        try:
-            d = json.loads(p.read_text())
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{p}: not JSON ({e})") from None
-        return cls.from_dict(d, str(p))
+        from ..utils.io import read_json
+
+        d = read_json(path, missing=f"latency table {path} does not exist (a `naskd search` run with --latency-* "
+                                    "writes latency.json)", error=ConfigError)
+        return cls.from_dict(d, str(path))
 
     def check(self, space, source: str = "latency table") -> None:
         """Every op and aggregator of ``space`` must have a time, ``identity`` included (the skeleton's edge)."""
@@ -91,15 +84,10 @@ class LatencyTable:
 
 
 def _median_ms(fn, repeat: int, warmup: int = 3) -> float:
+    from ..utils.runtime import median_seconds
+
     with torch.no_grad():
-        for _ in range(warmup):
-            fn()
-        times = []
-        for _ in range(repeat):
-            t = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t)
-    return 1e3 * statistics.median(times)
+        return 1e3 * median_seconds(fn, repeat, warmup)
 
 
 def profile_latency(space, *, width: int, length: int, kind: str, num_labels: int, vocab_size: int,

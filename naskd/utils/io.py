@@ -49,6 +49,18 @@ def append_jsonl(path: str | os.PathLike, obj: Any) -> None:
         f.flush()
 
 
+def read_json(path: str | os.PathLike, *, missing: str, error=NaskdError) -> Any:
+    """The JSON document in ``path``; ``error(missing)`` when there is no such file, and an ``error`` naming
+    the file and the parse problem when it is not JSON."""
+    p = Path(path)
+    if not p.is_file():
+        raise error(missing)
+    try:
+        return json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise error(f"{p} is not valid JSON: {e}") from None
+
+
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
     rows = []
     p = Path(path)

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import random
+import statistics
+import time
 
 import numpy as np
 import torch
@@ -34,3 +36,15 @@ def seed_everything(seed: int) -> None:
 
 def to_device(batch: dict, device: torch.device) -> dict:
     return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+
+
+def median_seconds(fn, repeat: int, warmup: int = 1) -> float:
+    """Median wall seconds of ``fn()`` over ``repeat`` calls after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
