@@ -119,8 +119,8 @@ def report(args) -> None:
                   f"p_pos {aug.get('p_pos')}, p_ng {aug.get('p_ng')}), labelled by {args.teacher}. bilstm_soft: "
                   "Tang et al.'s recipe (BiLSTM 150x2, ReLU 200, AdaDelta lr 1.0, batch 50); searched: "
                   f"{args.genotype} (AdamW 1e-3, batch 32). Both with `--kd logit_mse`; best dev epoch of each run; "
-                  f"seeds 0..{args.seeds - 1}; one thread per run. Intervals: paired bootstrap over the 872 dev sentences of "
-                  "the share of seeds that are right (10,000 resamples)." + full_note
+                  f"seeds 0..{args.seeds - 1}; one thread per run. Intervals: paired bootstrap over the 872 dev "
+                  "sentences of the share of seeds that are right (10,000 resamples)." + full_note
                   + (f" Not finished yet (left out): {', '.join(missing)}." if missing else ""))
 
 
