@@ -50,3 +50,9 @@ $py benchmarks/augment_study.py --full > runs/logs/augment_full.log 2>&1 &
 $py benchmarks/augment_study.py > runs/logs/augment_study.log 2>&1 &
 wait
 $py benchmarks/augment_study.py --report > runs/logs/augment_report.log 2>&1
+# issue 5: every student on the full training split (two lanes), then the bench of them all, alone
+$py benchmarks/students_sst2.py --max-train-examples 0 --epochs 4 --lane 0/2 > runs/logs/students_full0.log 2>&1 &
+$py benchmarks/students_sst2.py --max-train-examples 0 --epochs 4 --lane 1/2 > runs/logs/students_full1.log 2>&1 &
+wait
+OMP_NUM_THREADS=2 $py benchmarks/students_sst2.py --max-train-examples 0 --epochs 4 --bench > runs/logs/students_full.log 2>&1
+OMP_NUM_THREADS=2 $py benchmarks/bench_latency.py > runs/logs/bench_latency.log 2>&1
