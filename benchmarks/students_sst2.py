@@ -30,6 +30,9 @@ from naskd.data.tasks import get_task  # noqa: E402
 from naskd.stats import paired_bootstrap  # noqa: E402
 
 
+DEFAULT_SEARCH = "runs/sst2-search-seed0"
+
+
 def wait_for(path: Path, what: str, timeout_s: float = 6 * 3600) -> None:
     t0 = time.time()
     while not (path.is_file() and '"finished"' in path.read_text()):
@@ -38,11 +41,18 @@ def wait_for(path: Path, what: str, timeout_s: float = 6 * 3600) -> None:
         time.sleep(60)
 
 
+def searched_name(args, tag: str) -> str:
+    """The searched student's run; a search other than the default one gets its own (the baselines of the
+    same tag are shared: they do not depend on the search)."""
+    return f"searched-{tag}" if args.search == DEFAULT_SEARCH else f"searched-{Path(args.search).name}-{tag}"
+
+
 def run_lane(args, root: Path, tag: str, base: dict, kd: dict, searched_flags: dict) -> None:
     """Every N-th of the runs (searched, both bilstm_soft sizes, truncated, random): several one-thread
     processes share the machine; a final run without --lane reads them all and writes the tables."""
     g = json.loads(Path(f"{args.search}/genotype.json").read_text())
-    jobs = [(root / f"searched-{tag}", searched_flags)]
+    searched_dir = root / searched_name(args, tag)
+    jobs = [(searched_dir, searched_flags)]
     jobs += [(root / f"bilstm-{h}-{r}-{tag}", {**base, "student": "bilstm_soft", "bilstm_hidden": h, "bilstm_relu": r})
              for h, r in ((150, 200), (300, 400))]
     jobs += [(root / f"truncated-{args.truncate_k}-{tag}", {**base, **kd, "student": "truncated_teacher",
@@ -54,15 +64,15 @@ def run_lane(args, root: Path, tag: str, base: dict, kd: dict, searched_flags: d
         if i % n != k:
             continue
         if flags.get("student") == "random":     # at least the searched student's non-embedding parameters
-            wait_for(root / f"searched-{tag}" / "metrics.json", "the searched student's run")
-            m = json.loads((root / f"searched-{tag}" / "metrics.json").read_text())
+            wait_for(searched_dir / "metrics.json", "the searched student's run")
+            m = json.loads((searched_dir / "metrics.json").read_text())
             flags = {**flags, "min_params": m["parameters_without_embeddings"]}
         run(out, flags)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--search", default="runs/sst2-search-seed0")
+    ap.add_argument("--search", default=DEFAULT_SEARCH)
     ap.add_argument("--teacher", default="runs/sst2-teacher")
     ap.add_argument("--runs", default="runs/sst2-students")
     ap.add_argument("--max-train-examples", type=int, default=20000)
@@ -90,7 +100,7 @@ def main() -> None:
     searched_flags = {**base, **kd, "genotype": f"{args.search}/genotype.json"}
     if args.lane:
         return run_lane(args, root, tag, base, kd, searched_flags)
-    runs = {"searched": run(root / f"searched-{tag}", searched_flags)}
+    runs = {"searched": run(root / searched_name(args, tag), searched_flags)}
     floor = runs["searched"]["parameters_without_embeddings"]
     bil = {f"bilstm_soft {h}/{r}": run(root / f"bilstm-{h}-{r}-{tag}", {**base, "student": "bilstm_soft",
                                                                       "bilstm_hidden": h, "bilstm_relu": r})
@@ -107,7 +117,7 @@ def main() -> None:
                                                                "width": g["width"], "space": g["space"]})
     spec = get_task("sst2")
     gold = np.asarray(read_columns(spec, args.data_dir, "dev")["label"])
-    dirs = {"searched": root / f"searched-{tag}", best_bil + " (best on dev)":
+    dirs = {"searched": root / searched_name(args, tag), best_bil + " (best on dev)":
             root / f"bilstm-{best_bil.split()[1].replace('/', '-')}-{tag}",
             f"truncated_teacher k={args.truncate_k}": root / f"truncated-{args.truncate_k}-{tag}",
             **{f"random {s}": root / f"random-{s}-{tag}" for s in range(args.random)}}
@@ -134,10 +144,13 @@ def main() -> None:
                      "train minutes": m["train_seconds"] / 60})
     t = paired_bootstrap(correct["teacher"], correct["searched"])
     rows[0]["searched - this (95% CI)"] = f"{-t['difference']:+.4f} [{-t['high']:+.4f}, {-t['low']:+.4f}]"
-    publish(f"students_sst2_{tag}", f"SST-2 students against baselines ({tag}: training rows x epochs)", rows,
+    label = tag if args.search == DEFAULT_SEARCH else f"{tag}_{Path(args.search).name}"
+    publish(f"students_sst2_{label}", f"SST-2 students against baselines ({tag}: training rows x epochs; "
+            f"search {args.search})", rows,
             ["student", "description", "dev accuracy", "params without embeddings", "searched - this (95% CI)",
              "verdict", "train minutes"], f"python benchmarks/students_sst2.py --max-train-examples "
             f"{args.max_train_examples} --epochs {args.epochs}"
+            + (f" --search {args.search}" if args.search != DEFAULT_SEARCH else "")
             + (f" --augmented {args.augmented}" if args.augmented else "") + (f" --kd {args.kd}" if args.kd else ""),
             notes=f"Every student is trained by `naskd retrain` on the same "
                   + (f"seeded {args.max_train_examples:,}-example SST-2 training subsample" if args.max_train_examples
@@ -151,12 +164,12 @@ def main() -> None:
         from naskd.bench import run_bench
 
         models = [args.teacher] + [str(d / "student") for d in dirs.values()]
-        r = run_bench(models, data_dir=args.data_dir, out=str(root / f"bench-{tag}"), overwrite=True)
+        r = run_bench(models, data_dir=args.data_dir, out=str(root / f"bench-{label}"), overwrite=True)
         print(r["_table"])
         keep = ["model", "dev accuracy", "params", "params without embeddings", "x fewer params (no emb)",
                 "torch b1 ms", "torch x faster b1", "torch b128 ex/s", "torch x throughput", "onnx b1 ms",
                 "onnx x faster b1", "onnx b128 ex/s", "onnx x throughput"]
-        publish(f"bench_sst2_{tag}", "naskd bench on SST-2: the teacher and the students", r["rows"], keep,
+        publish(f"bench_sst2_{label}", "naskd bench on SST-2: the teacher and the students", r["rows"], keep,
                 "naskd bench --model runs/sst2-teacher --model <student> ...", notes=r["note"])
 
 
