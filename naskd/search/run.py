@@ -421,8 +421,10 @@ def latency_setup(cfg, space, model, data, spec, teacher_dir, run_dir, width, de
             teacher = load_teacher(teacher_dir)[0]
         length = int(np.median(data.dev.lengths))
         print(f"[search] profiling the ops at batch 1 and {length} tokens (the dev median) on {device}", flush=True)
-        table = profile_latency(space, width=width, length=length, kind=spec.kind, num_labels=spec.num_labels,
-                                vocab_size=len(data.tokenizer), device=device, teacher=teacher)
+        with torch.random.fork_rng(devices=[]):     # profiling draws no numbers from the search's streams
+            table = profile_latency(space, width=width, length=length, kind=spec.kind,
+                                    num_labels=spec.num_labels, vocab_size=len(data.tokenizer), device=device,
+                                    teacher=teacher)
         source = "profiled"
     table.check(space, source)
     write_json(path, table.to_dict())

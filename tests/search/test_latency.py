@@ -187,3 +187,17 @@ def test_table_without_an_op_or_the_teacher(tiny_teacher, space, tmp_path, capsy
     f.write_text(json.dumps(table().to_dict()))
     assert main(argv(teacher, space, tmp_path / "b", "--latency-table", str(f), "--latency-speedup", "2")) == 2
     assert "no teacher_ms" in capsys.readouterr().err
+
+
+def test_profiling_leaves_the_search_unchanged(tiny_teacher, space, tmp_path):  # noqa: F811
+    """Weight 0: the search with a profiled table must be the plain search, bit for bit (profiling draws
+    no random numbers from the search's streams)."""
+    from .test_search import final_alphas
+
+    teacher, _ = tiny_teacher
+    plain, timed = tmp_path / "plain", tmp_path / "timed"
+    assert main(argv(teacher, space, plain, "--epochs", "1")) == 0
+    assert main(argv(teacher, space, timed, "--epochs", "1", "--latency-ms", "1000", "--latency-weight", "0")) == 0
+    assert (timed / "latency.json").is_file() and not (plain / "latency.json").exists()
+    for a, b in zip(final_alphas(plain), final_alphas(timed)):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
