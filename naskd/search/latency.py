@@ -22,6 +22,7 @@ from ..errors import ConfigError
 from ..network import edge_list
 
 FORMAT = 1
+SKELETON_EDGES = 2                    # identity edges per node in the measured skeleton (every node reads two)
 
 
 @dataclass
@@ -117,22 +118,23 @@ def profile_latency(space, *, width: int, length: int, kind: str, num_labels: in
             agg = build_aggregator(name, width).to(device).eval()
             aggs[name] = _median_ms(lambda: agg(x, mask), repeat)
     skel_agg = space.aggregators[0] if kind != TAGGING and space.aggregators else None
-    cell = tuple(tuple(("identity", j) for j in range(min(2, i + 2))) for i in range(space.nodes))
-    skeleton = Genotype(space.name, tuple(space.ops), tuple(space.aggregators), space.nodes, 1, width, (cell,),
-                        skel_agg)
+    cell = tuple(tuple(("identity", j) for j in range(SKELETON_EDGES)) for _ in range(space.nodes))
     ids = torch.randint(1000, 2000, (1, length), generator=g).to(device)
     am = torch.ones(1, length, dtype=torch.long, device=device)
     extra = {}
     if kind == TAGGING:
         extra = {"word_starts": torch.arange(length, device=device)[None], "word_mask": mask}
-    student = FixedStudent(skeleton, kind=kind, num_labels=num_labels, vocab_size=vocab_size).to(device).eval()
-    one_cell = _median_ms(lambda: student(input_ids=ids, attention_mask=am, **extra), repeat)
+
+    def skeleton_ms(layers: int) -> float:
+        """An all-identity student of ``layers`` cells."""
+        g_ = Genotype(space.name, tuple(space.ops), tuple(space.aggregators), space.nodes, layers, width, (cell,),
+                      skel_agg)
+        student = FixedStudent(g_, kind=kind, num_labels=num_labels, vocab_size=vocab_size).to(device).eval()
+        return _median_ms(lambda: student(input_ids=ids, attention_mask=am, **extra), repeat)
+
     # students of one and of two all-identity cells: the second cell's extra time is a cell's skeleton
-    skeleton2 = Genotype(space.name, tuple(space.ops), tuple(space.aggregators), space.nodes, 2, width, (cell,),
-                         skel_agg)
-    student2 = FixedStudent(skeleton2, kind=kind, num_labels=num_labels, vocab_size=vocab_size).to(device).eval()
-    two_cells = _median_ms(lambda: student2(input_ids=ids, attention_mask=am, **extra), repeat)
-    per_cell = max(0.0, two_cells - one_cell)
+    one_cell = skeleton_ms(1)
+    per_cell = max(0.0, skeleton_ms(2) - one_cell)
     teacher_ms = None
     if teacher is not None:
         teacher = teacher.to(device).eval()
@@ -150,9 +152,8 @@ def genotype_latency(genotype, table: LatencyTable) -> float:
     for c in range(genotype.layers):
         cell = genotype.cell(c)
         total += table.cell_skeleton_ms
-        for i, node in enumerate(cell):
-            skeleton_edges = min(2, i + 2)
-            total += sum(table.op_ms(op) for op, _ in node) - skeleton_edges * ident
+        for node in cell:
+            total += sum(table.op_ms(op) for op, _ in node) - SKELETON_EDGES * ident
     if genotype.aggregator and table.skeleton_aggregator:
         total += table.aggregators[genotype.aggregator] - table.aggregators[table.skeleton_aggregator]
     return float(total)
@@ -169,16 +170,12 @@ def expected_latency(op_weights: torch.Tensor, agg_weights: torch.Tensor | None,
     edge_cost = (w * t).sum(-1) / w.sum(-1).clamp_min(1e-12)                  # (..., E)
     edges = edge_list(space.nodes)
     ident = table.ops["identity"]
-    per_cell = []
-    cells = edge_cost if edge_cost.dim() == 2 else edge_cost[None].expand(layers, -1)
-    for c in range(layers):
-        total = cells.new_tensor(table.cell_skeleton_ms)
-        for i in range(space.nodes):
-            idx = [e for e, (node, _) in enumerate(edges) if node == i]
-            kept = min(k, len(idx))
-            total = total + kept * cells[c, idx].mean() - min(2, i + 2) * ident
-        per_cell.append(total)
-    total = table.skeleton_ms + torch.stack(per_cell).sum()
+    rows = edge_cost if edge_cost.dim() == 2 else edge_cost[None]   # one row per cell, or one shared by all
+    cell_cost = rows.new_full((rows.size(0),), table.cell_skeleton_ms)
+    for i in range(space.nodes):
+        idx = [e for e, (node, _) in enumerate(edges) if node == i]
+        cell_cost = cell_cost + min(k, len(idx)) * rows[:, idx].mean(-1) - SKELETON_EDGES * ident
+    total = table.skeleton_ms + (cell_cost.sum() if edge_cost.dim() == 2 else layers * cell_cost[0])
     if agg_weights is not None and agg_weights.numel() and table.skeleton_aggregator:
         ta = torch.tensor([table.aggregators[a] for a in space.aggregators], dtype=agg_weights.dtype,
                           device=agg_weights.device)
