@@ -2,7 +2,8 @@
 
 For each model (student directory or teacher run; its task from its own config): parameters (all, and
 without embedding tables), dev metrics, CPU latency at batch 1 (median over the dev sentences, each
-unpadded) and throughput at batch 128 (length-bucketed dev batches), in PyTorch and in ONNX Runtime
+unpadded; with several threads, also with one, the setting that serves one request per core) and
+throughput at batch 128 (length-bucketed dev batches), in PyTorch and in ONNX Runtime
 (the model exported as by `naskd export`). Ratios compare each model with the teacher of its task:
 ``x fewer params`` = teacher / model; ``x throughput`` = model / teacher; ``x faster b1`` = teacher
 latency / model latency.
@@ -81,6 +82,12 @@ def bench_model(loaded: LoadedModel, *, data_dir, latency_examples: int | None, 
             model(**{n: b[n] for n in names})
 
     row["torch b1 ms"] = 1e3 * _latencies(torch_run, singles)
+    if threads > 1:          # one request per core: small models lose to thread overhead at batch 1
+        torch.set_num_threads(1)
+        try:
+            row["torch b1 ms 1 thread"] = 1e3 * _latencies(torch_run, singles)
+        finally:
+            torch.set_num_threads(threads)
     row["torch b128 ex/s"] = len(dev) / _time_batches(torch_run, big, repeat)
     if onnx:
         import onnxruntime as ort
@@ -103,6 +110,12 @@ def bench_model(loaded: LoadedModel, *, data_dir, latency_examples: int | None, 
             ref = np.asarray(logits)[order]
             row["onnx max abs diff"] = float(np.abs(ort_logits - ref).max())
         row["onnx b1 ms"] = 1e3 * _latencies(ort_run, singles)
+        if threads > 1:
+            opts.intra_op_num_threads = 1
+            with tempfile.TemporaryDirectory() as tmp:
+                one = ort.InferenceSession(str(export_onnx(loaded, Path(tmp) / "model.onnx")), opts,
+                                           providers=["CPUExecutionProvider"])
+            row["onnx b1 ms 1 thread"] = 1e3 * _latencies(lambda b: one.run(None, _feeds(b, used))[0], singles)
         row["onnx b128 ex/s"] = len(dev) / _time_batches(ort_run, big, repeat)
     row["dev metrics"] = metrics
     row["dev examples"] = len(dev)
@@ -122,15 +135,20 @@ def add_ratios(rows: list[dict]) -> None:
         for eng in ("torch", "onnx"):
             if f"{eng} b1 ms" in r:
                 r[f"{eng} x faster b1"] = t[f"{eng} b1 ms"] / r[f"{eng} b1 ms"]
+            if f"{eng} b1 ms 1 thread" in r and f"{eng} b1 ms 1 thread" in t:
+                r[f"{eng} x faster b1 1 thread"] = t[f"{eng} b1 ms 1 thread"] / r[f"{eng} b1 ms 1 thread"]
                 r[f"{eng} x throughput"] = r[f"{eng} b128 ex/s"] / t[f"{eng} b128 ex/s"]
 
 
 def markdown(rows: list[dict]) -> str:
     metric = [k for k in rows[0] if k.startswith("dev ") and k not in ("dev metrics", "dev examples")]
     cols = ["model", "task", *metric, "params", "params without embeddings", "x fewer params (no emb)",
-            "torch b1 ms", "torch x faster b1", "torch b128 ex/s", "torch x throughput"]
+            "torch b1 ms", "torch x faster b1", "torch b1 ms 1 thread", "torch x faster b1 1 thread",
+            "torch b128 ex/s", "torch x throughput"]
     if "onnx b1 ms" in rows[0]:
-        cols += ["onnx b1 ms", "onnx x faster b1", "onnx b128 ex/s", "onnx x throughput"]
+        cols += ["onnx b1 ms", "onnx x faster b1", "onnx b1 ms 1 thread", "onnx x faster b1 1 thread",
+                 "onnx b128 ex/s", "onnx x throughput"]
+    cols = [c for c in cols if any(c in r for r in rows)]
 
     def fmt(v):
         if isinstance(v, float):
@@ -152,23 +170,31 @@ def run_bench(models: list[str], *, data_dir=None, out=None, overwrite: bool = F
     loaded = [load_model(m) for m in models]          # every path checked before any timing
     for lm in loaded:
         load_split(get_task(lm.task), data_dir, "dev")
-    threads = threads or torch.get_num_threads()
-    torch.set_num_threads(threads)
+    before = torch.get_num_threads()
+    threads = threads or before
+    if threads < 1:
+        raise NaskdError(f"--threads must be at least 1, got {threads}")
     run_dir = prepare_run_dir(Path(out or f"runs/{loaded[0].task}-bench"), overwrite=overwrite, resume=False)
     rows = []
     pbar = bar(len(loaded), "bench", unit="model")
-    for lm in loaded:
-        rows.append(bench_model(lm, data_dir=data_dir, latency_examples=latency_examples,
-                                throughput_batch=throughput_batch, repeat=repeat, onnx=onnx, threads=threads))
-        pbar.update(1)
+    torch.set_num_threads(threads)
+    try:
+        for lm in loaded:
+            rows.append(bench_model(lm, data_dir=data_dir, latency_examples=latency_examples,
+                                    throughput_batch=throughput_batch, repeat=repeat, onnx=onnx, threads=threads))
+            pbar.update(1)
+    finally:
+        torch.set_num_threads(before)     # the caller's setting, whatever happened
     pbar.close()
     add_ratios(rows)
     table = markdown(rows)
     import platform
 
     head = (f"CPU {platform.processor() or platform.machine()}, {threads} threads, torch {torch.__version__}; "
-            f"batch-1 latency = median over {rows[0]['latency examples']} dev sentences; throughput = dev set "
-            f"in length-bucketed batches of {throughput_batch}, median of {repeat} passes.")
+            f"batch-1 latency = median over {rows[0]['latency examples']} dev sentences"
+            + (f", with {threads} threads and with 1 (one request per core)" if threads > 1 else "")
+            + f"; throughput = dev set in length-bucketed batches of {throughput_batch} ({threads} threads), "
+            f"median of {repeat} passes.")
     write_text(run_dir / "bench.md", head + "\n\n" + table + "\n")
     result = {"command": "bench", "threads": threads, "rows": rows, "note": head}
     write_json(run_dir / "bench.json", result)

@@ -155,6 +155,27 @@ def bucket_batches(lengths: np.ndarray, batch_size: int, *, seed: int, epoch: in
     return [batches[i] for i in order]
 
 
+def epoch_rows(n: int, per_epoch: int, *, seed: int, epoch: int) -> np.ndarray:
+    """Rows of epoch ``epoch`` when an epoch is ``per_epoch`` of the ``n`` training rows rather than all.
+
+    The rows form one stream of seeded permutations of range(n) laid end to end (pass p shuffled by
+    ``(seed, p)``); epoch e is the slice [e * per_epoch, (e + 1) * per_epoch) of that stream. So every row
+    is seen once before any is seen twice, consecutive epochs never overlap within a pass, and the rows
+    depend only on (seed, epoch): a resumed run replays them exactly. For long training sets (augmented
+    ones) where evaluating on dev only once per full pass would be too rare."""
+    if per_epoch < 1:
+        raise NaskdError(f"examples per epoch must be at least 1, got {per_epoch}")
+    if n < 1:
+        raise NaskdError("no training rows to draw epochs from")
+    start, stop = epoch * per_epoch, (epoch + 1) * per_epoch
+    out = []
+    for p in range(start // n, (stop - 1) // n + 1):
+        perm = np.random.default_rng([seed, 7919, p]).permutation(n)
+        lo, hi = max(start - p * n, 0), min(stop - p * n, n)
+        out.append(perm[lo:hi])
+    return np.concatenate(out)
+
+
 def collate(data: Encoded, rows, *, pad_id: int = 0, pad_to: int | None = None) -> dict:
     """Pad the examples ``rows`` of ``data`` to the batch maximum (or ``pad_to``) as tensors."""
     rows = np.asarray(rows)

@@ -12,7 +12,7 @@ import torch
 import yaml
 
 from .. import config as C
-from ..data.encode import bucket_batches
+from ..data.encode import bucket_batches, epoch_rows
 from ..data.tasks import TAGGING, get_task
 from ..distill import DistillationLoss, parse_kd, parse_pairs
 from ..errors import ConfigError, NaskdError
@@ -76,6 +76,9 @@ class RetrainConfig:
     pkd_pairs: Optional[str] = C.field(None, help="explicit student-cell:teacher-layer pairs for pkd")
     fsd_memory: Optional[int] = C.field(None, help="fsd_global memory size")
     epochs: int = C.field(10, help="training epochs")
+    epoch_examples: Optional[int] = C.field(None, help="an epoch is this many training examples (consecutive slices of "
+                                                       "seeded passes over all of them) instead of all: dev is scored "
+                                                       "and the best kept after each; for long augmented sets")
     batch_size: int = C.field(32, help="batch size")
     lr: float = C.field(1e-3, help="peak learning rate (AdamW, linear warm-up and decay)")
     weight_decay: float = C.field(1e-2, help="weight decay")
@@ -112,7 +115,9 @@ class RetrainConfig:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.student == "random":
             load_space(self.space)
-        for name in ("epochs", "batch_size"):
+        for name in ("epochs", "batch_size", "epoch_examples"):
+            if name == "epoch_examples" and self.epoch_examples is None:
+                continue
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.width is not None and self.width < 1:
@@ -237,7 +242,14 @@ def retrain(cfg: RetrainConfig, *, overwrite: bool = False, resume: bool = False
     kd.to(device)
     params = list(model.parameters()) + [p for p in kd.parameters() if p.requires_grad]
     lengths = data.train.lengths
-    steps = len(dist.shard(bucket_batches(lengths, cfg.batch_size, seed=cfg.seed, epoch=0))) * cfg.epochs
+
+    def batches_for_epoch(e: int) -> list:
+        if not cfg.epoch_examples:
+            return bucket_batches(lengths, cfg.batch_size, seed=cfg.seed, epoch=e)
+        rows = epoch_rows(len(lengths), cfg.epoch_examples, seed=cfg.seed, epoch=e)
+        return [rows[b] for b in bucket_batches(lengths[rows], cfg.batch_size, seed=cfg.seed, epoch=e)]
+
+    steps = sum(len(dist.shard(batches_for_epoch(e))) for e in range(cfg.epochs))
     if cfg.optimizer == "adadelta":
         opt = torch.optim.Adadelta(params, lr=cfg.lr, rho=0.95, weight_decay=cfg.weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
@@ -274,7 +286,7 @@ def retrain(cfg: RetrainConfig, *, overwrite: bool = False, resume: bool = False
                        [[spec.labels[int(t)] for t in np.asarray(p).reshape(-1)] for p in evaluate.last])
 
     result = fit(model=model, optimizer=opt, scheduler=sched, epochs=cfg.epochs,
-                 batches_for_epoch=lambda e: bucket_batches(lengths, cfg.batch_size, seed=cfg.seed, epoch=e),
+                 batches_for_epoch=batches_for_epoch,
                  make_batch=lambda rows: batch_to(data.make_batch(rows), device), loss_fn=loss_fn,
                  evaluate=evaluate, main_metric=spec.main_metric, run_dir=run_dir, device=device,
                  on_best=on_best, on_epoch=on_epoch, resume=resume, stop_after_steps=cfg.stop_after_steps,

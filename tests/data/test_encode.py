@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 from transformers import AutoTokenizer
 
-from naskd.data.encode import IGNORE, bucket_batches, collate, encode
+from naskd.data.encode import IGNORE, bucket_batches, collate, encode, epoch_rows
+from naskd.errors import NaskdError
 from naskd.data.readers import read_columns
 from naskd.data.tasks import get_task
 
@@ -56,6 +57,26 @@ def test_bucket_batches_cover_each_example_once_and_replay():
     assert sorted(allidx.tolist()) == list(range(1003))
     b3 = bucket_batches(lengths, 32, seed=5, epoch=3)
     assert not all((x == y).all() for x, y in zip(b1, b3))
+
+
+def test_epoch_rows_stream_of_passes():
+    n, k = 10, 4
+    epochs = [epoch_rows(n, k, seed=3, epoch=e) for e in range(5)]        # 20 rows = two full passes
+    assert all(len(e) == k for e in epochs)
+    stream = np.concatenate(epochs)
+    # each pass covers every row exactly once, and the two passes are shuffled differently
+    assert sorted(stream[:n].tolist()) == list(range(n)) and sorted(stream[n:].tolist()) == list(range(n))
+    assert not (stream[:n] == stream[n:]).all()
+    # epoch 2 straddles the passes: rows 8..9 of the first, 0..1 of the second
+    assert epochs[2].tolist() == stream[8:12].tolist()
+    # replay: depends only on (seed, epoch); another seed differs
+    assert (epoch_rows(n, k, seed=3, epoch=2) == epochs[2]).all()
+    assert not all((epoch_rows(n, k, seed=4, epoch=e) == epochs[e]).all() for e in range(5))
+    # more rows per epoch than there are: it wraps into the next pass
+    big = epoch_rows(n, 25, seed=0, epoch=0)
+    assert len(big) == 25 and np.bincount(big, minlength=n).max() == 3
+    with pytest.raises(NaskdError, match="at least 1"):
+        epoch_rows(n, 0, seed=0, epoch=0)
 
 
 def test_bucketing_reduces_padding():

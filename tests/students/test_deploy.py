@@ -101,9 +101,14 @@ def test_onnx_and_torchscript_match_pytorch(student, tiny_teacher, tmp_path, whi
 def test_bench_table_and_ratios(student, tiny_teacher, tmp_path, capsys):
     teacher, _ = tiny_teacher
     assert main(["bench", "--model", str(teacher), "--model", str(student), "--data-dir", str(DATA),
-                 "--latency-examples", "20", "--repeat", "1", "--out", str(tmp_path / "b")]) == 0
+                 "--latency-examples", "20", "--repeat", "1", "--threads", "2", "--out", str(tmp_path / "b")]) == 0
+    assert torch.get_num_threads() == 1          # the caller's thread setting is given back
     res = json.loads((tmp_path / "b/bench.json").read_text())
     t, s = res["rows"]
+    # with 2 threads, batch 1 is also timed with one (one request per core), ratios against the teacher's
+    for eng in ("torch", "onnx"):
+        assert s[f"{eng} x faster b1 1 thread"] == pytest.approx(t[f"{eng} b1 ms 1 thread"] / s[f"{eng} b1 ms 1 thread"])
+        assert t[f"{eng} x faster b1 1 thread"] == 1.0
     assert t["role"] == "teacher" and s["role"] == "student"
     assert t["torch x throughput"] == 1.0 and t["x fewer params (no emb)"] == 1.0
     assert s["x fewer params (no emb)"] == pytest.approx(t["params without embeddings"] / s["params without embeddings"])

@@ -64,6 +64,26 @@ def test_retrain_resume_equals_uninterrupted(tiny_teacher, genotype, tmp_path):
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
 
 
+def test_retrain_epoch_examples(tiny_teacher, genotype, tmp_path, capsys):
+    """--epoch-examples: each epoch trains on that many rows and is scored on dev; resuming replays it."""
+    teacher, _ = tiny_teacher
+    full, part = tmp_path / "full", tmp_path / "part"
+    extra = ("--epochs", "3", "--epoch-examples", "40")       # 3 x 40 rows out of 64: five batches each
+    assert main(argv(teacher, genotype, full, *extra)) == 0
+    log = [json.loads(line) for line in (full / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log if "eval" in r] == [0, 1, 2]
+    m = json.loads((full / "metrics.json").read_text())
+    assert m["steps"] == 15 and m["epochs_done"] == 3
+    assert main(argv(teacher, genotype, part, *extra, "--stop-after-steps", "7")) == 0
+    assert main(argv(teacher, genotype, part, *extra, "--resume")) == 0
+    a, b = load_file(str(full / "student/model.safetensors")), load_file(str(part / "student/model.safetensors"))
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    capsys.readouterr()
+    assert main(argv(teacher, genotype, tmp_path / "bad", "--epoch-examples", "0")) == 2
+    assert "epoch_examples must be at least 1" in capsys.readouterr().err
+
+
 def test_bad_genotype_inputs(tiny_teacher, genotype, tmp_path, capsys):
     teacher, _ = tiny_teacher
     bad = tmp_path / "bad.json"
