@@ -188,3 +188,28 @@ def test_lstm_equals_packed_bidirectional_lstm():
     packed = pack_padded_sequence(x, mask.sum(1), batch_first=True, enforce_sorted=False)
     want, _ = pad_packed_sequence(ref(packed)[0], batch_first=True, total_length=x.size(1))
     torch.testing.assert_close(op(x, mask)[mask], want[mask], atol=1e-6, rtol=1e-5)
+
+
+def test_self_attention_equals_per_head_loop_in_float64():
+    """attn4 against a brute-force reference: each head, each query, a softmax over the real keys only."""
+    torch.manual_seed(0)
+    op = build_op("attn4", D).double().eval()
+    x, mask = _inputs()
+    x = x.double()
+    with torch.no_grad():
+        got = op(x, mask)
+        q, k, v = op.qkv(x).chunk(3, dim=-1)
+        ref = torch.zeros_like(x)
+        h, d = 4, D // 4
+        for b in range(x.size(0)):
+            keys = [j for j in range(x.size(1)) if mask[b, j]]
+            for i in keys:
+                heads = []
+                for hh in range(h):
+                    sl = slice(hh * d, (hh + 1) * d)
+                    s = torch.stack([q[b, i, sl] @ k[b, j, sl] for j in keys]) / math.sqrt(d)
+                    w = torch.exp(s - s.max())
+                    w = w / w.sum()
+                    heads.append(sum(wj * v[b, j, sl] for wj, j in zip(w, keys)))
+                ref[b, i] = op.norm(op.proj(torch.cat(heads)))
+    torch.testing.assert_close(got, ref, atol=1e-10, rtol=1e-10)
