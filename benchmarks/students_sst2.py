@@ -41,24 +41,29 @@ def wait_for(path: Path, what: str, timeout_s: float = 6 * 3600) -> None:
         time.sleep(60)
 
 
+def kd_of_truncated(kd: dict) -> dict:
+    """The truncated teacher's flags: the same criteria, its own (the teacher's) embeddings."""
+    return {k: v for k, v in kd.items() if k != "embed_width"}
+
+
 def searched_name(args, tag: str) -> str:
     """The searched student's run; a search other than the default one gets its own (the baselines of the
     same tag are shared: they do not depend on the search)."""
     return f"searched-{tag}" if args.search == DEFAULT_SEARCH else f"searched-{Path(args.search).name}-{tag}"
 
 
-def run_lane(args, root: Path, tag: str, base: dict, kd: dict, searched_flags: dict) -> None:
+def run_lane(args, root: Path, tag: str, etag: str, base: dict, kd: dict, searched_flags: dict) -> None:
     """Every N-th of the runs (searched, both bilstm_soft sizes, truncated, random): several one-thread
     processes share the machine; a final run without --lane reads them all and writes the tables."""
     g = json.loads(Path(f"{args.search}/genotype.json").read_text())
-    searched_dir = root / searched_name(args, tag)
+    searched_dir = root / searched_name(args, etag)
     jobs = [(searched_dir, searched_flags)]
     jobs += [(root / f"bilstm-{h}-{r}-{tag}", {**base, "student": "bilstm_soft", "bilstm_hidden": h, "bilstm_relu": r})
              for h, r in ((150, 200), (300, 400))]
-    jobs += [(root / f"random-{s}-{tag}", {**base, **kd, "student": "random", "sample_seed": s, "layers": g["layers"],
+    jobs += [(root / f"random-{s}-{etag}", {**base, **kd, "student": "random", "sample_seed": s, "layers": g["layers"],
                                            "width": g["width"], "space": g["space"]}) for s in range(args.random)]
     # the truncated teacher last: it is the slowest by far (5.3M non-embedding parameters)
-    jobs += [(root / f"truncated-{args.truncate_k}-{tag}", {**base, **kd, "student": "truncated_teacher",
+    jobs += [(root / f"truncated-{args.truncate_k}-{tag}", {**base, **kd_of_truncated(kd), "student": "truncated_teacher",
                                                             "truncate_k": args.truncate_k})]
     k, n = (int(x) for x in args.lane.split("/"))
     for i, (out, flags) in enumerate(jobs):
@@ -87,6 +92,8 @@ def main() -> None:
                     "alone (soft_ce, hard_ce, logit_mse) reuse the augment run's cache")
     ap.add_argument("--epoch-examples", type=int, default=None, help="an epoch is this many training rows (for "
                     "the long augmented set: dev scored and the best kept after each)")
+    ap.add_argument("--embed-width", type=int, default=None, help="embedding width of the searched and random "
+                    "students (factorised: tables of this width, a linear map to the cell width)")
     ap.add_argument("--lane", default=None, help="K/N: run every N-th student only (no tables)")
     ap.add_argument("--bench", action="store_true", help="also run naskd bench on the teacher and the students")
     ap.add_argument("--data-dir", default=os.environ.get("NASKD_DATA_DIR", "../shared/data"))
@@ -96,6 +103,9 @@ def main() -> None:
     tag = (f"{args.max_train_examples or 'all'}x{args.epochs}"
            + (f"of{args.epoch_examples // 1000}k" if args.epoch_examples else "") + ("-aug" if args.augmented else "")
            + (f"-kd-{args.kd.replace('=', '').replace(',', '-')}" if args.kd else ""))
+    # the genotype students' runs (searched, random) also name the embedding width; the baselines do not
+    # depend on it and are shared
+    etag = tag + (f"-e{args.embed_width}" if args.embed_width else "")
     base = {"task": "sst2", "teacher": args.teacher, "data_dir": args.data_dir, "epochs": args.epochs,
             "max_train_examples": args.max_train_examples or None}
     if args.epoch_examples:
@@ -103,10 +113,12 @@ def main() -> None:
     if args.augmented:                # every student on the same original + synthetic rows
         base["augmented"] = args.augmented
     kd = {"kd": args.kd} if args.kd else {}
+    if args.embed_width:              # the genotype students only: bilstm_soft and the teacher's layers keep theirs
+        kd["embed_width"] = args.embed_width
     searched_flags = {**base, **kd, "genotype": f"{args.search}/genotype.json"}
     if args.lane:
-        return run_lane(args, root, tag, base, kd, searched_flags)
-    runs = {"searched": run(root / searched_name(args, tag), searched_flags)}
+        return run_lane(args, root, tag, etag, base, kd, searched_flags)
+    runs = {"searched": run(root / searched_name(args, etag), searched_flags)}
     floor = runs["searched"]["parameters_without_embeddings"]
     bil = {f"bilstm_soft {h}/{r}": run(root / f"bilstm-{h}-{r}-{tag}", {**base, "student": "bilstm_soft",
                                                                       "bilstm_hidden": h, "bilstm_relu": r})
@@ -114,19 +126,19 @@ def main() -> None:
     best_bil = max(bil, key=lambda k: bil[k]["dev"]["accuracy"])
     runs[best_bil + " (best on dev)"] = bil[best_bil]
     runs[f"truncated_teacher k={args.truncate_k}"] = run(root / f"truncated-{args.truncate_k}-{tag}",
-                                                         {**base, **kd, "student": "truncated_teacher",
+                                                         {**base, **kd_of_truncated(kd), "student": "truncated_teacher",
                                                           "truncate_k": args.truncate_k})
     g = json.loads(Path(f"{args.search}/genotype.json").read_text())
     for s in range(args.random):
-        runs[f"random {s}"] = run(root / f"random-{s}-{tag}", {**base, **kd, "student": "random", "sample_seed": s,
+        runs[f"random {s}"] = run(root / f"random-{s}-{etag}", {**base, **kd, "student": "random", "sample_seed": s,
                                                                "min_params": floor, "layers": g["layers"],
                                                                "width": g["width"], "space": g["space"]})
     spec = get_task("sst2")
     gold = np.asarray(read_columns(spec, args.data_dir, "dev")["label"])
-    dirs = {"searched": root / searched_name(args, tag), best_bil + " (best on dev)":
+    dirs = {"searched": root / searched_name(args, etag), best_bil + " (best on dev)":
             root / f"bilstm-{best_bil.split()[1].replace('/', '-')}-{tag}",
             f"truncated_teacher k={args.truncate_k}": root / f"truncated-{args.truncate_k}-{tag}",
-            **{f"random {s}": root / f"random-{s}-{tag}" for s in range(args.random)}}
+            **{f"random {s}": root / f"random-{s}-{etag}" for s in range(args.random)}}
     correct = {k: (np.load(d / "dev_logits.npy").argmax(-1) == gold).astype(float) for k, d in dirs.items()}
     t_logits = np.load(Path(args.teacher) / "dev_logits.npy")
     if len(t_logits) != len(gold):      # the teacher was scored on a dev subsample: score it on all of dev
@@ -150,7 +162,7 @@ def main() -> None:
                      "train minutes": m["train_seconds"] / 60})
     t = paired_bootstrap(correct["teacher"], correct["searched"])
     rows[0]["searched - this (95% CI)"] = f"{-t['difference']:+.4f} [{-t['high']:+.4f}, {-t['low']:+.4f}]"
-    label = tag if args.search == DEFAULT_SEARCH else f"{tag}_{Path(args.search).name}"
+    label = etag if args.search == DEFAULT_SEARCH else f"{etag}_{Path(args.search).name}"
     publish(f"students_sst2_{label}", f"SST-2 students against baselines ({tag}: training rows x epochs; "
             f"search {args.search})", rows,
             ["student", "description", "dev accuracy", "params without embeddings", "searched - this (95% CI)",
@@ -158,7 +170,8 @@ def main() -> None:
             f"{args.max_train_examples} --epochs {args.epochs}"
             + (f" --search {args.search}" if args.search != DEFAULT_SEARCH else "")
             + (f" --epoch-examples {args.epoch_examples}" if args.epoch_examples else "")
-            + (f" --augmented {args.augmented}" if args.augmented else "") + (f" --kd {args.kd}" if args.kd else ""),
+            + (f" --augmented {args.augmented}" if args.augmented else "") + (f" --kd {args.kd}" if args.kd else "")
+            + (f" --embed-width {args.embed_width}" if args.embed_width else ""),
             notes=f"Every student is trained by `naskd retrain` on the same "
                   + (f"seeded {args.max_train_examples:,}-example SST-2 training subsample" if args.max_train_examples
                      else "full SST-2 training split (67,349 sentences)")
@@ -169,7 +182,9 @@ def main() -> None:
                   + f" (best epoch on dev), distilled from {args.teacher}; random "
                   f"genotypes are drawn until they have at least the searched student's {floor:,} non-embedding "
                   "parameters. Intervals: paired bootstrap over the 872 dev sentences (10,000 resamples)."
-                  + (f" Searched, truncated and random students with --kd {args.kd}." if args.kd else ""))
+                  + (f" Searched, truncated and random students with --kd {args.kd}." if args.kd else "")
+                  + (f" Searched and random students with {args.embed_width}-wide embedding tables mapped to the "
+                     "cell width by a linear layer (--embed-width)." if args.embed_width else ""))
     if args.bench:
         from naskd.bench import run_bench
 

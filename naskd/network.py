@@ -19,23 +19,34 @@ def edge_list(nodes: int) -> list[tuple[int, int]]:
 
 
 class Embeddings(nn.Module):
-    """WordPiece + position + segment embeddings, LayerNorm, dropout (BERT's layout at width D)."""
+    """WordPiece + position + segment embeddings, LayerNorm, dropout (BERT's layout at width D).
+
+    With ``embed_width`` E != D the tables are E wide and a linear map takes their normalised sum to D
+    (ALBERT's factorised embeddings): a narrow student keeps more of the teacher's lexical table for
+    E * D more (non-embedding) parameters."""
 
     def __init__(self, vocab_size: int, width: int, max_positions: int = 512, type_vocab: int = 2,
-                 dropout: float = 0.1):
+                 dropout: float = 0.1, embed_width: int | None = None):
         super().__init__()
-        self.word = nn.Embedding(vocab_size, width, padding_idx=0)
-        self.position = nn.Embedding(max_positions, width)
-        self.segment = nn.Embedding(type_vocab, width)
-        self.norm = nn.LayerNorm(width)
+        e = embed_width or width
+        self.word = nn.Embedding(vocab_size, e, padding_idx=0)
+        self.position = nn.Embedding(max_positions, e)
+        self.segment = nn.Embedding(type_vocab, e)
+        self.norm = nn.LayerNorm(e)
         self.dropout = nn.Dropout(dropout)
+        self.up = nn.Linear(e, width) if e != width else None
+
+    @property
+    def embed_width(self) -> int:
+        return self.word.embedding_dim
 
     def forward(self, input_ids, token_type_ids=None):
         pos = torch.arange(input_ids.size(1), device=input_ids.device)
         h = self.word(input_ids) + self.position(pos)[None]
         if token_type_ids is not None:
             h = h + self.segment(token_type_ids)
-        return self.dropout(self.norm(h))                                   # (B, L, D)
+        h = self.dropout(self.norm(h))                                      # (B, L, E)
+        return h if self.up is None else self.up(h)                         # (B, L, D)
 
     @torch.no_grad()
     def init_from_teacher(self, teacher: dict[str, torch.Tensor]) -> str:

@@ -24,12 +24,13 @@ class FixedCell(CellBase):
 
 class FixedStudent(nn.Module):
     def __init__(self, genotype: Genotype, *, kind: str, num_labels: int, vocab_size: int,
-                 max_positions: int = 512, width: int | None = None, dropout: float = 0.1):
+                 max_positions: int = 512, width: int | None = None, dropout: float = 0.1,
+                 embed_width: int | None = None):
         super().__init__()
         width = width or genotype.width
         self.genotype, self.kind, self.width, self.num_labels = genotype, kind, width, num_labels
         self.layers = genotype.layers
-        self.embeddings = Embeddings(vocab_size, width, max_positions, dropout=dropout)
+        self.embeddings = Embeddings(vocab_size, width, max_positions, dropout=dropout, embed_width=embed_width)
         self.cells = nn.ModuleList(FixedCell(genotype.cell(c), width, dropout) for c in range(genotype.layers))
         if kind != TAGGING and not genotype.aggregator:
             raise ValueError("a sentence-level student needs an aggregator in its genotype")

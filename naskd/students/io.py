@@ -21,7 +21,7 @@ def _architecture(model) -> tuple[str, dict]:
     if isinstance(model, FixedStudent):
         return "genotype", {"width": model.width, "vocab_size": model.embeddings.word.num_embeddings,
                             "max_positions": model.embeddings.position.num_embeddings,
-                            "genotype": model.genotype.to_dict()}
+                            "embed_width": model.embeddings.embed_width, "genotype": model.genotype.to_dict()}
     if isinstance(model, BiLSTMStudent):
         return "bilstm", {"pair": model.pair, "vocab_size": model.word.num_embeddings, **model.sizes}
     if isinstance(model, TruncatedTeacher):
@@ -50,7 +50,8 @@ def build_student(info: dict, path: Path, source: str = "student.json"):
     if arch == "genotype":
         genotype = Genotype.from_dict(info["genotype"], source)
         return FixedStudent(genotype, kind=info["kind"], num_labels=info["num_labels"],
-                            vocab_size=info["vocab_size"], max_positions=info["max_positions"], width=info["width"])
+                            vocab_size=info["vocab_size"], max_positions=info["max_positions"], width=info["width"],
+                            embed_width=info.get("embed_width"))
     if arch == "bilstm":
         from .baselines import BiLSTMStudent
 

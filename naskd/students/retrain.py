@@ -70,6 +70,9 @@ class RetrainConfig:
     out: Optional[str] = C.field(None, help="run directory (default runs/<task>-retrain)")
     cache_dir: Optional[str] = C.field(None, help="teacher output cache")
     width: Optional[int] = C.field(None, help="student width (default: the genotype's)")
+    embed_width: Optional[int] = C.field(None, help="genotype and random students: width of the embedding tables "
+                                                    "(the teacher's, PCA-projected), mapped to the cell width by a "
+                                                    "linear layer (default: the cell width)")
     kd: Optional[str] = C.field(None, help=f"distillation criteria with weights (see `naskd search --help`; "
                                            f"default {DEFAULT_KD}, {DEFAULT_TAGGING_KD} for tagging tasks)")
     temperature: float = C.field(1.0, help="soft_ce temperature")
@@ -122,6 +125,12 @@ class RetrainConfig:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.width is not None and self.width < 1:
             raise ConfigError(f"--width must be positive, got {self.width}")
+        if self.embed_width is not None:
+            if self.embed_width < 1:
+                raise ConfigError(f"--embed-width must be positive, got {self.embed_width}")
+            if self.student not in ("genotype", "random"):
+                raise ConfigError(f"--embed-width is for genotype and random students; {self.student} sets its "
+                                  "own embeddings" + (" (--bilstm-embed)" if self.student == "bilstm_soft" else ""))
         parse_kd(self.kd)
 
     @property
@@ -176,7 +185,7 @@ def build_retrain_student(cfg: RetrainConfig, spec, teacher_dir: Path, genotype,
     if cfg.student in ("genotype", "random"):
         width = cfg.width or genotype.width
         model = FixedStudent(genotype, kind=spec.kind, num_labels=spec.num_labels, vocab_size=vocab_size,
-                             width=width, dropout=cfg.dropout)
+                             width=width, dropout=cfg.dropout, embed_width=cfg.embed_width)
         return model, genotype.layers, width, model.embeddings.init_from_teacher(tables)
     if cfg.student == "bilstm_soft":
         from .baselines import BiLSTMStudent

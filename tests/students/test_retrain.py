@@ -84,6 +84,33 @@ def test_retrain_epoch_examples(tiny_teacher, genotype, tmp_path, capsys):
     assert "epoch_examples must be at least 1" in capsys.readouterr().err
 
 
+def test_retrain_embed_width_round_trip(tiny_teacher, genotype, tmp_path, capsys):
+    """--embed-width: tables of that width (the tiny teacher's 128, PCA-projected to 24), a linear map to the
+    cell width 16; saved and loaded with identical outputs; the map counts as non-embedding parameters."""
+    teacher, _ = tiny_teacher
+    out = tmp_path / "e"
+    assert main(argv(teacher, genotype, out, "--epochs", "1", "--embed-width", "24")) == 0
+    model, tok, info = naskd.load_student(out)
+    assert info["embed_width"] == 24 and model.embeddings.word.embedding_dim == 24
+    assert tuple(model.embeddings.up.weight.shape) == (16, 24)
+    m = json.loads((out / "metrics.json").read_text())
+    plain = naskd.load_student(out)[0]
+    from naskd.network import count_parameters
+
+    total, emb = count_parameters(plain)
+    assert m["parameters_without_embeddings"] == total - emb
+    assert sum(p.numel() for p in model.embeddings.up.parameters()) == 16 * 24 + 16
+    spec = get_task("sst2")
+    dev = encode(spec, {k: v[:5] for k, v in read_columns(spec, DATA, "dev").items()}, tok, 128)
+    b = collate(dev, list(range(5)))
+    with torch.no_grad():
+        torch.testing.assert_close(model(**b)["logits"], plain(**b)["logits"], rtol=0, atol=0)
+    capsys.readouterr()
+    assert main(["retrain", "--task", "sst2", "--teacher", str(teacher), "--student", "bilstm_soft",
+                 "--embed-width", "24", "--data-dir", str(DATA), "--out", str(tmp_path / "b")]) == 2
+    assert "--bilstm-embed" in capsys.readouterr().err
+
+
 def test_bad_genotype_inputs(tiny_teacher, genotype, tmp_path, capsys):
     teacher, _ = tiny_teacher
     bad = tmp_path / "bad.json"
