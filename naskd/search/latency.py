@@ -6,8 +6,16 @@ The estimate of a genotype is the measured time of its skeleton (embeddings, the
 residual sums, final norm, head: a student whose every edge is ``identity``) plus, for each chosen edge,
 its op's time less identity's, plus the aggregator's time less the skeleton's. The expectation under
 the alphas follows how :func:`naskd.genotype.parse` derives a cell: each node keeps ``k`` of its incoming
-edges and never picks ``none``, so an edge costs the mean time of its ops other than ``none`` weighted
-by their renormalised softmax weights, and a node ``min(k, inputs)`` times the mean of its edges' costs.
+edges, and a node costs ``min(k, inputs)`` times the mean of its edges' costs.
+
+An edge costs the mean time of its *parametric* ops (not ``none``, not identity or pooling) weighted by
+their softmax weights renormalised among them, which is the softmax over their alphas alone. So the
+latency term never moves a parameter-free op's alpha: it chooses among ops that learn, by cost, and
+leaves "learn nothing here" to the task loss. Counting identity as a cheap op made the first real search
+(SST-2, a 5x target) collapse onto all-identity cells within an epoch: the penalty fed DARTS' known drift
+toward parameter-free ops. The expectation is then the estimate of the student whose every kept edge
+holds a parametric op, an upper bound on a derived student that keeps identities (equal when it keeps
+none).
 
 The penalty added to the architecture loss is ``weight * relu(E[latency] / target - 1)``: nothing once
 the expected student is within the target, a push toward faster ops while it is over.
@@ -159,15 +167,21 @@ def genotype_latency(genotype, table: LatencyTable) -> float:
     return float(total)
 
 
-def expected_latency(op_weights: torch.Tensor, agg_weights: torch.Tensor | None, space, table: LatencyTable, *,
+def expected_latency(op_alphas: torch.Tensor, agg_weights: torch.Tensor | None, space, table: LatencyTable, *,
                      layers: int, k: int = 2) -> torch.Tensor:
-    """Differentiable expectation of :func:`genotype_latency` under softmaxed alphas: ``op_weights`` (E, K)
-    shared or (layers, E, K) per cell; ``agg_weights`` (A,) or None/empty for taggers."""
+    """Differentiable expectation of :func:`genotype_latency` under the architecture: ``op_alphas`` the op
+    logits (E, K) shared or (layers, E, K) per cell (a softmax over the parametric ops' logits alone, so
+    the others get exactly no gradient; Adam would turn even rounding noise into full steps);
+    ``agg_weights`` the aggregator weights (A,), or None/empty for taggers."""
+    from ..space.ops import is_parameter_free
+
     names = list(space.ops)
-    t = torch.tensor([table.op_ms(n) for n in names], dtype=op_weights.dtype, device=op_weights.device)
-    keep = torch.tensor([n != "none" for n in names], dtype=op_weights.dtype, device=op_weights.device)
-    w = op_weights * keep
-    edge_cost = (w * t).sum(-1) / w.sum(-1).clamp_min(1e-12)                  # (..., E)
+    learn = [i for i, n in enumerate(names) if n != "none" and not is_parameter_free(n)]
+    if not learn:                      # a space of parameter-free ops only: every op but none counts
+        learn = [i for i, n in enumerate(names) if n != "none"]
+    t = torch.tensor([table.op_ms(names[i]) for i in learn], dtype=op_alphas.dtype, device=op_alphas.device)
+    idx = torch.tensor(learn, device=op_alphas.device)
+    edge_cost = (torch.softmax(op_alphas.index_select(-1, idx), dim=-1) * t).sum(-1)       # (..., E)
     edges = edge_list(space.nodes)
     ident = table.ops["identity"]
     rows = edge_cost if edge_cost.dim() == 2 else edge_cost[None]   # one row per cell, or one shared by all

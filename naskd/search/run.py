@@ -379,7 +379,7 @@ class _Latency:
         from .latency import expected_latency
 
         m = self.model
-        return expected_latency(m.op_weights(), m.agg_weights(), self.space, self.table, layers=self.layers, k=self.k)
+        return expected_latency(m.arch["ops"], m.agg_weights(), self.space, self.table, layers=self.layers, k=self.k)
 
     def penalty(self):
         from .latency import latency_penalty

@@ -6,6 +6,8 @@ Normalisation is per token (LayerNorm), never across the batch, so padding canno
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 
@@ -151,6 +153,7 @@ register_op_family(r"max_pool(\d+)", "max_pool3", lambda dim, k: Pool(dim, k, "m
 register_op_family(r"avg_pool(\d+)", "avg_pool3", lambda dim, k: Pool(dim, k, "avg"))
 
 
+@functools.lru_cache(maxsize=None)
 def is_parameter_free(name: str, dim: int = 8) -> bool:
     """True for ops with no weights (identity, none, pooling): DARTS' collapse drifts toward these."""
     return sum(p.numel() for p in build_op(name, dim).parameters()) == 0
