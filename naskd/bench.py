@@ -92,12 +92,16 @@ def bench_model(loaded: LoadedModel, *, data_dir, latency_examples: int | None, 
     if onnx:
         import onnxruntime as ort
 
-        with tempfile.TemporaryDirectory() as tmp:
-            path = export_onnx(loaded, Path(tmp) / "model.onnx")
+        def session(path, n_threads: int):
             opts = ort.SessionOptions()
-            opts.intra_op_num_threads = threads
+            opts.intra_op_num_threads = n_threads
             opts.inter_op_num_threads = 1
-            sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+        with tempfile.TemporaryDirectory() as tmp:      # sessions hold the model: the file may go
+            path = export_onnx(loaded, Path(tmp) / "model.onnx")
+            sess = session(path, threads)
+            one = session(path, 1) if threads > 1 else None
 
         used = [i.name for i in sess.get_inputs()]   # the exporter drops inputs a model ignores
 
@@ -110,11 +114,7 @@ def bench_model(loaded: LoadedModel, *, data_dir, latency_examples: int | None, 
             ref = np.asarray(logits)[order]
             row["onnx max abs diff"] = float(np.abs(ort_logits - ref).max())
         row["onnx b1 ms"] = 1e3 * _latencies(ort_run, singles)
-        if threads > 1:
-            opts.intra_op_num_threads = 1
-            with tempfile.TemporaryDirectory() as tmp:
-                one = ort.InferenceSession(str(export_onnx(loaded, Path(tmp) / "model.onnx")), opts,
-                                           providers=["CPUExecutionProvider"])
+        if one is not None:
             row["onnx b1 ms 1 thread"] = 1e3 * _latencies(lambda b: one.run(None, _feeds(b, used))[0], singles)
         row["onnx b128 ex/s"] = len(dev) / _time_batches(ort_run, big, repeat)
     row["dev metrics"] = metrics
