@@ -45,6 +45,7 @@ class Architect:
         else:
             grads, loss = self.unrolled_gradient(train_batch, val_batch)
         pen = self.penalty() if self.penalty is not None else None
+        self.last_penalty = 0.0
         if pen is not None:        # a function of the alphas alone (e.g. latency): its gradient adds exactly
             grads = [g + p for g, p in zip(grads, _grads(pen, self.alphas))]
             self.last_penalty = float(pen.detach())

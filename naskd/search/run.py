@@ -367,9 +367,9 @@ def run_search(cfg: SearchConfig, *, overwrite: bool = False, resume: bool = Fal
 class _Latency:
     """The latency table of a run, its target and the penalty the architect adds."""
 
-    def __init__(self, table, target_ms, weight, space, model, layers, k, source):
+    def __init__(self, table, target_ms, weight, space, model, layers, k, source, width):
         self.table, self.target_ms, self.weight, self.source = table, target_ms, weight, source
-        self.space, self.model, self.layers, self.k = space, model, layers, k
+        self.space, self.model, self.layers, self.k, self.width = space, model, layers, k, width
 
     @property
     def target_text(self) -> str:
@@ -381,10 +381,21 @@ class _Latency:
         m = self.model
         return expected_latency(m.arch["ops"], m.agg_weights(), self.space, self.table, layers=self.layers, k=self.k)
 
+    def derived_ms(self) -> float:
+        """The estimate of the student the alphas derive now."""
+        from .latency import genotype_latency
+
+        m = self.model
+        with torch.no_grad():
+            g = parse(m.arch["ops"], m.arch["agg"], self.space, layers=self.layers, width=self.width, k=self.k)
+        return genotype_latency(g, self.table)
+
     def penalty(self):
+        """The latency term, while the derived student is over the target; None once it is within (the
+        student that ships is the derived one: from there on the task loss alone chooses)."""
         from .latency import latency_penalty
 
-        if self.target_ms is None or self.weight == 0:
+        if self.target_ms is None or self.weight == 0 or self.derived_ms() <= self.target_ms:
             return None
         return latency_penalty(self.expected(), self.target_ms, self.weight)
 
@@ -430,7 +441,7 @@ def latency_setup(cfg, space, model, data, spec, teacher_dir, run_dir, width, de
     write_json(path, table.to_dict())
     target = cfg.latency_ms if cfg.latency_ms is not None else (
         table.teacher_ms / cfg.latency_speedup if cfg.latency_speedup is not None else None)
-    lat = _Latency(table, target, cfg.latency_weight, space, model, cfg.layers, cfg.top_k, source)
+    lat = _Latency(table, target, cfg.latency_weight, space, model, cfg.layers, cfg.top_k, source, width)
     ops = ", ".join(f"{k} {v:.2f}" for k, v in table.ops.items() if k != "none")
     print(f"[search] latency table ({source}, ms at batch 1, {table.length} tokens): {ops}; skeleton "
           f"{table.skeleton_ms:.2f} + {table.cell_skeleton_ms:.2f} per cell"

@@ -225,3 +225,29 @@ def test_profiling_leaves_the_search_unchanged(tiny_teacher, space, tmp_path):  
     assert (timed / "latency.json").is_file() and not (plain / "latency.json").exists()
     for a, b in zip(final_alphas(plain), final_alphas(timed)):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_penalty_acts_only_while_the_derived_student_is_over_the_target(tmp_path):
+    """The derived student ships: once its estimate is within the target the penalty is off, however far
+    the mixture's expectation still is; over the target it is on and pulls."""
+    from naskd.search.run import _Latency
+
+    sp = tiny_space(tmp_path)
+    model = Supernet(sp, layers=2, width=16, kind="classification", num_labels=2, vocab_size=50)
+    names = list(sp.ops)
+    t = table()
+    lat = _Latency(t, 10.0, 1.0, sp, model, 2, 2, "test", 16)
+    with torch.no_grad():
+        model.arch["ops"].zero_()
+        model.arch["ops"][:, names.index("conv3")] = 0.1          # derived: every edge conv3, barely
+        model.arch["agg"].copy_(torch.tensor([0.1, 0.0]))         # max_pool
+    fast = lat.derived_ms()
+    assert fast < 10.0 < float(lat.expected())                    # the mixture still prices lstm and attn4
+    assert lat.penalty() is None
+    with torch.no_grad():
+        model.arch["ops"][:, names.index("lstm")] = 0.2           # derived: every edge lstm
+    assert lat.derived_ms() > 10.0
+    pen = lat.penalty()
+    assert pen is not None and float(pen) > 0
+    lat.target_ms = None                                          # estimates only: never a penalty
+    assert lat.penalty() is None
