@@ -251,6 +251,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"naskd {args.command}: interrupted; continue with --resume", file=sys.stderr)
         return 130
+    finally:
+        from .utils import dist
+
+        dist.shutdown()                # under torchrun: every rank leaves the group before exiting
 
 
 if __name__ == "__main__":

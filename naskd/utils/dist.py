@@ -31,6 +31,16 @@ def init(device_name: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
+def shutdown() -> None:
+    """Leave the process group before the interpreter exits: a gloo group left to the exit handlers can
+    abort a rank ("terminate called without an active exception") while its threads are torn down."""
+    if dist.is_available() and dist.is_initialized():
+        try:
+            dist.barrier()
+        finally:
+            dist.destroy_process_group()
+
+
 def world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
