@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import publish, retrain_once as run  # noqa: E402
+from common import load_json, publish, retrain_once as run  # noqa: E402
 
 from naskd.data.readers import read_columns  # noqa: E402
 from naskd.data.tasks import get_task  # noqa: E402
@@ -95,6 +95,8 @@ def main() -> None:
     ap.add_argument("--embed-width", type=int, default=None, help="embedding width of the searched and random "
                     "students (factorised: tables of this width, a linear map to the cell width)")
     ap.add_argument("--lane", default=None, help="K/N: run every N-th student only (no tables)")
+    ap.add_argument("--finished-only", action="store_true", help="train nothing: the tables of the students whose "
+                    "runs have finished (a study spread over sessions), the others named as not finished")
     ap.add_argument("--bench", action="store_true", help="also run naskd bench on the teacher and the students")
     ap.add_argument("--data-dir", default=os.environ.get("NASKD_DATA_DIR", "../shared/data"))
     args = ap.parse_args()
@@ -118,27 +120,45 @@ def main() -> None:
     searched_flags = {**base, **kd, "genotype": f"{args.search}/genotype.json"}
     if args.lane:
         return run_lane(args, root, tag, etag, base, kd, searched_flags)
-    runs = {"searched": run(root / searched_name(args, etag), searched_flags)}
+    missing = []
+
+    def get(out: Path, flags: dict, name: str):
+        """The run's metrics: trained (or resumed) here, or with --finished-only read if it has finished."""
+        if not args.finished_only:
+            return run(out, flags)
+        m = load_json(out / "metrics.json")
+        if m is None or m.get("status") != "finished":
+            missing.append(name)
+            return None
+        return m
+
+    dirs = {"searched": root / searched_name(args, etag)}
+    runs = {"searched": get(dirs["searched"], searched_flags, "searched")}
+    if runs["searched"] is None:
+        sys.exit(f"the searched student's run {dirs['searched']} has not finished: nothing to compare with")
     floor = runs["searched"]["parameters_without_embeddings"]
-    bil = {f"bilstm_soft {h}/{r}": run(root / f"bilstm-{h}-{r}-{tag}", {**base, "student": "bilstm_soft",
-                                                                      "bilstm_hidden": h, "bilstm_relu": r})
+    bil = {(h, r): get(root / f"bilstm-{h}-{r}-{tag}", {**base, "student": "bilstm_soft", "bilstm_hidden": h,
+                                                         "bilstm_relu": r}, f"bilstm_soft {h}/{r}")
            for h, r in ((150, 200), (300, 400))}
-    best_bil = max(bil, key=lambda k: bil[k]["dev"]["accuracy"])
-    runs[best_bil + " (best on dev)"] = bil[best_bil]
-    runs[f"truncated_teacher k={args.truncate_k}"] = run(root / f"truncated-{args.truncate_k}-{tag}",
-                                                         {**base, **kd_of_truncated(kd), "student": "truncated_teacher",
-                                                          "truncate_k": args.truncate_k})
+    done = {k: m for k, m in bil.items() if m is not None}
+    if done:
+        h, r = max(done, key=lambda k: done[k]["dev"]["accuracy"])
+        name = f"bilstm_soft {h}/{r} (best on dev" + (")" if len(done) == len(bil) else ", the other size not finished)")
+        runs[name], dirs[name] = done[(h, r)], root / f"bilstm-{h}-{r}-{tag}"
+    name = f"truncated_teacher k={args.truncate_k}"
+    dirs[name] = root / f"truncated-{args.truncate_k}-{tag}"
+    runs[name] = get(dirs[name], {**base, **kd_of_truncated(kd), "student": "truncated_teacher",
+                                  "truncate_k": args.truncate_k}, name)
     g = json.loads(Path(f"{args.search}/genotype.json").read_text())
     for s in range(args.random):
-        runs[f"random {s}"] = run(root / f"random-{s}-{etag}", {**base, **kd, "student": "random", "sample_seed": s,
-                                                               "min_params": floor, "layers": g["layers"],
-                                                               "width": g["width"], "space": g["space"]})
+        dirs[f"random {s}"] = root / f"random-{s}-{etag}"
+        runs[f"random {s}"] = get(dirs[f"random {s}"], {**base, **kd, "student": "random", "sample_seed": s,
+                                                        "min_params": floor, "layers": g["layers"],
+                                                        "width": g["width"], "space": g["space"]}, f"random {s}")
+    runs = {k: m for k, m in runs.items() if m is not None}
+    dirs = {k: d for k, d in dirs.items() if k in runs}
     spec = get_task("sst2")
     gold = np.asarray(read_columns(spec, args.data_dir, "dev")["label"])
-    dirs = {"searched": root / searched_name(args, etag), best_bil + " (best on dev)":
-            root / f"bilstm-{best_bil.split()[1].replace('/', '-')}-{tag}",
-            f"truncated_teacher k={args.truncate_k}": root / f"truncated-{args.truncate_k}-{tag}",
-            **{f"random {s}": root / f"random-{s}-{etag}" for s in range(args.random)}}
     correct = {k: (np.load(d / "dev_logits.npy").argmax(-1) == gold).astype(float) for k, d in dirs.items()}
     t_logits = np.load(Path(args.teacher) / "dev_logits.npy")
     if len(t_logits) != len(gold):      # the teacher was scored on a dev subsample: score it on all of dev
@@ -184,7 +204,9 @@ def main() -> None:
                   "parameters. Intervals: paired bootstrap over the 872 dev sentences (10,000 resamples)."
                   + (f" Searched, truncated and random students with --kd {args.kd}." if args.kd else "")
                   + (f" Searched and random students with {args.embed_width}-wide embedding tables mapped to the "
-                     "cell width by a linear layer (--embed-width)." if args.embed_width else ""))
+                     "cell width by a linear layer (--embed-width)." if args.embed_width else "")
+                  + (f" Not finished yet (resumed by the same command with --lane): {', '.join(missing)}."
+                     if missing else ""))
     if args.bench:
         from naskd.bench import run_bench
 
