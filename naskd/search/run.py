@@ -352,7 +352,18 @@ def run_search(cfg: SearchConfig, *, overwrite: bool = False, resume: bool = Fal
         result.update(genotype=g, genotype_text=genotype.describe(), dev=last["dev"],
                       parameter_free_share=share)
         if "latency" in last:
-            result["latency"] = last["latency"]
+            result["latency"] = lat = last["latency"]
+            if lat.get("target_ms") is not None:
+                lat["within_target"] = lat["genotype_ms"] <= lat["target_ms"]
+                within = [h["epoch"] for h in state.history
+                          if h.get("latency", {}).get("genotype_ms", float("inf")) <= lat["target_ms"]]
+                if not lat["within_target"]:
+                    msg = (f"the derived student's estimate {lat['genotype_ms']:.2f} ms is over the target "
+                           f"{lat['target_ms']:.2f} ms (the search moves around the target once near it); "
+                           + (f"epochs {within} derived students within it (history.json), or " if within else "")
+                           + "search longer or with a larger --latency-weight")
+                    print(f"[search] warning: {msg}", flush=True)
+                    result["latency_warning"] = msg
         if share > 0.5:
             msg = (f"the derived cell is dominated by parameter-free ops ({share:.0%} of its edges: "
                    "DARTS' known collapse onto skip connections); consider more epochs at a lower --arch-lr, "

@@ -172,9 +172,23 @@ def test_search_under_a_latency_target_avoids_slow_ops(tiny_teacher, space, tmp_
     m = json.loads((out / "metrics.json").read_text())
     assert m["latency"]["genotype_ms"] == pytest.approx(genotype_latency(g, table()))
     assert m["latency"]["target_ms"] == 8.0 and m["latency"]["table"] == str(tfile)
+    assert m["latency"]["within_target"] and "latency_warning" not in m
     assert LatencyTable.load(out / "latency.json") == table()
     assert all("latency_penalty" in json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()
                if '"step"' in line)
+
+
+def test_search_over_its_target_says_so(tiny_teacher, space, tmp_path):  # noqa: F811
+    """A target no genotype of the space can meet: the run finishes, flags its student as over the target
+    and says what to do."""
+    teacher, _ = tiny_teacher
+    tfile = tmp_path / "table.json"
+    tfile.write_text(json.dumps(table().to_dict()))
+    out = tmp_path / "over"
+    assert main(argv(teacher, space, out, "--latency-table", str(tfile), "--latency-ms", "0.5", "--epochs", "1")) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["latency"]["within_target"] is False and m["latency"]["genotype_ms"] > 0.5
+    assert "over the target 0.50 ms" in m["latency_warning"] and "--latency-weight" in m["latency_warning"]
 
 
 def test_search_profiles_when_no_table_is_given(tiny_teacher, space, tmp_path):  # noqa: F811
