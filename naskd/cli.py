@@ -243,8 +243,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    finished = False
     try:
-        return args.func(args)
+        rc = args.func(args)
+        finished = rc == 0
+        return rc
     except NaskdError as e:
         print(f"naskd {args.command}: error: {e}", file=sys.stderr)
         return 2
@@ -254,7 +257,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         from .utils import dist
 
-        dist.shutdown()                # under torchrun: every rank leaves the group before exiting
+        # under torchrun every rank leaves the group before exiting; after a failure without waiting for
+        # the others (they may be inside a collective this rank will never join)
+        dist.shutdown(wait=finished)
 
 
 if __name__ == "__main__":

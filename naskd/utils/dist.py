@@ -31,12 +31,14 @@ def init(device_name: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
-def shutdown() -> None:
+def shutdown(wait: bool = True) -> None:
     """Leave the process group before the interpreter exits: a gloo group left to the exit handlers can
-    abort a rank ("terminate called without an active exception") while its threads are torn down."""
+    abort a rank ("terminate called without an active exception") while its threads are torn down.
+    ``wait``: meet the other ranks at a barrier first (after a run that finished on every rank)."""
     if dist.is_available() and dist.is_initialized():
         try:
-            dist.barrier()
+            if wait:
+                dist.barrier()
         finally:
             dist.destroy_process_group()
 
