@@ -119,9 +119,7 @@ class RetrainConfig:
         if self.student == "random":
             load_space(self.space)
         for name in ("epochs", "batch_size", "epoch_examples"):
-            if name == "epoch_examples" and self.epoch_examples is None:
-                continue
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.width is not None and self.width < 1:
             raise ConfigError(f"--width must be positive, got {self.width}")
@@ -258,7 +256,8 @@ def retrain(cfg: RetrainConfig, *, overwrite: bool = False, resume: bool = False
         rows = epoch_rows(len(lengths), cfg.epoch_examples, seed=cfg.seed, epoch=e)
         return [rows[b] for b in bucket_batches(lengths[rows], cfg.batch_size, seed=cfg.seed, epoch=e)]
 
-    steps = sum(len(dist.shard(batches_for_epoch(e))) for e in range(cfg.epochs))
+    # every epoch has as many batches (the count depends only on its number of rows)
+    steps = len(dist.shard(batches_for_epoch(0))) * cfg.epochs
     if cfg.optimizer == "adadelta":
         opt = torch.optim.Adadelta(params, lr=cfg.lr, rho=0.95, weight_decay=cfg.weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
