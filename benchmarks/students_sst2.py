@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import load_json, publish, retrain_once as run  # noqa: E402
@@ -52,6 +53,24 @@ def searched_name(args, tag: str) -> str:
     return f"searched-{tag}" if args.search == DEFAULT_SEARCH else f"searched-{Path(args.search).name}-{tag}"
 
 
+def searched_parameters(root: Path, searched_dir: Path, searched_flags: dict) -> int:
+    """The searched student's non-embedding parameters: from a finished run of the same genotype and
+    embedding width (they do not depend on the training budget), else after waiting for this one."""
+    def same(d: Path) -> bool:
+        c = d / "config.yaml"
+        if not c.is_file():
+            return False
+        cfg = yaml.safe_load(c.read_text())
+        return (cfg.get("genotype") == searched_flags["genotype"] and cfg.get("width") is None
+                and cfg.get("embed_width") == searched_flags.get("embed_width"))
+    for d in [searched_dir] + sorted(root.glob("searched-*")):
+        m = load_json(d / "metrics.json")
+        if m is not None and m.get("status") == "finished" and same(d):
+            return int(m["parameters_without_embeddings"])
+    wait_for(searched_dir / "metrics.json", "the searched student's run")
+    return int(json.loads((searched_dir / "metrics.json").read_text())["parameters_without_embeddings"])
+
+
 def run_lane(args, root: Path, tag: str, etag: str, base: dict, kd: dict, searched_flags: dict) -> None:
     """Every N-th of the runs (searched, both bilstm_soft sizes, truncated, random): several one-thread
     processes share the machine; a final run without --lane reads them all and writes the tables."""
@@ -70,9 +89,7 @@ def run_lane(args, root: Path, tag: str, etag: str, base: dict, kd: dict, search
         if i % n != k:
             continue
         if flags.get("student") == "random":     # at least the searched student's non-embedding parameters
-            wait_for(searched_dir / "metrics.json", "the searched student's run")
-            m = json.loads((searched_dir / "metrics.json").read_text())
-            flags = {**flags, "min_params": m["parameters_without_embeddings"]}
+            flags = {**flags, "min_params": searched_parameters(root, searched_dir, searched_flags)}
         run(out, flags)
 
 
