@@ -11,6 +11,7 @@ from torch import nn
 
 from .data.tasks import REGRESSION, TAGGING
 from .space.aggregators import build_aggregator
+from .space.ops import zero_padding
 
 
 def edge_list(nodes: int) -> list[tuple[int, int]]:
@@ -125,7 +126,7 @@ class CellBase(nn.Module):
         for i in range(self.nodes):
             states.append(self.node(i, states, mask, weights))
         y = s1 + self.dropout(self.out(torch.cat(states[2:], dim=-1)))
-        return y.masked_fill(~mask.unsqueeze(-1), 0.0)                     # (B, L, D)
+        return zero_padding(y, mask)                                        # (B, L, D)
 
 
 class Head(nn.Module):

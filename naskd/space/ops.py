@@ -29,7 +29,7 @@ def build_op(name: str, dim: int) -> nn.Module:
     return OPS.resolve(name)(dim)
 
 
-def _masked(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def zero_padding(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """x with the padding positions zeroed: one pass (``masked_fill`` out of place copies, then fills)."""
     return torch.where(mask.unsqueeze(-1), x, 0.0)
 
@@ -41,7 +41,7 @@ class Zero(nn.Module):
 
 class Identity(nn.Module):
     def forward(self, x, mask):
-        return _masked(x, mask)
+        return zero_padding(x, mask)
 
 
 def reverse_within_length(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -72,10 +72,10 @@ class BiLSTM(nn.Module):
 
     def forward(self, x, mask):
         lengths = mask.sum(1)
-        x = _masked(x, mask)
+        x = zero_padding(x, mask)
         f, _ = self.fwd(x)                                                    # (B, L, D/2)
         b, _ = self.bwd(reverse_within_length(x, lengths))
-        return _masked(torch.cat([f, reverse_within_length(b, lengths)], -1), mask)   # (B, L, 2H)
+        return zero_padding(torch.cat([f, reverse_within_length(b, lengths)], -1), mask)   # (B, L, 2H)
 
 
 class SelfAttention(nn.Module):
@@ -105,7 +105,7 @@ class SelfAttention(nn.Module):
         scores = torch.baddbmm(bias, q, k.transpose(1, 2), alpha=d ** -0.5)  # (B*h, L, L)
         y = torch.bmm(torch.softmax(scores, dim=-1), v)                       # (B*h, L, d)
         y = y.view(B, h, L, d).transpose(1, 2).reshape(B, L, h * d)           # (B, L, D)
-        return _masked(self.norm(self.proj(y)), mask)
+        return zero_padding(self.norm(self.proj(y)), mask)
 
 
 class Conv(nn.Module):
@@ -125,8 +125,8 @@ class Conv(nn.Module):
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, x, mask):
-        y = self.conv(_masked(x, mask).transpose(1, 2)).transpose(1, 2)   # (B, L, D)
-        return _masked(self.norm(torch.relu(y)), mask)
+        y = self.conv(zero_padding(x, mask).transpose(1, 2)).transpose(1, 2)   # (B, L, D)
+        return zero_padding(self.norm(torch.relu(y)), mask)
 
 
 class Pool(nn.Module):
@@ -147,7 +147,7 @@ class Pool(nn.Module):
             s = nn.functional.avg_pool1d(xt * m, self.kernel, stride=1, padding=pad, count_include_pad=True)
             c = nn.functional.avg_pool1d(m, self.kernel, stride=1, padding=pad, count_include_pad=True)
             y = s / c.clamp_min(1e-6)
-        return _masked(y.transpose(1, 2), mask)
+        return zero_padding(y.transpose(1, 2), mask)
 
 
 register_op("none", lambda dim: Zero())

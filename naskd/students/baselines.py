@@ -21,7 +21,7 @@ from torch import nn
 from ..data.tasks import REGRESSION, TAGGING
 from ..errors import NaskdError
 from ..network import width_projection
-from ..space.ops import BiLSTM
+from ..space.ops import BiLSTM, zero_padding
 from ..teachers.model import TeacherModel
 
 
@@ -60,7 +60,7 @@ class BiLSTMStudent(nn.Module):
 
     def forward(self, input_ids, attention_mask, token_type_ids=None, **_):
         mask = attention_mask.bool()
-        e = self.dropout(self.word(input_ids)).masked_fill(~mask.unsqueeze(-1), 0.0)   # (B, L, E)
+        e = zero_padding(self.dropout(self.word(input_ids)), mask)     # (B, L, E)
         if self.pair:
             tt = token_type_ids if token_type_ids is not None else torch.zeros_like(input_ids)
             mask_a = mask & (tt == 0)

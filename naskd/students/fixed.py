@@ -9,7 +9,7 @@ from ..data.tasks import TAGGING
 from ..genotype import Genotype
 from ..network import CellBase, Embeddings, Head
 from ..space.aggregators import build_aggregator
-from ..space.ops import build_op
+from ..space.ops import build_op, zero_padding
 
 
 class FixedCell(CellBase):
@@ -41,13 +41,13 @@ class FixedStudent(nn.Module):
 
     def forward(self, input_ids, attention_mask, token_type_ids=None, word_starts=None, word_mask=None, **_):
         mask = attention_mask.bool()
-        emb = self.embeddings(input_ids, token_type_ids).masked_fill(~mask.unsqueeze(-1), 0.0)
+        emb = zero_padding(self.embeddings(input_ids, token_type_ids), mask)
         states = [emb]
         s0 = s1 = emb
         for cell in self.cells:
             s0, s1 = s1, cell(s0, s1, mask)
             states.append(s1)
-        s1 = self.final_norm(s1).masked_fill(~mask.unsqueeze(-1), 0.0)
+        s1 = zero_padding(self.final_norm(s1), mask)
         if self.kind == TAGGING:
             logits = self.head(states=s1, word_starts=word_starts)
         else:

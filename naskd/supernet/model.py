@@ -12,7 +12,7 @@ from torch import nn
 from ..crf import CRF
 from ..data.tasks import TAGGING
 from ..network import CellBase, Embeddings, Head, MixedAggregator, edge_list
-from ..space.ops import build_op
+from ..space.ops import build_op, zero_padding
 from ..space.spec import SearchSpace
 
 
@@ -85,7 +85,7 @@ class Supernet(nn.Module):
 
     def forward(self, input_ids, attention_mask, token_type_ids=None, word_starts=None, word_mask=None, **_):
         mask = attention_mask.bool()
-        emb = self.embeddings(input_ids, token_type_ids).masked_fill(~mask.unsqueeze(-1), 0.0)
+        emb = zero_padding(self.embeddings(input_ids, token_type_ids), mask)
         w_ops = self.op_weights()
         states = [emb]
         s0 = s1 = emb
@@ -93,7 +93,7 @@ class Supernet(nn.Module):
             w = w_ops[c] if self.per_cell_alphas else w_ops
             s0, s1 = s1, cell(s0, s1, mask, w)
             states.append(s1)
-        s1 = self.final_norm(s1).masked_fill(~mask.unsqueeze(-1), 0.0)
+        s1 = zero_padding(self.final_norm(s1), mask)
         if self.kind == TAGGING:
             logits = self.head(states=s1, word_starts=word_starts)
         else:
