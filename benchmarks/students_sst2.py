@@ -68,7 +68,7 @@ def searched_parameters(root: Path, searched_dir: Path, searched_flags: dict) ->
         if m is not None and m.get("status") == "finished" and same(d):
             return int(m["parameters_without_embeddings"])
     wait_for(searched_dir / "metrics.json", "the searched student's run")
-    return int(json.loads((searched_dir / "metrics.json").read_text())["parameters_without_embeddings"])
+    return int(load_json(searched_dir / "metrics.json")["parameters_without_embeddings"])
 
 
 def run_lane(args, root: Path, tag: str, etag: str, base: dict, kd: dict, searched_flags: dict) -> None:
