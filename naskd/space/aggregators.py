@@ -1,10 +1,12 @@
-"""Aggregation ops: ``agg(x, mask) -> (B, D)`` from token states x (B, L, D) and mask (B, L) bool."""
+"""Aggregation ops: ``agg(x, mask) -> (B, D)`` from token states x (B, L, D) and mask (B, L) bool (or the
+``Tokens`` built from it)."""
 from __future__ import annotations
 
 import torch
 from torch import nn
 
 from ..errors import ConfigError
+from .ops import bool_mask, tokens
 from .table import Table
 
 AGGREGATORS = Table("aggregator")
@@ -20,12 +22,12 @@ def build_aggregator(name: str, dim: int) -> nn.Module:
 
 class MaxPool(nn.Module):
     def forward(self, x, mask):
-        return x.masked_fill(~mask.unsqueeze(-1), float("-inf")).max(1).values
+        return x.masked_fill(~bool_mask(mask).unsqueeze(-1), float("-inf")).max(1).values
 
 
 class AvgPool(nn.Module):
     def forward(self, x, mask):
-        m = mask.unsqueeze(-1).to(x.dtype)
+        m = tokens(mask).multiplier(x.dtype)
         return (x * m).sum(1) / m.sum(1).clamp_min(1.0)
 
 
@@ -57,7 +59,7 @@ class DynamicRouting(nn.Module):
     def forward(self, x, mask):
         B, L, _ = x.shape
         u = self.W(x).view(B, L, self.capsules, self.cap_dim)            # (B, L, J, C) messages u_{j|i}
-        m = mask.unsqueeze(-1).to(x.dtype)                                  # (B, L, 1)
+        m = tokens(mask).multiplier(x.dtype)                                # (B, L, 1)
         b = torch.zeros(B, L, self.capsules, dtype=x.dtype, device=x.device)
         for it in range(self.iterations):
             c = torch.softmax(b, dim=-1) * m                                # (B, L, J), 0 at padding
@@ -82,7 +84,7 @@ class SelfAttentivePooling(nn.Module):
 
     def forward(self, x, mask):
         scores = self.w2(torch.tanh(self.w1(x)))                           # (B, L, r)
-        scores = scores.masked_fill(~mask.unsqueeze(-1), float("-inf"))
+        scores = scores.masked_fill(~bool_mask(mask).unsqueeze(-1), float("-inf"))
         a = torch.softmax(scores, dim=1)                                    # over tokens
         pooled = torch.einsum("blr,bld->brd", a, x)                         # (B, r, D)
         return self.out(pooled.flatten(1))

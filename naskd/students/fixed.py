@@ -9,7 +9,7 @@ from ..data.tasks import TAGGING
 from ..genotype import Genotype
 from ..network import CellBase, Embeddings, Head
 from ..space.aggregators import build_aggregator
-from ..space.ops import build_op, zero_padding
+from ..space.ops import Tokens, build_op, zero_padding
 
 
 class FixedCell(CellBase):
@@ -41,17 +41,18 @@ class FixedStudent(nn.Module):
 
     def forward(self, input_ids, attention_mask, token_type_ids=None, word_starts=None, word_mask=None, **_):
         mask = attention_mask.bool()
-        emb = zero_padding(self.embeddings(input_ids, token_type_ids), mask)
+        tok = Tokens(mask)                   # what the ops derive from the mask, built once for all of them
+        emb = zero_padding(self.embeddings(input_ids, token_type_ids), tok)
         states = [emb]
         s0 = s1 = emb
         for cell in self.cells:
-            s0, s1 = s1, cell(s0, s1, mask)
+            s0, s1 = s1, cell(s0, s1, tok)
             states.append(s1)
-        s1 = zero_padding(self.final_norm(s1), mask)
+        s1 = zero_padding(self.final_norm(s1), tok)
         if self.kind == TAGGING:
             logits = self.head(states=s1, word_starts=word_starts)
         else:
-            logits = self.head(pooled=self.aggregate(s1, mask))
+            logits = self.head(pooled=self.aggregate(s1, tok))
         out = {"logits": logits, "states": states, "mask": mask}
         if self.kind == TAGGING:
             out["word_mask"] = word_mask if word_mask is not None else word_starts.new_ones(word_starts.shape).bool()

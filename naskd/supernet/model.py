@@ -12,7 +12,7 @@ from torch import nn
 from ..crf import CRF
 from ..data.tasks import TAGGING
 from ..network import CellBase, Embeddings, Head, MixedAggregator, edge_list
-from ..space.ops import build_op, zero_padding
+from ..space.ops import Tokens, build_op, zero_padding
 from ..space.spec import SearchSpace
 
 
@@ -85,19 +85,20 @@ class Supernet(nn.Module):
 
     def forward(self, input_ids, attention_mask, token_type_ids=None, word_starts=None, word_mask=None, **_):
         mask = attention_mask.bool()
-        emb = zero_padding(self.embeddings(input_ids, token_type_ids), mask)
+        tok = Tokens(mask)                   # what the ops derive from the mask, built once for all of them
+        emb = zero_padding(self.embeddings(input_ids, token_type_ids), tok)
         w_ops = self.op_weights()
         states = [emb]
         s0 = s1 = emb
         for c, cell in enumerate(self.cells):
             w = w_ops[c] if self.per_cell_alphas else w_ops
-            s0, s1 = s1, cell(s0, s1, mask, w)
+            s0, s1 = s1, cell(s0, s1, tok, w)
             states.append(s1)
-        s1 = zero_padding(self.final_norm(s1), mask)
+        s1 = zero_padding(self.final_norm(s1), tok)
         if self.kind == TAGGING:
             logits = self.head(states=s1, word_starts=word_starts)
         else:
-            logits = self.head(pooled=self.aggregate(s1, mask, self.agg_weights()))
+            logits = self.head(pooled=self.aggregate(s1, tok, self.agg_weights()))
         out = {"logits": logits, "states": states, "mask": mask}
         if self.kind == TAGGING:
             out["word_mask"] = word_mask if word_mask is not None else word_starts.new_ones(word_starts.shape).bool()

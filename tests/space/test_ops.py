@@ -7,6 +7,7 @@ import torch
 from naskd.errors import ConfigError
 from naskd.space import AGGREGATORS, OPS, build_aggregator, build_op, load_space
 from naskd.space.aggregators import DynamicRouting, squash
+from naskd.space.ops import Tokens
 
 D = 16
 
@@ -83,6 +84,30 @@ def test_aggregator_contract(name):
     for pname, p in agg.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, pname
     assert x.grad[mask].abs().sum() > 0
+
+
+def test_one_shared_tokens_object_gives_what_the_bare_mask_gives():
+    """A network builds one Tokens per forward and every op and aggregator reads its cached mask tensors:
+    with float32 and float64 inputs and 2- and 4-head attention sharing it, each output is exactly what the
+    op computes from the bare bool mask, and the cache holds one tensor per (kind, heads, dtype)."""
+    torch.manual_seed(0)
+    x, mask = _inputs()
+    shared = Tokens(mask)
+    for dtype in (torch.float32, torch.float64):
+        for name in OP_NAMES:
+            op = build_op(name, D).eval().to(dtype)
+            assert torch.equal(op(x.to(dtype), shared), op(x.to(dtype), mask)), (name, dtype)
+        for name in AGG_NAMES:
+            agg = build_aggregator(name, D).eval().to(dtype)
+            assert torch.equal(agg(x.to(dtype), shared), agg(x.to(dtype), mask)), (name, dtype)
+    keys = set(shared._cache)
+    assert {("multiplier", torch.float32), ("multiplier", torch.float64), ("key_bias", 4, torch.float32),
+            ("key_bias", 8, torch.float64), "reverse"} <= keys
+    bias = shared.key_bias(2, torch.float32)               # (B*h, 1, L): head-major within each sentence
+    assert bias.shape == (6, 1, 7)
+    for b in range(3):
+        for h in range(2):
+            assert torch.equal(torch.isinf(bias[2 * b + h, 0]), ~mask[b])
 
 
 def test_masked_pools_by_hand():
