@@ -115,6 +115,9 @@ def main() -> None:
     ap.add_argument("--finished-only", action="store_true", help="train nothing: the tables of the students whose "
                     "runs have finished (a study spread over sessions), the others named as not finished")
     ap.add_argument("--bench", action="store_true", help="also run naskd bench on the teacher and the students")
+    ap.add_argument("--bench-also", action="append", default=[], metavar="MODEL", help="with --bench: one more "
+                    "student directory to bench in the same run (e.g. a baseline finished on another budget; "
+                    "its row is named by its run directory); repeatable")
     ap.add_argument("--data-dir", default=os.environ.get("NASKD_DATA_DIR", "../shared/data"))
     args = ap.parse_args()
     wait_for(Path(args.search) / "metrics.json", "the search run")
@@ -227,7 +230,7 @@ def main() -> None:
     if args.bench:
         from naskd.bench import run_bench
 
-        models = [args.teacher] + [str(d / "student") for d in dirs.values()]
+        models = [args.teacher] + [str(d / "student") for d in dirs.values()] + args.bench_also
         r = run_bench(models, data_dir=args.data_dir, out=str(root / f"bench-{label}"), overwrite=True)
         print(r["_table"])
         keep = ["model", "dev accuracy", "params", "params without embeddings", "x fewer params (no emb)",

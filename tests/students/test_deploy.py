@@ -109,6 +109,8 @@ def test_bench_table_and_ratios(student, tiny_teacher, tmp_path, capsys):
     for eng in ("torch", "onnx"):
         assert s[f"{eng} x faster b1 1 thread"] == pytest.approx(t[f"{eng} b1 ms 1 thread"] / s[f"{eng} b1 ms 1 thread"])
         assert t[f"{eng} x faster b1 1 thread"] == 1.0
+        best = min(t[f"{eng} b1 ms"], t[f"{eng} b1 ms 1 thread"]) / min(s[f"{eng} b1 ms"], s[f"{eng} b1 ms 1 thread"])
+        assert s[f"{eng} x faster b1 best threads"] == pytest.approx(best)
     assert t["role"] == "teacher" and s["role"] == "student"
     assert t["torch x throughput"] == 1.0 and t["x fewer params (no emb)"] == 1.0
     assert s["x fewer params (no emb)"] == pytest.approx(t["params without embeddings"] / s["params without embeddings"])
@@ -118,3 +120,26 @@ def test_bench_table_and_ratios(student, tiny_teacher, tmp_path, capsys):
     assert "| model |" in (tmp_path / "b/bench.md").read_text() and "| model |" in capsys.readouterr().out
     with pytest.raises(NaskdError):
         load_model(tmp_path / "nothing")
+
+
+def test_ratios_with_one_thread_and_each_model_at_its_best_thread_count():
+    from naskd.bench import add_ratios
+
+    def row(name, role, b1, b1_one, b128):
+        r = {"model": name, "role": role, "task": "sst2", "params without embeddings": 10, "torch b1 ms": b1,
+             "torch b128 ex/s": b128}
+        if b1_one is not None:
+            r["torch b1 ms 1 thread"] = b1_one
+        return r
+
+    # two threads: the teacher is fastest with both, the student with one
+    rows = [row("t", "teacher", 6.0, 9.0, 100.0), row("s", "student", 4.0, 3.0, 500.0)]
+    add_ratios(rows)
+    s = rows[1]
+    assert s["torch x faster b1"] == pytest.approx(1.5) and s["torch x faster b1 1 thread"] == pytest.approx(3.0)
+    assert s["torch x faster b1 best threads"] == pytest.approx(2.0)
+    assert s["torch x throughput"] == pytest.approx(5.0)
+    # one thread only (--threads 1): no one-thread columns, the throughput ratio is still there
+    rows = [row("t", "teacher", 6.0, None, 100.0), row("s", "student", 4.0, None, 300.0)]
+    add_ratios(rows)
+    assert rows[1]["torch x throughput"] == pytest.approx(3.0) and "torch x faster b1 best threads" not in rows[1]
