@@ -110,7 +110,15 @@ def reverse_within_length(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 class BiLSTM(nn.Module):
     """Bidirectional LSTM, D/2 units per direction. Padding sits after the real tokens, so the forward
     direction never reads it before a real token; the backward direction runs on each sequence reversed
-    within its own length. The result equals a packed-sequence BiLSTM at real tokens, and exports."""
+    within its own length. The result equals a packed-sequence BiLSTM at real tokens, and exports.
+
+    Inference on small batches (no gradient, at most ``FUSE_MAX_BATCH`` sequences) runs both directions as
+    one LSTM of twice the width with block-diagonal weights, on [x; x reversed]: the same numbers (the
+    zero blocks add exact zeros) from one call instead of two. Where per-call overhead dominates that is
+    faster (batch 1, one thread: 89 against 120 us at width 64, 24 tokens; two threads: 89 against 147);
+    from batch 16 or so the doubled arithmetic costs more than the call it saves."""
+
+    FUSE_MAX_BATCH = 8
 
     def __init__(self, dim: int, hidden: int | None = None):
         super().__init__()
@@ -120,13 +128,46 @@ class BiLSTM(nn.Module):
             hidden = dim // 2
         self.fwd = nn.LSTM(dim, hidden, batch_first=True)
         self.bwd = nn.LSTM(dim, hidden, batch_first=True)
+        self._fused = None            # (key, LSTM): a plain attribute, so not in the state dict
+
+    def fused(self) -> nn.LSTM:
+        """The block-diagonal two-direction LSTM, rebuilt whenever a weight changed, moved or was cast."""
+        params = [getattr(lstm, n) for lstm in (self.fwd, self.bwd)
+                  for n in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")]
+        key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
+        if self._fused is not None and self._fused[0] == key:
+            return self._fused[1]
+        d, h = self.fwd.input_size, self.fwd.hidden_size
+        ref = params[0]
+        lstm = nn.LSTM(2 * d, 2 * h, batch_first=True).to(device=ref.device, dtype=ref.dtype).eval()
+        w_ih, w_hh = torch.zeros_like(lstm.weight_ih_l0), torch.zeros_like(lstm.weight_hh_l0)
+        b_ih, b_hh = torch.zeros_like(lstm.bias_ih_l0), torch.zeros_like(lstm.bias_hh_l0)
+        with torch.no_grad():
+            for k, src in enumerate((self.fwd, self.bwd)):     # direction k: units k*h..(k+1)*h of each gate
+                for g in range(4):                               # gates i, f, g, o: rows g*h..(g+1)*h
+                    rows, out = slice(g * h, (g + 1) * h), slice(g * 2 * h + k * h, g * 2 * h + (k + 1) * h)
+                    w_ih[out, k * d:(k + 1) * d] = src.weight_ih_l0[rows]
+                    w_hh[out, k * h:(k + 1) * h] = src.weight_hh_l0[rows]
+                    b_ih[out] = src.bias_ih_l0[rows]
+                    b_hh[out] = src.bias_hh_l0[rows]
+            for name, value in (("weight_ih_l0", w_ih), ("weight_hh_l0", w_hh), ("bias_ih_l0", b_ih),
+                                ("bias_hh_l0", b_hh)):
+                getattr(lstm, name).copy_(value)
+        lstm.requires_grad_(False)
+        self._fused = (key, lstm)
+        return lstm
 
     def forward(self, x, mask):
         # the input needs no zeroing: padding comes after the real tokens in both directions, so neither
         # LSTM reads it before a real token
         index = tokens(mask).reverse_index()
-        f, _ = self.fwd(x)                                                    # (B, L, D/2)
-        b, _ = self.bwd(reverse_within_length(x, index))
+        h = self.fwd.hidden_size
+        if not torch.is_grad_enabled() and x.size(0) <= self.FUSE_MAX_BATCH:
+            y, _ = self.fused()(torch.cat([x, reverse_within_length(x, index)], -1))   # (B, L, 2H)
+            f, b = y[..., :h], y[..., h:]
+        else:
+            f, _ = self.fwd(x)                                                # (B, L, H)
+            b, _ = self.bwd(reverse_within_length(x, index))
         return zero_padding(torch.cat([f, reverse_within_length(b, index)], -1), mask)   # (B, L, 2H)
 
 

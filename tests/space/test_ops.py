@@ -213,6 +213,38 @@ def test_lstm_equals_packed_bidirectional_lstm():
     packed = pack_padded_sequence(x, mask.sum(1), batch_first=True, enforce_sorted=False)
     want, _ = pad_packed_sequence(ref(packed)[0], batch_first=True, total_length=x.size(1))
     torch.testing.assert_close(op(x, mask)[mask], want[mask], atol=1e-6, rtol=1e-5)
+    # inference on a small batch takes the fused block-diagonal path: the same numbers
+    with torch.no_grad():
+        torch.testing.assert_close(op(x, mask)[mask], want[mask], atol=1e-6, rtol=1e-5)
+    assert op._fused is not None and not any("fused" in k for k in op.state_dict())
+
+
+def test_fused_lstm_follows_weight_changes_and_large_batches_take_two_calls():
+    torch.manual_seed(0)
+    op = build_op("lstm", D).eval()
+    x, mask = _inputs()
+    with torch.no_grad():
+        first = op(x, mask)
+        with torch.enable_grad():
+            two_calls = op(x, mask)
+        torch.testing.assert_close(first, two_calls, atol=1e-6, rtol=1e-5)
+        op.bwd.weight_hh_l0.mul_(-2.0)                     # an in-place update (an optimiser step, a load)
+        with torch.enable_grad():
+            want = op(x, mask)
+        assert (want - first).abs().max() > 1e-3
+        torch.testing.assert_close(op(x, mask), want, atol=1e-6, rtol=1e-5)
+        op.load_state_dict({k: torch.randn_like(v) for k, v in op.state_dict().items()})
+        with torch.enable_grad():
+            want = op(x, mask)
+        torch.testing.assert_close(op(x, mask), want, atol=1e-6, rtol=1e-5)
+        op.double()
+        with torch.enable_grad():
+            want = op(x.double(), mask)
+        torch.testing.assert_close(op(x.double(), mask), want)
+        assert op._fused[1].weight_ih_l0.dtype == torch.float64          # rebuilt in the new dtype
+        big_x, big_mask = x.double().repeat(4, 1, 1), mask.repeat(4, 1)   # 12 > FUSE_MAX_BATCH: two calls
+        assert big_x.size(0) > op.FUSE_MAX_BATCH
+        torch.testing.assert_close(op(big_x, big_mask)[:3], want)
 
 
 def test_self_attention_equals_per_head_loop_in_float64():
