@@ -116,7 +116,8 @@ class BiLSTM(nn.Module):
     one LSTM of twice the width with block-diagonal weights, on [x; x reversed]: the same numbers (the
     zero blocks add exact zeros) from one call instead of two. Where per-call overhead dominates that is
     faster (batch 1, one thread: 89 against 120 us at width 64, 24 tokens; two threads: 89 against 147);
-    from batch 16 or so the doubled arithmetic costs more than the call it saves."""
+    from batch 16 or so the doubled arithmetic costs more than the call it saves. Traced exports keep the
+    two calls, which serve every batch size."""
 
     FUSE_MAX_BATCH = 8
 
@@ -162,7 +163,8 @@ class BiLSTM(nn.Module):
         # LSTM reads it before a real token
         index = tokens(mask).reverse_index()
         h = self.fwd.hidden_size
-        if not torch.is_grad_enabled() and x.size(0) <= self.FUSE_MAX_BATCH:
+        # traced graphs (ONNX, TorchScript) serve every batch size: they keep the two calls
+        if not torch.is_grad_enabled() and x.size(0) <= self.FUSE_MAX_BATCH and not torch.jit.is_tracing():
             y, _ = self.fused()(torch.cat([x, reverse_within_length(x, index)], -1))   # (B, L, 2H)
             f, b = y[..., :h], y[..., h:]
         else:

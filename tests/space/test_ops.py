@@ -270,3 +270,18 @@ def test_self_attention_equals_per_head_loop_in_float64():
                     heads.append(sum(wj * v[b, j, sl] for wj, j in zip(w, keys)))
                 ref[b, i] = op.norm(op.proj(torch.cat(heads)))
     torch.testing.assert_close(got, ref, atol=1e-10, rtol=1e-10)
+
+
+def test_traced_lstm_keeps_two_calls_for_every_batch_size():
+    """A graph traced on a small batch must not bake in the small-batch fused path (its weights would
+    become constants and large batches would run it too)."""
+    torch.manual_seed(0)
+    op = build_op("lstm", D).eval()
+    x, mask = _inputs()
+    with torch.no_grad():
+        traced = torch.jit.trace(op, (x, mask), check_trace=False)
+    assert op._fused is None
+    assert sum(1 for n in traced.inlined_graph.nodes() if n.kind() == "aten::lstm") == 2
+    big_x, big_mask = x.repeat(4, 1, 1), mask.repeat(4, 1)
+    with torch.no_grad():
+        torch.testing.assert_close(traced(big_x, big_mask), op(big_x, big_mask), atol=1e-6, rtol=1e-5)
