@@ -115,6 +115,8 @@ def main() -> None:
     ap.add_argument("--finished-only", action="store_true", help="train nothing: the tables of the students whose "
                     "runs have finished (a study spread over sessions), the others named as not finished")
     ap.add_argument("--bench", action="store_true", help="also run naskd bench on the teacher and the students")
+    ap.add_argument("--bench-table-only", action="store_true", help="measure nothing: rewrite the bench table "
+                    "from the last --bench run's bench.json (e.g. after a change of columns)")
     ap.add_argument("--bench-also", action="append", default=[], metavar="MODEL", help="with --bench: one more "
                     "student directory to bench in the same run (e.g. a baseline finished on another budget; "
                     "its row is named by its run directory); repeatable")
@@ -203,15 +205,16 @@ def main() -> None:
     t = paired_bootstrap(correct["teacher"], correct["searched"])
     rows[0]["searched - this (95% CI)"] = f"{-t['difference']:+.4f} [{-t['high']:+.4f}, {-t['low']:+.4f}]"
     label = etag if args.search == DEFAULT_SEARCH else f"{etag}_{Path(args.search).name}"
+    command = (f"python benchmarks/students_sst2.py --max-train-examples {args.max_train_examples} --epochs "
+               f"{args.epochs}" + (f" --search {args.search}" if args.search != DEFAULT_SEARCH else "")
+               + (f" --epoch-examples {args.epoch_examples}" if args.epoch_examples else "")
+               + (f" --augmented {args.augmented}" if args.augmented else "")
+               + (f" --kd {args.kd}" if args.kd else "")
+               + (f" --embed-width {args.embed_width}" if args.embed_width else ""))
     publish(f"students_sst2_{label}", f"SST-2 students against baselines ({tag}: training rows x epochs; "
             f"search {args.search})", rows,
             ["student", "description", "dev accuracy", "params without embeddings", "searched - this (95% CI)",
-             "verdict", "train minutes"], f"python benchmarks/students_sst2.py --max-train-examples "
-            f"{args.max_train_examples} --epochs {args.epochs}"
-            + (f" --search {args.search}" if args.search != DEFAULT_SEARCH else "")
-            + (f" --epoch-examples {args.epoch_examples}" if args.epoch_examples else "")
-            + (f" --augmented {args.augmented}" if args.augmented else "") + (f" --kd {args.kd}" if args.kd else "")
-            + (f" --embed-width {args.embed_width}" if args.embed_width else ""),
+             "verdict", "train minutes"], command,
             notes=f"Every student is trained by `naskd retrain` on the same "
                   + (f"seeded {args.max_train_examples:,}-example SST-2 training subsample" if args.max_train_examples
                      else "full SST-2 training split (67,349 sentences)")
@@ -227,18 +230,27 @@ def main() -> None:
                      "cell width by a linear layer (--embed-width)." if args.embed_width else "")
                   + (f" Not finished yet (resumed by the same command with --lane): {', '.join(missing)}."
                      if missing else ""))
+    bench_json = root / f"bench-{label}" / "bench.json"
     if args.bench:
         from naskd.bench import run_bench
 
         models = [args.teacher] + [str(d / "student") for d in dirs.values()] + args.bench_also
-        r = run_bench(models, data_dir=args.data_dir, out=str(root / f"bench-{label}"), overwrite=True)
+        r = run_bench(models, data_dir=args.data_dir, out=str(bench_json.parent), overwrite=True)
         print(r["_table"])
+    elif args.bench_table_only:
+        if not bench_json.is_file():
+            sys.exit(f"{bench_json} does not exist: run with --bench first")
+        r = load_json(bench_json)
+    if args.bench or args.bench_table_only:
         keep = ["model", "dev accuracy", "params", "params without embeddings", "x fewer params (no emb)",
                 "torch b1 ms", "torch x faster b1", "torch b1 ms 1 thread", "torch x faster b1 1 thread",
-                "torch b128 ex/s", "torch x throughput", "onnx b1 ms", "onnx x faster b1", "onnx b1 ms 1 thread",
-                "onnx x faster b1 1 thread", "onnx b128 ex/s", "onnx x throughput"]
+                "torch x faster b1 best threads", "torch b128 ex/s", "torch x throughput", "onnx b1 ms",
+                "onnx x faster b1", "onnx b1 ms 1 thread", "onnx x faster b1 1 thread",
+                "onnx x faster b1 best threads", "onnx b128 ex/s", "onnx x throughput"]
+        also = "".join(f" --bench-also {m}" for m in args.bench_also)
         publish(f"bench_sst2_{label}", "naskd bench on SST-2: the teacher and the students", r["rows"], keep,
-                "naskd bench --model runs/sst2-teacher --model <student> ...", notes=r["note"])
+                f"{command} --finished-only --bench{also}` (that is, `naskd bench --model runs/sst2-teacher "
+                "--model <student> ...`", notes=r["note"])
 
 
 if __name__ == "__main__":
