@@ -6,7 +6,8 @@ unpadded; with several threads, also with one, the setting that serves one reque
 throughput at batch 128 (length-bucketed dev batches), in PyTorch and in ONNX Runtime
 (the model exported as by `naskd export`). Ratios compare each model with the teacher of its task:
 ``x fewer params`` = teacher / model; ``x throughput`` = model / teacher; ``x faster b1`` = teacher
-latency / model latency.
+latency / model latency. The models take turns while timed (``time_interleaved``), so the ratios survive
+a machine whose speed drifts.
 """
 from __future__ import annotations
 
@@ -29,24 +30,20 @@ from .utils.io import prepare_run_dir, write_json, write_text
 from .utils.progress import bar
 
 
+def bar_iter(items, desc):
+    pbar = bar(len(items), desc, unit="model")
+    for item in items:
+        yield item
+        pbar.update(1)
+    pbar.close()
+
+
 def _feeds(batch: dict, names: list[str]) -> dict:
     return {n: batch[n].numpy().astype(np.int64) for n in names}
 
 
-def _time_batches(run, batches: list[dict], repeat: int) -> float:
-    """Median seconds of one pass over ``batches``."""
-    run(batches[0])
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        for b in batches:
-            run(b)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
-
-
 def _latencies(run, singles: list[dict]) -> float:
-    """Median seconds of one example at batch 1 (after a few warm-up calls)."""
+    """Median seconds of one example at batch 1 (after a few warm-up calls), one model alone."""
     for b in singles[:5]:
         run(b)
     out = []
@@ -57,8 +54,21 @@ def _latencies(run, singles: list[dict]) -> float:
     return statistics.median(out)
 
 
-def bench_model(loaded: LoadedModel, *, data_dir, latency_examples: int | None, throughput_batch: int,
-                repeat: int, onnx: bool, threads: int) -> dict:
+class _Subject:
+    """One model ready to be timed: its row (sizes, accuracy), its batch-1 inputs, its batch-128 inputs,
+    and a runner per timed setting (``setting -> (run, threads)``)."""
+
+    def __init__(self, row: dict, singles: list[dict], big: list[dict]):
+        self.row, self.singles, self.big = row, singles, big
+        self.latency: dict = {}      # "torch b1 ms" etc. -> (run, torch threads while timing)
+        self.throughput: dict = {}   # "torch b128 ex/s" etc. -> run
+        self.keep: list = []         # ONNX sessions: alive as long as the subject
+
+
+def prepare_model(loaded: LoadedModel, *, data_dir, latency_examples: int | None, throughput_batch: int,
+                  onnx: bool, threads: int) -> _Subject:
+    """Everything but the timing: parameters, dev metrics, inputs, exported ONNX sessions, the checked
+    agreement of ONNX with PyTorch."""
     from .export import export_onnx, input_names
 
     spec = get_task(loaded.task)
@@ -76,19 +86,19 @@ def bench_model(loaded: LoadedModel, *, data_dir, latency_examples: int | None, 
     metrics, logits = evaluate_model(model, spec, dev, batch_size=throughput_batch, device="cpu",
                                      pad_id=loaded.pad_id)
     row["dev " + spec.main_metric] = metrics[spec.main_metric]
+    row["dev metrics"] = metrics
+    row["dev examples"] = len(dev)
+    row["latency examples"] = len(singles)
+    sub = _Subject(row, singles, big)
 
     def torch_run(b):
         with torch.inference_mode():
             model(**{n: b[n] for n in names})
 
-    row["torch b1 ms"] = 1e3 * _latencies(torch_run, singles)
+    sub.latency["torch b1 ms"] = (torch_run, threads)
     if threads > 1:          # one request per core: small models lose to thread overhead at batch 1
-        torch.set_num_threads(1)
-        try:
-            row["torch b1 ms 1 thread"] = 1e3 * _latencies(torch_run, singles)
-        finally:
-            torch.set_num_threads(threads)
-    row["torch b128 ex/s"] = len(dev) / _time_batches(torch_run, big, repeat)
+        sub.latency["torch b1 ms 1 thread"] = (torch_run, 1)
+    sub.throughput["torch b128 ex/s"] = torch_run
     if onnx:
         import onnxruntime as ort
 
@@ -102,25 +112,67 @@ def bench_model(loaded: LoadedModel, *, data_dir, latency_examples: int | None, 
             path = export_onnx(loaded, Path(tmp) / "model.onnx")
             sess = session(path, threads)
             one = session(path, 1) if threads > 1 else None
-
+        sub.keep += [sess, one]
         used = [i.name for i in sess.get_inputs()]   # the exporter drops inputs a model ignores
 
-        def ort_run(b):
-            return sess.run(None, _feeds(b, used))[0]
+        def ort_run(b, s=sess):
+            return s.run(None, _feeds(b, used))[0]
 
-        ort_logits = np.concatenate([ort_run(b) for b in big]) if spec.kind != "tagging" else None
-        if ort_logits is not None:
+        if spec.kind != "tagging":
+            ort_logits = np.concatenate([ort_run(b) for b in big])
             order = np.concatenate([b["rows"].numpy() for b in big])
-            ref = np.asarray(logits)[order]
-            row["onnx max abs diff"] = float(np.abs(ort_logits - ref).max())
-        row["onnx b1 ms"] = 1e3 * _latencies(ort_run, singles)
+            row["onnx max abs diff"] = float(np.abs(ort_logits - np.asarray(logits)[order]).max())
+        sub.latency["onnx b1 ms"] = (ort_run, threads)
         if one is not None:
-            row["onnx b1 ms 1 thread"] = 1e3 * _latencies(lambda b: one.run(None, _feeds(b, used))[0], singles)
-        row["onnx b128 ex/s"] = len(dev) / _time_batches(ort_run, big, repeat)
-    row["dev metrics"] = metrics
-    row["dev examples"] = len(dev)
-    row["latency examples"] = len(singles)
-    return row
+            sub.latency["onnx b1 ms 1 thread"] = (lambda b: ort_run(b, one), threads)
+        sub.throughput["onnx b128 ex/s"] = ort_run
+    return sub
+
+
+def time_interleaved(subjects: list[_Subject], *, repeat: int, threads: int, progress=None) -> None:
+    """Time every setting of every model, the models taking turns: each dev sentence is run by every model
+    before the next sentence (the first model rotating), and each throughput pass by every model before the
+    next pass. A machine that slows down for a while slows all models alike, so the ratios hold even when
+    the absolute times move (on a shared VM they move by a third between runs). Writes medians into rows."""
+    settings = list(dict.fromkeys(k for sub in subjects for k in sub.latency))
+    for key in settings:
+        subs = [sub for sub in subjects if key in sub.latency]
+        torch.set_num_threads(subs[0].latency[key][1])
+        times = {id(sub): [] for sub in subs}
+        for sub in subs:                                   # warm-up
+            for b in sub.singles[:5]:
+                sub.latency[key][0](b)
+        for i in range(max(len(sub.singles) for sub in subs)):
+            for k in range(len(subs)):
+                sub = subs[(i + k) % len(subs)]
+                if i < len(sub.singles):
+                    run = sub.latency[key][0]
+                    t = time.perf_counter()
+                    run(sub.singles[i])
+                    times[id(sub)].append(time.perf_counter() - t)
+            if progress is not None and i % 50 == 0:
+                progress.set_postfix_str(key)
+        for sub in subs:
+            sub.row[key] = 1e3 * statistics.median(times[id(sub)])
+        torch.set_num_threads(threads)
+        if progress is not None:
+            progress.update(1)
+    for key in dict.fromkeys(k for sub in subjects for k in sub.throughput):
+        subs = [sub for sub in subjects if key in sub.throughput]
+        for sub in subs:
+            sub.throughput[key](sub.big[0])                # warm-up
+        passes = {id(sub): [] for sub in subs}
+        for r in range(repeat):
+            for k in range(len(subs)):
+                sub = subs[(r + k) % len(subs)]
+                t = time.perf_counter()
+                for b in sub.big:
+                    sub.throughput[key](b)
+                passes[id(sub)].append(time.perf_counter() - t)
+        for sub in subs:
+            sub.row[key] = sub.row["dev examples"] / statistics.median(passes[id(sub)])
+        if progress is not None:
+            progress.update(1)
 
 
 def add_ratios(rows: list[dict]) -> None:
@@ -183,17 +235,20 @@ def run_bench(models: list[str], *, data_dir=None, out=None, overwrite: bool = F
     if threads < 1:
         raise NaskdError(f"--threads must be at least 1, got {threads}")
     run_dir = prepare_run_dir(Path(out or f"runs/{loaded[0].task}-bench"), overwrite=overwrite, resume=False)
-    rows = []
-    pbar = bar(len(loaded), "bench", unit="model")
     torch.set_num_threads(threads)
     try:
-        for lm in loaded:
-            rows.append(bench_model(lm, data_dir=data_dir, latency_examples=latency_examples,
-                                    throughput_batch=throughput_batch, repeat=repeat, onnx=onnx, threads=threads))
-            pbar.update(1)
+        subjects = []
+        for lm in bar_iter(loaded, "bench: load, evaluate, export"):
+            subjects.append(prepare_model(lm, data_dir=data_dir, latency_examples=latency_examples,
+                                          throughput_batch=throughput_batch, onnx=onnx, threads=threads))
+        n_settings = len({k for sub in subjects for k in sub.latency}) + len({k for sub in subjects
+                                                                               for k in sub.throughput})
+        pbar = bar(n_settings, "bench: timing, models taking turns", unit="setting")
+        time_interleaved(subjects, repeat=repeat, threads=threads, progress=pbar)
+        pbar.close()
     finally:
         torch.set_num_threads(before)     # the caller's setting, whatever happened
-    pbar.close()
+    rows = [sub.row for sub in subjects]
     add_ratios(rows)
     table = markdown(rows)
     import platform
@@ -202,7 +257,8 @@ def run_bench(models: list[str], *, data_dir=None, out=None, overwrite: bool = F
             f"batch-1 latency = median over {rows[0]['latency examples']} dev sentences"
             + (f", with {threads} threads and with 1 (one request per core)" if threads > 1 else "")
             + f"; throughput = dev set in length-bucketed batches of {throughput_batch} ({threads} threads), "
-            f"median of {repeat} passes.")
+            f"median of {repeat} passes. The models take turns (each sentence, each pass, run by every model "
+            "before the next), so a slow spell of the machine hits all of them alike.")
     write_text(run_dir / "bench.md", head + "\n\n" + table + "\n")
     result = {"command": "bench", "threads": threads, "rows": rows, "note": head}
     write_json(run_dir / "bench.json", result)

@@ -143,3 +143,34 @@ def test_ratios_with_one_thread_and_each_model_at_its_best_thread_count():
     rows = [row("t", "teacher", 6.0, None, 100.0), row("s", "student", 4.0, None, 300.0)]
     add_ratios(rows)
     assert rows[1]["torch x throughput"] == pytest.approx(3.0) and "torch x faster b1 best threads" not in rows[1]
+
+
+def test_bench_models_take_turns_sentence_by_sentence_and_pass_by_pass():
+    """Each dev sentence is run by every model before the next one (the first model rotating), each
+    throughput pass likewise, and the medians land in each model's row under each setting."""
+    import time as _time
+
+    from naskd.bench import _Subject, time_interleaved
+
+    calls = []
+
+    def subject(name, n, pause):
+        def run(b):
+            calls.append((name, b["i"]))
+            if pause:
+                _time.sleep(pause)
+        sub = _Subject({"model": name, "dev examples": 2 * n}, [{"i": i} for i in range(n)],
+                       [{"i": "big0"}, {"i": "big1"}])
+        sub.latency["torch b1 ms"] = (run, 1)
+        sub.throughput["torch b128 ex/s"] = run
+        return sub
+
+    a, b = subject("a", 6, 0.0), subject("b", 4, 0.003)
+    time_interleaved([a, b], repeat=3, threads=1)
+    timed = [c for c in calls if isinstance(c[1], int)][9:]      # after the warm-up calls: 5 for a, all 4 of b's
+    assert timed[:8] == [("a", 0), ("b", 0), ("b", 1), ("a", 1), ("a", 2), ("b", 2), ("b", 3), ("a", 3)]
+    assert timed[8:] == [("a", 4), ("a", 5)]                         # b has fewer sentences
+    passes = [c[0] for c in calls if c[1] == "big1"]
+    assert passes == ["a", "b", "b", "a", "a", "b"]                   # one pass each, turns rotating
+    assert b.row["torch b1 ms"] >= 3.0 > a.row["torch b1 ms"]
+    assert a.row["torch b128 ex/s"] > b.row["torch b128 ex/s"] > 0
