@@ -47,13 +47,17 @@ def publish(name: str, title: str, rows: list[dict], columns: list[str], command
 
 
 def retrain_once(out: Path, flags: dict) -> dict:
-    """`naskd retrain` into ``out``, resumably: a finished run is read, a stopped one resumed."""
+    """`naskd retrain` into ``out``, resumably: a finished run is read, a stopped one resumed (one stopped
+    before its first checkpoint started again)."""
     from naskd.students.retrain import resolve_retrain_config, retrain
 
     m = load_json(out / "metrics.json")
     if m is not None and m.get("status") == "finished":
         return m
-    return retrain(resolve_retrain_config({**flags, "out": str(out)}), resume=(out / "checkpoint.pt").is_file())
+    resume = (out / "checkpoint.pt").is_file()
+    # a run stopped before its first checkpoint left nothing to keep (its config at most): start it again
+    restart = not resume and out.is_dir() and any(out.iterdir())
+    return retrain(resolve_retrain_config({**flags, "out": str(out)}), resume=resume, overwrite=restart)
 
 
 def load_json(path) -> dict | None:
