@@ -129,11 +129,15 @@ def prepare_model(loaded: LoadedModel, *, data_dir, latency_examples: int | None
     return sub
 
 
-def time_interleaved(subjects: list[_Subject], *, repeat: int, threads: int, progress=None) -> None:
-    """Time every setting of every model, the models taking turns: each dev sentence is run by every model
-    before the next sentence (the first model rotating), and each throughput pass by every model before the
-    next pass. A machine that slows down for a while slows all models alike, so the ratios hold even when
-    the absolute times move (on a shared VM they move by a third between runs). Writes medians into rows."""
+def time_interleaved(subjects: list[_Subject], *, repeat: int, threads: int, progress=None,
+                     block: int = 25) -> None:
+    """Time every setting of every model, the models taking turns: blocks of ``block`` dev sentences, each
+    block run by every model (after one untimed call, so its weights are back in the caches, as in a
+    server that runs one model) before the next block, the first model rotating; each throughput pass
+    run by every model before the next pass. A machine that slows down for a while slows all models alike,
+    so the ratios hold when the absolute times move (on a shared VM they move by a third between runs).
+    Turns per sentence would not do: every call would start with the other models' weights in the caches,
+    which costs a small model more than a large one. Writes medians into the rows."""
     settings = list(dict.fromkeys(k for sub in subjects for k in sub.latency))
     for key in settings:
         subs = [sub for sub in subjects if key in sub.latency]
@@ -142,16 +146,19 @@ def time_interleaved(subjects: list[_Subject], *, repeat: int, threads: int, pro
         for sub in subs:                                   # warm-up
             for b in sub.singles[:5]:
                 sub.latency[key][0](b)
-        for i in range(max(len(sub.singles) for sub in subs)):
+        n = max(len(sub.singles) for sub in subs)
+        for turn, start in enumerate(range(0, n, block)):
             for k in range(len(subs)):
-                sub = subs[(i + k) % len(subs)]
-                if i < len(sub.singles):
-                    run = sub.latency[key][0]
+                sub = subs[(turn + k) % len(subs)]
+                todo = sub.singles[start:start + block]
+                if not todo:
+                    continue
+                run = sub.latency[key][0]
+                run(todo[0])                               # untimed: this model's weights back in cache
+                for b in todo:
                     t = time.perf_counter()
-                    run(sub.singles[i])
+                    run(b)
                     times[id(sub)].append(time.perf_counter() - t)
-            if progress is not None and i % 50 == 0:
-                progress.set_postfix_str(key)
         for sub in subs:
             sub.row[key] = 1e3 * statistics.median(times[id(sub)])
         torch.set_num_threads(threads)
@@ -257,8 +264,8 @@ def run_bench(models: list[str], *, data_dir=None, out=None, overwrite: bool = F
             f"batch-1 latency = median over {rows[0]['latency examples']} dev sentences"
             + (f", with {threads} threads and with 1 (one request per core)" if threads > 1 else "")
             + f"; throughput = dev set in length-bucketed batches of {throughput_batch} ({threads} threads), "
-            f"median of {repeat} passes. The models take turns (each sentence, each pass, run by every model "
-            "before the next), so a slow spell of the machine hits all of them alike.")
+            f"median of {repeat} passes. The models take turns (each block of 25 sentences, each pass, run by "
+            "every model before the next), so a slow spell of the machine hits all of them alike.")
     write_text(run_dir / "bench.md", head + "\n\n" + table + "\n")
     result = {"command": "bench", "threads": threads, "rows": rows, "note": head}
     write_json(run_dir / "bench.json", result)

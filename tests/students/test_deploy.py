@@ -145,9 +145,9 @@ def test_ratios_with_one_thread_and_each_model_at_its_best_thread_count():
     assert rows[1]["torch x throughput"] == pytest.approx(3.0) and "torch x faster b1 best threads" not in rows[1]
 
 
-def test_bench_models_take_turns_sentence_by_sentence_and_pass_by_pass():
-    """Each dev sentence is run by every model before the next one (the first model rotating), each
-    throughput pass likewise, and the medians land in each model's row under each setting."""
+def test_bench_models_take_turns_block_by_block_and_pass_by_pass():
+    """Blocks of dev sentences are run by every model (after one untimed call) before the next block, the
+    first model rotating; throughput passes likewise; the medians land in each model's row."""
     import time as _time
 
     from naskd.bench import _Subject, time_interleaved
@@ -165,11 +165,14 @@ def test_bench_models_take_turns_sentence_by_sentence_and_pass_by_pass():
         sub.throughput["torch b128 ex/s"] = run
         return sub
 
-    a, b = subject("a", 6, 0.0), subject("b", 4, 0.003)
-    time_interleaved([a, b], repeat=3, threads=1)
-    timed = [c for c in calls if isinstance(c[1], int)][9:]      # after the warm-up calls: 5 for a, all 4 of b's
-    assert timed[:8] == [("a", 0), ("b", 0), ("b", 1), ("a", 1), ("a", 2), ("b", 2), ("b", 3), ("a", 3)]
-    assert timed[8:] == [("a", 4), ("a", 5)]                         # b has fewer sentences
+    a, b = subject("a", 7, 0.0), subject("b", 4, 0.003)
+    time_interleaved([a, b], repeat=3, threads=1, block=3)
+    timed = [c for c in calls if isinstance(c[1], int)][9:]          # after the warm-up: 5 of a's, b's 4
+    assert timed == [("a", 0), ("a", 0), ("a", 1), ("a", 2),          # block 0: a first (one untimed call)
+                     ("b", 0), ("b", 0), ("b", 1), ("b", 2),
+                     ("b", 3), ("b", 3),                              # block 1: b first; b has 4 sentences
+                     ("a", 3), ("a", 3), ("a", 4), ("a", 5),
+                     ("a", 6), ("a", 6)]                              # block 2: a alone
     passes = [c[0] for c in calls if c[1] == "big1"]
     assert passes == ["a", "b", "b", "a", "a", "b"]                   # one pass each, turns rotating
     assert b.row["torch b1 ms"] >= 3.0 > a.row["torch b1 ms"]
