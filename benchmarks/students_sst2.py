@@ -248,7 +248,8 @@ def main() -> None:
                 "onnx x faster b1", "onnx b1 ms 1 thread", "onnx x faster b1 1 thread",
                 "onnx x faster b1 best threads", "onnx b128 ex/s", "onnx x throughput"]
         also = "".join(f" --bench-also {m}" for m in args.bench_also)
-        publish(f"bench_sst2_{label}", "naskd bench on SST-2: the teacher and the students", r["rows"], keep,
+        publish(f"bench_sst2_{label}", f"naskd bench on SST-2: the teacher and the students ({label})",
+                r["rows"], keep,
                 f"{command} --finished-only --bench{also}` (that is, `naskd bench --model runs/sst2-teacher "
                 "--model <student> ...`", notes=r["note"])
 
