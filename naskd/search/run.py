@@ -20,7 +20,7 @@ import yaml
 
 from .. import config as C
 from ..data.encode import bucket_batches
-from ..data.tasks import TAGGING, get_task
+from ..data.tasks import TAGGING, get_task, task_dir
 from ..distill import DistillationLoss, parse_kd, parse_pairs
 from ..errors import ConfigError, NaskdError
 from ..genotype import parameter_free_share, parse
@@ -173,6 +173,7 @@ def run_search(cfg: SearchConfig, *, overwrite: bool = False, resume: bool = Fal
     ctx = kd_context(spec, info, cfg.layers, width, teacher_dir, temperature=cfg.temperature,
                      pkd_pairs=cfg.pairs, fsd_memory=cfg.fsd_memory, seed=cfg.seed)
     kd = DistillationLoss(cfg.kd, ctx)                 # validates pairs against the teacher, before work
+    task_dir(spec, cfg.data_dir)              # the data is there: checked before the run directory is made
     run_dir = prepare_run_dir(out, overwrite=overwrite, resume=resume)
     write_text(run_dir / "config.yaml", yaml.safe_dump(
         {**C.to_dict(cfg), "teacher": str(teacher_dir), "resolved_space": space.to_dict()}, sort_keys=False))

@@ -13,7 +13,7 @@ import yaml
 
 from .. import config as C
 from ..data.encode import bucket_batches, epoch_rows
-from ..data.tasks import TAGGING, get_task
+from ..data.tasks import TAGGING, get_task, task_dir
 from ..distill import DistillationLoss, parse_kd, parse_pairs
 from ..errors import ConfigError, NaskdError
 from ..genotype import Genotype, sample_genotype
@@ -234,6 +234,7 @@ def retrain(cfg: RetrainConfig, *, overwrite: bool = False, resume: bool = False
                      fsd_memory=cfg.fsd_memory, seed=cfg.seed)
     kd = DistillationLoss(cfg.kd, ctx)
     device = pick_device(cfg.device)          # under torchrun this joins the process group
+    task_dir(spec, cfg.data_dir)              # the data is there: checked before the run directory is made
     run_dir = dist.run_directory(out, overwrite=overwrite, resume=resume)
     if dist.is_main():
         write_text(run_dir / "config.yaml", yaml.safe_dump(

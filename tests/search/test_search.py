@@ -125,3 +125,13 @@ def test_search_without_a_teacher_run_fine_tunes_one_first(tmp_path, monkeypatch
     # a second search reuses that teacher run
     assert main(args[:-1] + ["runs/s2"]) == 0
     assert "using the teacher run runs/sst2-teacher" in capsys.readouterr().out
+
+
+def test_missing_data_fails_before_the_run_directory_is_made(tiny_teacher, space, tmp_path, capsys):
+    """A run that cannot find its data leaves nothing behind, so the corrected command runs as typed."""
+    teacher, _ = tiny_teacher
+    out = tmp_path / "s"
+    args = argv(teacher, space, out)
+    args[args.index("--data-dir") + 1] = str(tmp_path / "nowhere")
+    assert main(args) == 2
+    assert "data directory" in capsys.readouterr().err and not out.exists()

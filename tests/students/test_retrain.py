@@ -146,3 +146,13 @@ def test_analyze_cka(tiny_teacher, genotype, tmp_path, capsys):
     assert "CKA diagonal mean" in capsys.readouterr().out
     assert main(["analyze", "cka", "--model", str(out / "student"), "--teacher", str(teacher), "--task", "rte",
                  "--data-dir", str(DATA), "--out", str(tmp_path / "b")]) == 2
+
+
+def test_retrain_with_missing_data_leaves_no_run_directory(tiny_teacher, genotype, tmp_path, capsys):
+    teacher, _ = tiny_teacher
+    out = tmp_path / "r"
+    args = argv(teacher, genotype, out)
+    args[args.index("--data-dir") + 1] = str(tmp_path / "empty")
+    (tmp_path / "empty").mkdir()
+    assert main(args) == 2
+    assert "SST-2" in capsys.readouterr().err and not out.exists()
