@@ -31,6 +31,7 @@ from .utils.progress import bar
 
 
 def bar_iter(items, desc):
+    """Iterate ``items`` under a progress bar counted in models."""
     pbar = bar(len(items), desc, unit="model")
     for item in items:
         yield item
