@@ -10,6 +10,8 @@ Usage: python benchmarks/students_sst2.py [--search runs/sst2-search-seed0] [--m
        [--epochs 5] [--random 3] [--bench]
        (side by side: ... --lane 0/2 & ... --lane 1/2; wait; then the same command without --lane)
        --max-train-examples 0: the full training split
+       --finished-only --bench [--bench-also MODEL]: bench the finished students (alone on the machine)
+       --bench-table-only: rewrite the bench table from the last --bench run, measuring nothing
 """
 from __future__ import annotations
 
