@@ -96,13 +96,8 @@ class Identity(nn.Module):
         return zero_padding(x, mask)
 
 
-def reverse_index(mask) -> torch.Tensor:
-    """(B, L, 1) positions that reverse each sequence's real tokens (see ``Tokens.reverse_index``)."""
-    return tokens(mask).reverse_index()
-
-
 def reverse_within_length(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """x (B, L, D) with each sequence's real tokens reversed (``index`` from ``reverse_index``). Built from
+    """x (B, L, D) with each sequence's real tokens reversed (``index`` from ``Tokens.reverse_index``). Built from
     gather, so it exports to ONNX with dynamic batch and length (packed sequences do not)."""
     return torch.gather(x, 1, index.expand(-1, -1, x.size(-1)))
 
@@ -141,19 +136,16 @@ class BiLSTM(nn.Module):
         d, h = self.fwd.input_size, self.fwd.hidden_size
         ref = params[0]
         lstm = nn.LSTM(2 * d, 2 * h, batch_first=True).to(device=ref.device, dtype=ref.dtype).eval()
-        w_ih, w_hh = torch.zeros_like(lstm.weight_ih_l0), torch.zeros_like(lstm.weight_hh_l0)
-        b_ih, b_hh = torch.zeros_like(lstm.bias_ih_l0), torch.zeros_like(lstm.bias_hh_l0)
         with torch.no_grad():
+            for p in lstm.parameters():
+                p.zero_()
             for k, src in enumerate((self.fwd, self.bwd)):     # direction k: units k*h..(k+1)*h of each gate
                 for g in range(4):                               # gates i, f, g, o: rows g*h..(g+1)*h
                     rows, out = slice(g * h, (g + 1) * h), slice(g * 2 * h + k * h, g * 2 * h + (k + 1) * h)
-                    w_ih[out, k * d:(k + 1) * d] = src.weight_ih_l0[rows]
-                    w_hh[out, k * h:(k + 1) * h] = src.weight_hh_l0[rows]
-                    b_ih[out] = src.bias_ih_l0[rows]
-                    b_hh[out] = src.bias_hh_l0[rows]
-            for name, value in (("weight_ih_l0", w_ih), ("weight_hh_l0", w_hh), ("bias_ih_l0", b_ih),
-                                ("bias_hh_l0", b_hh)):
-                getattr(lstm, name).copy_(value)
+                    lstm.weight_ih_l0[out, k * d:(k + 1) * d] = src.weight_ih_l0[rows]
+                    lstm.weight_hh_l0[out, k * h:(k + 1) * h] = src.weight_hh_l0[rows]
+                    lstm.bias_ih_l0[out] = src.bias_ih_l0[rows]
+                    lstm.bias_hh_l0[out] = src.bias_hh_l0[rows]
         lstm.requires_grad_(False)
         self._fused = (key, lstm)
         return lstm
