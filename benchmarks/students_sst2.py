@@ -86,9 +86,11 @@ def run_lane(args, root: Path, tag: str, etag: str, base: dict, kd: dict, search
     # the truncated teacher last: it is the slowest by far (5.3M non-embedding parameters)
     jobs += [(root / f"truncated-{args.truncate_k}-{tag}", {**base, **kd_of_truncated(kd), "student": "truncated_teacher",
                                                             "truncate_k": args.truncate_k})]
-    k, n = (int(x) for x in args.lane.split("/"))
+    k, n = (int(x) for x in (args.lane or "0/1").split("/"))
     for i, (out, flags) in enumerate(jobs):
         if i % n != k:
+            continue
+        if args.only and not out.name.startswith(args.only + "-"):
             continue
         if flags.get("student") == "random":     # at least the searched student's non-embedding parameters
             flags = {**flags, "min_params": searched_parameters(root, searched_dir, searched_flags)}
@@ -114,6 +116,9 @@ def main() -> None:
     ap.add_argument("--embed-width", type=int, default=None, help="embedding width of the searched and random "
                     "students (factorised: tables of this width, a linear map to the cell width)")
     ap.add_argument("--lane", default=None, help="K/N: run every N-th student only (no tables)")
+    ap.add_argument("--only", choices=["searched", "bilstm", "random", "truncated"], default=None,
+                    help="train these runs only (no tables), e.g. the searched student of another --search while "
+                         "a lane trains the baselines")
     ap.add_argument("--finished-only", action="store_true", help="train nothing: the tables of the students whose "
                     "runs have finished (a study spread over sessions), the others named as not finished")
     ap.add_argument("--bench", action="store_true", help="also run naskd bench on the teacher and the students")
@@ -142,7 +147,7 @@ def main() -> None:
     if args.embed_width:              # the genotype students only: bilstm_soft and the teacher's layers keep theirs
         kd["embed_width"] = args.embed_width
     searched_flags = {**base, **kd, "genotype": f"{args.search}/genotype.json"}
-    if args.lane:
+    if args.lane or args.only:
         return run_lane(args, root, tag, etag, base, kd, searched_flags)
     missing = []
 
