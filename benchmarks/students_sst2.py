@@ -249,11 +249,9 @@ def main() -> None:
             sys.exit(f"{bench_json} does not exist: run with --bench first")
         r = load_json(bench_json)
     if args.bench or args.bench_table_only:
-        keep = ["model", "dev accuracy", "params", "params without embeddings", "x fewer params (no emb)",
-                "torch b1 ms", "torch x faster b1", "torch b1 ms 1 thread", "torch x faster b1 1 thread",
-                "torch x faster b1 best threads", "torch b128 ex/s", "torch x throughput", "onnx b1 ms",
-                "onnx x faster b1", "onnx b1 ms 1 thread", "onnx x faster b1 1 thread",
-                "onnx x faster b1 best threads", "onnx b128 ex/s", "onnx x throughput"]
+        from naskd.bench import SIZE_AND_SPEED_COLUMNS
+
+        keep = ["model", "dev accuracy", *SIZE_AND_SPEED_COLUMNS]
         also = "".join(f" --bench-also {m}" for m in args.bench_also)
         publish(f"bench_sst2_{label}", f"naskd bench on SST-2: the teacher and the students ({label})",
                 r["rows"], keep,

@@ -208,14 +208,16 @@ def best_b1(row: dict, eng: str) -> float:
     return min(row[f"{eng} b1 ms"], row.get(f"{eng} b1 ms 1 thread", float("inf")))
 
 
+SIZE_AND_SPEED_COLUMNS = [
+    "params", "params without embeddings", "x fewer params (no emb)",
+    *[f"{eng} {c}" for eng in ("torch", "onnx") for c in (
+        "b1 ms", "x faster b1", "b1 ms 1 thread", "x faster b1 1 thread", "x faster b1 best threads",
+        "b128 ex/s", "x throughput")]]
+
+
 def markdown(rows: list[dict]) -> str:
     metric = [k for k in rows[0] if k.startswith("dev ") and k not in ("dev metrics", "dev examples")]
-    cols = ["model", "task", *metric, "params", "params without embeddings", "x fewer params (no emb)",
-            "torch b1 ms", "torch x faster b1", "torch b1 ms 1 thread", "torch x faster b1 1 thread",
-            "torch x faster b1 best threads", "torch b128 ex/s", "torch x throughput"]
-    if "onnx b1 ms" in rows[0]:
-        cols += ["onnx b1 ms", "onnx x faster b1", "onnx b1 ms 1 thread", "onnx x faster b1 1 thread",
-                 "onnx x faster b1 best threads", "onnx b128 ex/s", "onnx x throughput"]
+    cols = ["model", "task", *metric, *SIZE_AND_SPEED_COLUMNS]
     cols = [c for c in cols if any(c in r for r in rows)]
 
     def fmt(v):
