@@ -12,6 +12,7 @@ Usage: python benchmarks/students_sst2.py [--search runs/sst2-search-seed0] [--m
        --max-train-examples 0: the full training split
        --finished-only --bench [--bench-also MODEL]: bench the finished students (alone on the machine)
        --bench-table-only: rewrite the bench table from the last --bench run, measuring nothing
+       --width W: the searched and random students W wide (runs named -wW; the baselines are shared)
 """
 from __future__ import annotations
 
@@ -45,8 +46,8 @@ def wait_for(path: Path, what: str, timeout_s: float = 6 * 3600) -> None:
 
 
 def kd_of_truncated(kd: dict) -> dict:
-    """The truncated teacher's flags: the same criteria, its own (the teacher's) embeddings."""
-    return {k: v for k, v in kd.items() if k != "embed_width"}
+    """The truncated teacher's flags: the same criteria, its own (the teacher's) width and embeddings."""
+    return {k: v for k, v in kd.items() if k not in ("embed_width", "width")}
 
 
 def searched_name(args, tag: str) -> str:
@@ -63,7 +64,7 @@ def searched_parameters(root: Path, searched_dir: Path, searched_flags: dict) ->
         if not c.is_file():
             return False
         cfg = yaml.safe_load(c.read_text())
-        return (cfg.get("genotype") == searched_flags["genotype"] and cfg.get("width") is None
+        return (cfg.get("genotype") == searched_flags["genotype"] and cfg.get("width") == searched_flags.get("width")
                 and cfg.get("embed_width") == searched_flags.get("embed_width"))
     for d in [searched_dir] + sorted(root.glob("searched-*")):
         m = load_json(d / "metrics.json")
@@ -82,7 +83,8 @@ def run_lane(args, root: Path, tag: str, etag: str, base: dict, kd: dict, search
     jobs += [(root / f"bilstm-{h}-{r}-{tag}", {**base, "student": "bilstm_soft", "bilstm_hidden": h, "bilstm_relu": r})
              for h, r in ((150, 200), (300, 400))]
     jobs += [(root / f"random-{s}-{etag}", {**base, **kd, "student": "random", "sample_seed": s, "layers": g["layers"],
-                                           "width": g["width"], "space": g["space"]}) for s in range(args.random)]
+                                           "width": args.width or g["width"], "space": g["space"]})
+             for s in range(args.random)]
     # the truncated teacher last: it is the slowest by far (5.3M non-embedding parameters)
     jobs += [(root / f"truncated-{args.truncate_k}-{tag}", {**base, **kd_of_truncated(kd), "student": "truncated_teacher",
                                                             "truncate_k": args.truncate_k})]
@@ -115,6 +117,8 @@ def main() -> None:
                     "the long augmented set: dev scored and the best kept after each)")
     ap.add_argument("--embed-width", type=int, default=None, help="embedding width of the searched and random "
                     "students (factorised: tables of this width, a linear map to the cell width)")
+    ap.add_argument("--width", type=int, default=None, help="cell width of the searched and random students "
+                    "(default: the genotype's); their runs are named -w<W>, the baselines are shared")
     ap.add_argument("--lane", default=None, help="K/N: run every N-th student only (no tables)")
     ap.add_argument("--only", choices=["searched", "bilstm", "random", "truncated"], default=None,
                     help="train these runs only (no tables), e.g. the searched student of another --search while "
@@ -136,7 +140,7 @@ def main() -> None:
            + (f"-kd-{args.kd.replace('=', '').replace(',', '-')}" if args.kd else ""))
     # the genotype students' runs (searched, random) also name the embedding width; the baselines do not
     # depend on it and are shared
-    etag = tag + (f"-e{args.embed_width}" if args.embed_width else "")
+    etag = tag + (f"-e{args.embed_width}" if args.embed_width else "") + (f"-w{args.width}" if args.width else "")
     base = {"task": "sst2", "teacher": args.teacher, "data_dir": args.data_dir, "epochs": args.epochs,
             "max_train_examples": args.max_train_examples or None}
     if args.epoch_examples:
@@ -146,6 +150,8 @@ def main() -> None:
     kd = {"kd": args.kd} if args.kd else {}
     if args.embed_width:              # the genotype students only: bilstm_soft and the teacher's layers keep theirs
         kd["embed_width"] = args.embed_width
+    if args.width:
+        kd["width"] = args.width
     searched_flags = {**base, **kd, "genotype": f"{args.search}/genotype.json"}
     if args.lane or args.only:
         return run_lane(args, root, tag, etag, base, kd, searched_flags)
@@ -183,7 +189,7 @@ def main() -> None:
         dirs[f"random {s}"] = root / f"random-{s}-{etag}"
         runs[f"random {s}"] = get(dirs[f"random {s}"], {**base, **kd, "student": "random", "sample_seed": s,
                                                         "min_params": floor, "layers": g["layers"],
-                                                        "width": g["width"], "space": g["space"]}, f"random {s}")
+                                                        "width": args.width or g["width"], "space": g["space"]}, f"random {s}")
     runs = {k: m for k, m in runs.items() if m is not None}
     dirs = {k: d for k, d in dirs.items() if k in runs}
     spec = get_task("sst2")
@@ -217,7 +223,8 @@ def main() -> None:
                + (f" --epoch-examples {args.epoch_examples}" if args.epoch_examples else "")
                + (f" --augmented {args.augmented}" if args.augmented else "")
                + (f" --kd {args.kd}" if args.kd else "")
-               + (f" --embed-width {args.embed_width}" if args.embed_width else ""))
+               + (f" --embed-width {args.embed_width}" if args.embed_width else "")
+               + (f" --width {args.width}" if args.width else ""))
     publish(f"students_sst2_{label}", f"SST-2 students against baselines ({tag}: training rows x epochs; "
             f"search {args.search})", rows,
             ["student", "description", "dev accuracy", "params without embeddings", "searched - this (95% CI)",
@@ -235,6 +242,8 @@ def main() -> None:
                   + (f" Searched, truncated and random students with --kd {args.kd}." if args.kd else "")
                   + (f" Searched and random students with {args.embed_width}-wide embedding tables mapped to the "
                      "cell width by a linear layer (--embed-width)." if args.embed_width else "")
+                  + (f" Searched and random students {args.width} wide (--width; the genotype's: "
+                     f"{g['width']})." if args.width else "")
                   + (f" Not finished yet (resumed by the same command with --lane): {', '.join(missing)}."
                      if missing else ""))
     bench_json = root / f"bench-{label}" / "bench.json"
