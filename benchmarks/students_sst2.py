@@ -192,6 +192,13 @@ def main() -> None:
                                                         "width": args.width or g["width"], "space": g["space"]}, f"random {s}")
     runs = {k: m for k, m in runs.items() if m is not None}
     dirs = {k: d for k, d in dirs.items() if k in runs}
+    # random runs are shared between searches of the same space: say which floor they were drawn for
+    floors = sorted({yaml.safe_load((d / "config.yaml").read_text()).get("min_params") for k, d in dirs.items()
+                     if k.startswith("random ")} - {None})
+    drawn = (f"random genotypes are drawn until they have at least the searched student's {floor:,} non-embedding "
+             "parameters" if floors in ([], [floor]) else
+             f"the random genotypes were drawn for at least {' / '.join(f'{f:,}' for f in floors)} non-embedding "
+             f"parameters (another search's student; this searched student has {floor:,})")
     spec = get_task("sst2")
     gold = np.asarray(read_columns(spec, args.data_dir, "dev")["label"])
     correct = {k: (np.load(d / "dev_logits.npy").argmax(-1) == gold).astype(float) for k, d in dirs.items()}
@@ -236,9 +243,7 @@ def main() -> None:
                   + f" for {args.epochs} epochs"
                   + (f" of {args.epoch_examples:,} rows each (consecutive slices of seeded passes)"
                      if args.epoch_examples else "")
-                  + f" (best epoch on dev), distilled from {args.teacher}; random "
-                  f"genotypes are drawn until they have at least the searched student's {floor:,} non-embedding "
-                  "parameters. Intervals: paired bootstrap over the 872 dev sentences (10,000 resamples)."
+                  + f" (best epoch on dev), distilled from {args.teacher}; {drawn}. Intervals: paired bootstrap over the 872 dev sentences (10,000 resamples)."
                   + (f" Searched, truncated and random students with --kd {args.kd}." if args.kd else "")
                   + (f" Searched and random students with {args.embed_width}-wide embedding tables mapped to the "
                      "cell width by a linear layer (--embed-width)." if args.embed_width else "")
