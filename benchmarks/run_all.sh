@@ -63,3 +63,24 @@ $py benchmarks/students_sst2.py $aug --lane 0/2 > runs/logs/students_aug0.log 2>
 $py benchmarks/students_sst2.py $aug --lane 1/2 > runs/logs/students_aug1.log 2>&1 &
 wait
 OMP_NUM_THREADS=2 $py benchmarks/students_sst2.py $aug --bench > runs/logs/students_aug.log 2>&1
+# issue 5 at 8 x 200,000 rows (the 4 x 200k curves were still rising), beside a search on 40,000 examples
+aug8="--max-train-examples 0 --epochs 8 --epoch-examples 200000 --augmented runs/sst2-augment --kd logit_mse"
+(
+  if ! grep -q '"status": "finished"' runs/sst2-search-40k/metrics.json 2>/dev/null; then
+    if [ -d runs/sst2-search-40k ]; then resume=--resume; else resume=; fi
+    .venv/bin/naskd search --task sst2 --layers 6 --max-train-examples 40000 --out runs/sst2-search-40k $resume \
+      > runs/logs/search-40k.log 2>&1
+  fi
+  $py benchmarks/students_sst2.py $aug8 --search runs/sst2-search-40k --only searched > runs/logs/students_aug8_search40k.log 2>&1
+  $py benchmarks/students_sst2.py $aug8 --search runs/sst2-search-40k --width 96 --only searched \
+    > runs/logs/students_aug8_search40k_w96.log 2>&1
+  $py benchmarks/students_sst2.py $aug8 --lane 1/2 > runs/logs/students_aug8_1.log 2>&1
+) &
+$py benchmarks/students_sst2.py $aug8 --lane 0/2 > runs/logs/students_aug8_0.log 2>&1 &
+wait
+OMP_NUM_THREADS=2 $py benchmarks/students_sst2.py $aug8 --bench > runs/logs/students_aug8.log 2>&1
+for s in "--search runs/sst2-search-40k" "--search runs/sst2-search-40k --width 96"; do
+  $py benchmarks/students_sst2.py $aug8 $s --finished-only >> runs/logs/students_aug8.log 2>&1
+done
+OMP_NUM_THREADS=2 $py benchmarks/width_speed.py > runs/logs/width_speed.log 2>&1
+$py benchmarks/update_readme.py
