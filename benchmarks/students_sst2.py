@@ -13,6 +13,7 @@ Usage: python benchmarks/students_sst2.py [--search runs/sst2-search-seed0] [--m
        --finished-only --bench [--bench-also MODEL]: bench the finished students (alone on the machine)
        --bench-table-only: rewrite the bench table from the last --bench run, measuring nothing
        --width W: the searched and random students W wide (runs named -wW; the baselines are shared)
+       --genotype FILE: the searched student from a genotype derived again from the search (`naskd derive`)
 """
 from __future__ import annotations
 
@@ -53,7 +54,14 @@ def kd_of_truncated(kd: dict) -> dict:
 def searched_name(args, tag: str) -> str:
     """The searched student's run; a search other than the default one gets its own (the baselines of the
     same tag are shared: they do not depend on the search)."""
+    if args.genotype:
+        return f"searched-{Path(args.search).name}-{Path(args.genotype).stem}-{tag}"
     return f"searched-{tag}" if args.search == DEFAULT_SEARCH else f"searched-{Path(args.search).name}-{tag}"
+
+
+def genotype_path(args) -> str:
+    """The searched student's genotype: the search's own, or one derived again from its alphas."""
+    return args.genotype or f"{args.search}/genotype.json"
 
 
 def searched_parameters(root: Path, searched_dir: Path, searched_flags: dict) -> int:
@@ -77,7 +85,7 @@ def searched_parameters(root: Path, searched_dir: Path, searched_flags: dict) ->
 def run_lane(args, root: Path, tag: str, etag: str, base: dict, kd: dict, searched_flags: dict) -> None:
     """Every N-th of the runs (searched, both bilstm_soft sizes, truncated, random): several one-thread
     processes share the machine; a final run without --lane reads them all and writes the tables."""
-    g = json.loads(Path(f"{args.search}/genotype.json").read_text())
+    g = json.loads(Path(genotype_path(args)).read_text())
     searched_dir = root / searched_name(args, etag)
     jobs = [(searched_dir, searched_flags)]
     jobs += [(root / f"bilstm-{h}-{r}-{tag}", {**base, "student": "bilstm_soft", "bilstm_hidden": h, "bilstm_relu": r})
@@ -102,6 +110,8 @@ def run_lane(args, root: Path, tag: str, etag: str, base: dict, kd: dict, search
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--search", default=DEFAULT_SEARCH)
+    ap.add_argument("--genotype", default=None, help="the searched student's genotype, if not the search's own "
+                    "genotype.json (e.g. one from `naskd derive <search> --max-identity 0 -o FILE`)")
     ap.add_argument("--teacher", default="runs/sst2-teacher")
     ap.add_argument("--runs", default="runs/sst2-students")
     ap.add_argument("--max-train-examples", type=int, default=20000)
@@ -152,7 +162,7 @@ def main() -> None:
         kd["embed_width"] = args.embed_width
     if args.width:
         kd["width"] = args.width
-    searched_flags = {**base, **kd, "genotype": f"{args.search}/genotype.json"}
+    searched_flags = {**base, **kd, "genotype": genotype_path(args)}
     if args.lane or args.only:
         return run_lane(args, root, tag, etag, base, kd, searched_flags)
     missing = []
@@ -184,7 +194,7 @@ def main() -> None:
     dirs[name] = root / f"truncated-{args.truncate_k}-{tag}"
     runs[name] = get(dirs[name], {**base, **kd_of_truncated(kd), "student": "truncated_teacher",
                                   "truncate_k": args.truncate_k}, name)
-    g = json.loads(Path(f"{args.search}/genotype.json").read_text())
+    g = json.loads(Path(genotype_path(args)).read_text())
     for s in range(args.random):
         dirs[f"random {s}"] = root / f"random-{s}-{etag}"
         runs[f"random {s}"] = get(dirs[f"random {s}"], {**base, **kd, "student": "random", "sample_seed": s,
@@ -225,15 +235,18 @@ def main() -> None:
     t = paired_bootstrap(correct["teacher"], correct["searched"])
     rows[0]["searched - this (95% CI)"] = f"{-t['difference']:+.4f} [{-t['high']:+.4f}, {-t['low']:+.4f}]"
     label = etag if args.search == DEFAULT_SEARCH else f"{etag}_{Path(args.search).name}"
+    if args.genotype:
+        label += f"_{Path(args.genotype).stem}"
     command = (f"python benchmarks/students_sst2.py --max-train-examples {args.max_train_examples} --epochs "
                f"{args.epochs}" + (f" --search {args.search}" if args.search != DEFAULT_SEARCH else "")
+               + (f" --genotype {args.genotype}" if args.genotype else "")
                + (f" --epoch-examples {args.epoch_examples}" if args.epoch_examples else "")
                + (f" --augmented {args.augmented}" if args.augmented else "")
                + (f" --kd {args.kd}" if args.kd else "")
                + (f" --embed-width {args.embed_width}" if args.embed_width else "")
                + (f" --width {args.width}" if args.width else ""))
     publish(f"students_sst2_{label}", f"SST-2 students against baselines ({tag}: training rows x epochs; "
-            f"search {args.search})", rows,
+            f"search {args.search}" + (f", genotype {args.genotype}" if args.genotype else "") + ")", rows,
             ["student", "description", "dev accuracy", "params without embeddings", "searched - this (95% CI)",
              "verdict", "train minutes"], command,
             notes=f"Every student is trained by `naskd retrain` on the same "

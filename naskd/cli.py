@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from . import config as C
 from .errors import NaskdError
@@ -86,6 +87,18 @@ def cmd_plot(args) -> int:
 
     out = args.output or ("alphas.png" if args.alphas else "cell.png")
     print(f"[plot] wrote {plot_path(args.target, out, alphas=args.alphas)}")
+    return 0
+
+
+def cmd_derive(args) -> int:
+    from .search.derive import derive
+
+    g = derive(args.run, epoch=args.epoch, top_k=args.top_k, max_identity=args.max_identity)
+    out = args.output
+    if out.exists() and not args.overwrite:
+        raise NaskdError(f"{out} exists; pass --overwrite to replace it or name another file with -o")
+    g.save(out)
+    print(f"[derive] {g.describe()}\n[derive] wrote {out}")
     return 0
 
 
@@ -223,6 +236,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default=None, help="PNG (or PDF/SVG) to write (default cell.png / alphas.png)")
     p.add_argument("--alphas", action="store_true", help="heat map of every edge's op weights over the epochs")
     p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("derive", help="derive a genotype again from a search run's alphas (other rules, epoch)")
+    p.add_argument("run", help="search run directory (its history.json and config.yaml)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="genotype JSON to write")
+    p.add_argument("--epoch", type=int, default=None, help="the alphas after this epoch (default: the last)")
+    p.add_argument("--top-k", type=int, default=None, help="incoming edges kept per node (default: the run's)")
+    p.add_argument("--max-identity", type=int, default=None,
+                   help="at most this many identity edges per cell (P-DARTS); over it, the weakest identity "
+                        "edges take their next-best op")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.set_defaults(func=cmd_derive)
 
     p = sub.add_parser("analyze", help="analyses of a trained student against its teacher")
     p.add_argument("analysis", choices=["cka"], help="cka: teacher/student feature-structure CKA on dev batches")

@@ -113,11 +113,12 @@ class Genotype:
         return " | ".join(parts) + (f" -> {self.aggregator}" if self.aggregator else "")
 
 
-def _parse_cell(weights: torch.Tensor, ops: tuple, nodes: int, k: int) -> tuple:
-    """weights (E, K) softmaxed. x0, x1 are the cell inputs; node i reads x_j for j < i + 2."""
+def _select_cell(weights: torch.Tensor, ops: tuple, nodes: int, k: int, banned: set) -> list:
+    """[(node, input, op, weight)] chosen: per node the top-k incoming edges ranked by their strongest op
+    other than ``none`` (and other than the (edge, op) pairs in ``banned``), each with that op."""
     edges = edge_list(nodes)
     none_idx = ops.index("none") if "none" in ops else None
-    cell = []
+    chosen = []
     for i in range(nodes):
         cands = []
         for e, (node, j) in enumerate(edges):
@@ -126,22 +127,46 @@ def _parse_cell(weights: torch.Tensor, ops: tuple, nodes: int, k: int) -> tuple:
             w = weights[e].clone()
             if none_idx is not None:
                 w[none_idx] = -1.0
+            for b in (o for (be, o) in banned if be == e):
+                w[b] = -1.0
             best = int(torch.argmax(w))
-            cands.append((float(w[best]), j, ops[best]))
+            cands.append((float(w[best]), j, ops[best], e))
         cands.sort(key=lambda t: (-t[0], t[1]))
-        cell.append(tuple(sorted(((op, j) for _, j, op in cands[:k]), key=lambda t: t[1])))
-    return tuple(cell)
+        chosen += [(i, j, op, w, e) for w, j, op, e in cands[:k]]
+    return chosen
+
+
+def _parse_cell(weights: torch.Tensor, ops: tuple, nodes: int, k: int, max_identity: int | None = None) -> tuple:
+    """weights (E, K) softmaxed. x0, x1 are the cell inputs; node i reads x_j for j < i + 2.
+
+    ``max_identity`` caps the identity edges of the cell (P-DARTS, Chen et al. 2019: DARTS drifts towards
+    parameter-free skips as it trains): while the cell has more, the weakest chosen identity is barred from
+    its edge and the cell derived again, so that edge competes with its next-best op."""
+    banned: set = set()
+    ident = ops.index("identity") if "identity" in ops else None
+    while True:
+        chosen = _select_cell(weights, ops, nodes, k, banned)
+        skips = [c for c in chosen if c[2] == "identity"]
+        if max_identity is None or ident is None or len(skips) <= max_identity:
+            break
+        weakest = min(skips, key=lambda c: (c[3], -c[0], -c[1]))
+        banned.add((weakest[4], ident))
+    return tuple(tuple(sorted(((op, j) for n, j, op, _, _ in chosen if n == i), key=lambda t: t[1]))
+                 for i in range(nodes))
 
 
 def parse(op_alphas: torch.Tensor, agg_alphas: torch.Tensor | None, space, *, layers: int, width: int,
-          k: int = 2) -> Genotype:
-    """Derive the genotype from raw alphas: (E, K) shared or (layers, E, K) per cell; (A,) aggregators."""
+          k: int = 2, max_identity: int | None = None) -> Genotype:
+    """Derive the genotype from raw alphas: (E, K) shared or (layers, E, K) per cell; (A,) aggregators.
+    ``max_identity``: at most this many identity edges per cell (see :func:`_parse_cell`)."""
+    if max_identity is not None and max_identity < 0:
+        raise NaskdError(f"max_identity must be 0 or more, got {max_identity}")
     w = torch.softmax(op_alphas.detach().float().cpu(), dim=-1)
     ops = tuple(space.ops)
     if w.dim() == 2:
-        cells = (_parse_cell(w, ops, space.nodes, k),)
+        cells = (_parse_cell(w, ops, space.nodes, k, max_identity),)
     else:
-        cells = tuple(_parse_cell(w[c], ops, space.nodes, k) for c in range(w.size(0)))
+        cells = tuple(_parse_cell(w[c], ops, space.nodes, k, max_identity) for c in range(w.size(0)))
     agg = space.aggregators[int(torch.argmax(agg_alphas))] if agg_alphas is not None and len(agg_alphas) else None
     return Genotype(space.name, ops, tuple(space.aggregators), space.nodes, layers, width, cells, agg)
 

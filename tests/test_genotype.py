@@ -67,3 +67,41 @@ def test_parameter_free_share():
     a[:, space.ops.index("identity")] = 5.0
     g = parse(a, None, space, layers=2, width=64)
     assert parameter_free_share(g) == 1.0
+
+
+def _identities(g: Genotype) -> list[int]:
+    return [sum(op == "identity" for node in g.cell(c) for op, _ in node) for c in range(len(g.cells))]
+
+
+def test_max_identity_caps_skips_and_keeps_the_strongest():
+    # identity leads on every edge, with different strengths; conv3 second, lstm third
+    a = torch.full((5, 4), -5.0)
+    a[:, 1] = torch.tensor([3.0, 5.0, 2.0, 4.0, 1.0])
+    a[:, 0] = 0.5
+    a[:, 2] = torch.tensor([0.0, 0.0, 0.0, 0.0, 0.9])
+    free = parse(a, None, SPACE, layers=1, width=8)
+    assert _identities(free) == [4]
+    assert parse(a, None, SPACE, layers=1, width=8, max_identity=4) == free    # under the cap: unchanged
+    for cap in (0, 1, 2, 3):
+        g = parse(a, None, SPACE, layers=1, width=8, max_identity=cap)
+        assert _identities(g) == [cap]
+        # the identities kept are the strongest ones; every barred edge takes its next-best op
+        kept = sorted(((i, j) for i, node in enumerate(g.cell(0)) for op, j in node if op == "identity"))
+        strength = {e: float(a[k, 1]) for k, e in enumerate(edge_list(2))}
+        by_strength = sorted(strength, key=lambda e: -strength[e])
+        chosen = {(i, j) for i, node in enumerate(free.cell(0)) for _, j in node}
+        assert kept == sorted([e for e in by_strength if e in chosen][:cap])
+        for i, node in enumerate(g.cell(0)):
+            for op, j in node:
+                if op != "identity":
+                    assert op == ("lstm" if (i, j) == (1, 2) else "conv3")
+
+
+def test_max_identity_per_cell_alphas_and_bad_value():
+    a = torch.zeros(3, 5, 4)
+    a[..., 1] = 4.0
+    a[1, :, 1] = -4.0                       # cell 1 has no identity to cap
+    g = parse(a, None, SPACE, layers=3, width=8, max_identity=1)
+    assert _identities(g) == [1, 0, 1]
+    with pytest.raises(NaskdError, match="max_identity must be 0 or more"):
+        parse(a, None, SPACE, layers=3, width=8, max_identity=-1)

@@ -76,6 +76,9 @@ class SearchConfig:
     max_eval_examples: Optional[int] = C.field(None, help="seeded dev subsample")
     max_length: Optional[int] = C.field(None, help="maximum sub-tokens (default: the teacher's recipe)")
     top_k: int = C.field(2, help="incoming edges kept per node when deriving the genotype")
+    max_identity: Optional[int] = C.field(None, help="at most this many identity edges per cell in the derived "
+                                                     "genotype (P-DARTS); over it, the weakest take their "
+                                                     "next-best op. `naskd derive` applies it to a finished run")
     grad_clip: float = C.field(5.0, help="gradient norm clip for the weights")
     seed: int = C.field(0, help="random seed")
     data_seed: int = C.field(0, help="seed of the training subsample; fixed by default so runs with different "
@@ -108,6 +111,8 @@ class SearchConfig:
         for name in ("epochs", "batch_size", "top_k"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.max_identity is not None and self.max_identity < 0:
+            raise ConfigError(f"--max-identity must be 0 or more, got {self.max_identity}")
         if self.max_train_examples is not None and self.max_train_examples < 4:
             raise ConfigError("max_train_examples must be at least 4 (two halves of two)")
         parse_kd(self.kd)
@@ -315,7 +320,8 @@ def run_search(cfg: SearchConfig, *, overwrite: bool = False, resume: bool = Fal
             break
         state.train_seconds += time.perf_counter() - t0
         dev = evaluate_dev()
-        genotype = parse(model.arch["ops"], model.arch["agg"], space, layers=cfg.layers, width=width, k=cfg.top_k)
+        genotype = parse(model.arch["ops"], model.arch["agg"], space, layers=cfg.layers, width=width, k=cfg.top_k,
+                         max_identity=cfg.max_identity)
         entry = {"epoch": state.epoch + 1, "dev": dev, "arch_acc": acc_sum / max(1, acc_n),
                  "alpha_entropy": model.alpha_entropy(), "genotype": genotype.to_dict(),
                  "alphas": {"ops": model.op_weights().tolist(), "agg": model.agg_weights().tolist(),
@@ -379,9 +385,10 @@ def run_search(cfg: SearchConfig, *, overwrite: bool = False, resume: bool = Fal
 class _Latency:
     """The latency table of a run, its target and the penalty the architect adds."""
 
-    def __init__(self, table, target_ms, weight, space, model, layers, k, source, width):
+    def __init__(self, table, target_ms, weight, space, model, layers, k, source, width, max_identity=None):
         self.table, self.target_ms, self.weight, self.source = table, target_ms, weight, source
         self.space, self.model, self.layers, self.k, self.width = space, model, layers, k, width
+        self.max_identity = max_identity
 
     @property
     def target_text(self) -> str:
@@ -399,7 +406,8 @@ class _Latency:
 
         m = self.model
         with torch.no_grad():
-            g = parse(m.arch["ops"], m.arch["agg"], self.space, layers=self.layers, width=self.width, k=self.k)
+            g = parse(m.arch["ops"], m.arch["agg"], self.space, layers=self.layers, width=self.width, k=self.k,
+                      max_identity=self.max_identity)
         return genotype_latency(g, self.table)
 
     def penalty(self):
@@ -453,7 +461,8 @@ def latency_setup(cfg, space, model, data, spec, teacher_dir, run_dir, width, de
     write_json(path, table.to_dict())
     target = cfg.latency_ms if cfg.latency_ms is not None else (
         table.teacher_ms / cfg.latency_speedup if cfg.latency_speedup is not None else None)
-    lat = _Latency(table, target, cfg.latency_weight, space, model, cfg.layers, cfg.top_k, source, width)
+    lat = _Latency(table, target, cfg.latency_weight, space, model, cfg.layers, cfg.top_k, source, width,
+                   cfg.max_identity)
     ops = ", ".join(f"{k} {v:.2f}" for k, v in table.ops.items() if k != "none")
     print(f"[search] latency table ({source}, ms at batch 1, {table.length} tokens): {ops}; skeleton "
           f"{table.skeleton_ms:.2f} + {table.cell_skeleton_ms:.2f} per cell"

@@ -4,7 +4,9 @@ import pytest
 import torch
 
 from naskd.cli import main
+from naskd.errors import NaskdError
 from naskd.genotype import Genotype
+from naskd.search.derive import derive
 
 from ..conftest import DATA
 
@@ -47,6 +49,19 @@ def test_search_end_to_end_writes_run(tiny_teacher, space, tmp_path):
     assert hist[0]["genotype"] != hist[1]["genotype"] or hist[0]["alphas"] != hist[1]["alphas"]
     m = json.loads((out / "metrics.json").read_text())
     assert m["status"] == "finished" and m["steps"] == 8 and "accuracy" in m["dev"]
+    # `naskd derive` re-derives every epoch's genotype from the recorded alphas
+    assert derive(out) == g
+    assert derive(out, epoch=1).to_dict() == hist[0]["genotype"]
+    capped = derive(out, epoch=1, max_identity=0)
+    assert all(op != "identity" for node in capped.cell(0) for op, _ in node)
+    assert main(["derive", str(out), "--epoch", "1", "--max-identity", "0", "-o", str(tmp_path / "g0.json")]) == 0
+    assert Genotype.load(tmp_path / "g0.json") == capped
+    assert main(["derive", str(out), "-o", str(tmp_path / "g0.json")]) == 2          # never overwritten silently
+    assert Genotype.load(tmp_path / "g0.json") == capped
+    with pytest.raises(NaskdError, match="epochs 1 to 2"):
+        derive(out, epoch=3)
+    with pytest.raises(NaskdError, match="is not a search run with a finished epoch: config.yaml is missing"):
+        derive(tmp_path)
 
 
 def test_resume_equals_uninterrupted(tiny_teacher, space, tmp_path):
@@ -69,6 +84,7 @@ def test_second_order_and_per_cell(tiny_teacher, space, tmp_path):
                      "--kd", "soft_ce=0.5,hard_ce=0.5,pkd=1,fsd=0.1", "--fsd-memory", "4")) == 0
     g = Genotype.load(out / "genotype.json")
     assert len(g.cells) == 2
+    assert derive(out) == g
     a, _ = final_alphas(out)
     assert a.shape == (2, 5, 5)
 

@@ -1,0 +1,53 @@
+"""Derive a genotype again from a search run's recorded alphas, under other derivation rules (edges kept
+per node, a cap on identity edges, another epoch), without searching again."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+import yaml
+
+from ..errors import NaskdError
+from ..genotype import Genotype, parse
+from ..space.spec import SearchSpace
+from ..utils.io import read_json
+
+
+def derive(run_dir: str | os.PathLike, *, epoch: int | None = None, top_k: int | None = None,
+           max_identity: int | None = None) -> Genotype:
+    """The genotype the alphas of ``epoch`` (1-based; default the last finished) of a `naskd search` run
+    derive with ``top_k`` edges per node (default the run's) and at most ``max_identity`` identity edges
+    per cell."""
+    run = Path(run_dir)
+    hist_path, cfg_path = run / "history.json", run / "config.yaml"
+    missing = (f"{run} is not a search run with a finished epoch: {{}} is missing (run `naskd search`, or "
+               "resume it with --resume until an epoch ends)")
+    if not cfg_path.is_file():
+        raise NaskdError(missing.format(cfg_path.name))
+    history = read_json(hist_path, missing=missing.format(hist_path.name))
+    if not isinstance(history, list) or not history:
+        raise NaskdError(f"{hist_path} holds no finished epoch yet; resume the search with --resume")
+    epoch = epoch or len(history)
+    if not 1 <= epoch <= len(history):
+        raise NaskdError(f"--epoch {epoch} is out of range: {run} has epochs 1 to {len(history)}")
+    cfg = yaml.safe_load(cfg_path.read_text())
+    try:
+        rs = cfg["resolved_space"]
+        space = SearchSpace(name=str(rs["name"]), ops=tuple(rs["ops"]), aggregators=tuple(rs["aggregators"]),
+                            nodes=int(rs["nodes"]), width=int(rs["width"]))
+        alphas = history[epoch - 1]["alphas"]
+        if list(alphas["op_names"]) != list(space.ops):
+            raise NaskdError(f"{hist_path}: epoch {epoch} records ops {alphas['op_names']}, the run's space has "
+                             f"{list(space.ops)}")
+        # the history holds the softmaxed weights: their logs derive exactly what the raw alphas did
+        ops = torch.tensor(alphas["ops"], dtype=torch.float64).clamp_min(1e-30).log()
+        agg = torch.tensor(alphas["agg"], dtype=torch.float64).clamp_min(1e-30).log() if alphas["agg"] else None
+        layers = int(cfg["layers"])
+        width = int(cfg.get("width") or space.width)
+        k = top_k or int(cfg.get("top_k") or 2)
+    except (KeyError, TypeError, ValueError) as e:
+        raise NaskdError(f"{run}: cannot read the alphas of epoch {epoch} ({type(e).__name__}: {e})") from None
+    if k < 1 or k > space.nodes + 1:
+        raise NaskdError(f"--top-k must be between 1 and {space.nodes + 1} for {space.nodes} nodes, got {k}")
+    return parse(ops, agg, space, layers=layers, width=width, k=k, max_identity=max_identity)
