@@ -283,7 +283,7 @@ def main() -> None:
         publish(f"bench_sst2_{label}", f"naskd bench on SST-2: the teacher and the students ({label})",
                 r["rows"], keep,
                 f"{command} --finished-only --bench{also}` (that is, `naskd bench --model runs/sst2-teacher "
-                "--model <student> ...`", notes=r["note"])
+                "--model <student> ...", notes=r["note"])
 
 
 if __name__ == "__main__":
