@@ -256,7 +256,8 @@ def main() -> None:
                   + f" for {args.epochs} epochs"
                   + (f" of {args.epoch_examples:,} rows each (consecutive slices of seeded passes)"
                      if args.epoch_examples else "")
-                  + f" (best epoch on dev), distilled from {args.teacher}; {drawn}. Intervals: paired bootstrap over the 872 dev sentences (10,000 resamples)."
+                  + f" (best epoch on dev), distilled from {args.teacher}; {drawn}. Intervals: paired bootstrap "
+                  "over the 872 dev sentences (10,000 resamples)."
                   + (f" Searched, truncated and random students with --kd {args.kd}." if args.kd else "")
                   + (f" Searched and random students with {args.embed_width}-wide embedding tables mapped to the "
                      "cell width by a linear layer (--embed-width)." if args.embed_width else "")

@@ -75,9 +75,8 @@ def main() -> None:
             rows, cols, command,
             notes=f"{len(subjects[0].singles)} dev sentences at batch 1 (median), {args.repeat} bucketed batch-128 "
                   "passes over dev (median), the models taking turns as in `naskd bench`. Untrained weights: speed "
-                  "does not depend on them, but ratios move by up to a quarter between runs on this VM (seed0@w64: "
-                  "6.98x throughput here, 5.47x in the trained students' bench run), so read this table for the "
-                  "ordering and a width's rough cost; accuracy needs `naskd retrain --width W`.")
+                  "does not depend on them, but ratios move by up to a quarter between runs on this VM, so read "
+                  "this table for the ordering and a width's rough cost; accuracy needs `naskd retrain --width W`.")
 
 
 if __name__ == "__main__":
