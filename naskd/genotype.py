@@ -114,8 +114,8 @@ class Genotype:
 
 
 def _select_cell(weights: torch.Tensor, ops: tuple, nodes: int, k: int, banned: set) -> list:
-    """[(node, input, op, weight)] chosen: per node the top-k incoming edges ranked by their strongest op
-    other than ``none`` (and other than the (edge, op) pairs in ``banned``), each with that op."""
+    """[(node, input, op, weight, edge index)] chosen: per node the top-k incoming edges ranked by their
+    strongest op other than ``none`` (and other than the (edge, op) pairs in ``banned``), each with that op."""
     edges = edge_list(nodes)
     none_idx = ops.index("none") if "none" in ops else None
     chosen = []
