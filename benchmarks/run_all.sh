@@ -72,14 +72,21 @@ aug8="--max-train-examples 0 --epochs 8 --epoch-examples 200000 --augmented runs
       > runs/logs/search-40k.log 2>&1
   fi
   $py benchmarks/students_sst2.py $aug8 --search runs/sst2-search-40k --only searched > runs/logs/students_aug8_search40k.log 2>&1
+  g0=runs/sst2-search-40k/genotype-max-identity0.json
+  [ -f $g0 ] || .venv/bin/naskd derive runs/sst2-search-40k --max-identity 0 -o $g0
+  $py benchmarks/students_sst2.py $aug8 --search runs/sst2-search-40k --genotype $g0 --only searched \
+    > runs/logs/students_aug8_search40k_maxid0.log 2>&1
   $py benchmarks/students_sst2.py $aug8 --search runs/sst2-search-40k --width 96 --only searched \
     > runs/logs/students_aug8_search40k_w96.log 2>&1
   $py benchmarks/students_sst2.py $aug8 --lane 1/2 > runs/logs/students_aug8_1.log 2>&1
 ) &
 $py benchmarks/students_sst2.py $aug8 --lane 0/2 > runs/logs/students_aug8_0.log 2>&1 &
 wait
-OMP_NUM_THREADS=2 $py benchmarks/students_sst2.py $aug8 --bench > runs/logs/students_aug8.log 2>&1
-for s in "--search runs/sst2-search-40k" "--search runs/sst2-search-40k --width 96"; do
+OMP_NUM_THREADS=2 $py benchmarks/students_sst2.py $aug8 --finished-only --bench --bench-also \
+  runs/sst2-students/searched-sst2-search-40k-genotype-max-identity0-allx8of200k-aug-kd-logit_mse/student \
+  > runs/logs/students_aug8.log 2>&1
+for s in "--search runs/sst2-search-40k" "--search runs/sst2-search-40k --width 96" \
+         "--search runs/sst2-search-40k --genotype runs/sst2-search-40k/genotype-max-identity0.json"; do
   $py benchmarks/students_sst2.py $aug8 $s --finished-only >> runs/logs/students_aug8.log 2>&1
 done
 OMP_NUM_THREADS=2 $py benchmarks/width_speed.py > runs/logs/width_speed.log 2>&1
