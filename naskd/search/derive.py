@@ -33,9 +33,7 @@ def derive(run_dir: str | os.PathLike, *, epoch: int | None = None, top_k: int |
         raise NaskdError(f"--epoch {epoch} is out of range: {run} has epochs 1 to {len(history)}")
     cfg = yaml.safe_load(cfg_path.read_text())
     try:
-        rs = cfg["resolved_space"]
-        space = SearchSpace(name=str(rs["name"]), ops=tuple(rs["ops"]), aggregators=tuple(rs["aggregators"]),
-                            nodes=int(rs["nodes"]), width=int(rs["width"]))
+        space = SearchSpace.from_dict(cfg["resolved_space"], f"{cfg_path} (resolved_space)")
         alphas = history[epoch - 1]["alphas"]
         if list(alphas["op_names"]) != list(space.ops):
             raise NaskdError(f"{hist_path}: epoch {epoch} records ops {alphas['op_names']}, the run's space has "

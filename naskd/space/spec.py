@@ -46,22 +46,27 @@ class SearchSpace:
         return {"name": self.name, "ops": list(self.ops), "aggregators": list(self.aggregators),
                 "nodes": self.nodes, "width": self.width}
 
+    @classmethod
+    def from_dict(cls, data: dict, source: str, default_name: str = "space") -> "SearchSpace":
+        """A space from its declarative form (a search_spaces/ file, or ``to_dict`` as a run's config
+        records it); a ConfigError naming ``source`` when it is malformed. Not checked against the op table."""
+        unknown = set(data) - _KEYS
+        if unknown:
+            raise ConfigError(f"{source}: unknown keys {sorted(unknown)}; allowed: {sorted(_KEYS)}")
+        for key in ("ops", "aggregators"):
+            if not isinstance(data.get(key), list):
+                raise ConfigError(f"{source}: '{key}' must be a list of names")
+        try:
+            return cls(name=str(data.get("name", default_name)), ops=tuple(map(str, data["ops"])),
+                       aggregators=tuple(map(str, data["aggregators"])), nodes=int(data.get("nodes", 3)),
+                       width=int(data.get("width", 64)), description=str(data.get("description", "")),
+                       source=str(source))
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"{source}: {e}") from None
+
 
 def load_space(name_or_path: str) -> SearchSpace:
     path = asset_path("search_spaces", name_or_path)
-    data = load_yaml(path)
-    unknown = set(data) - _KEYS
-    if unknown:
-        raise ConfigError(f"{path}: unknown keys {sorted(unknown)}; allowed: {sorted(_KEYS)}")
-    for key in ("ops", "aggregators"):
-        if not isinstance(data.get(key), list):
-            raise ConfigError(f"{path}: '{key}' must be a list of names")
-    try:
-        space = SearchSpace(name=str(data.get("name", Path(path).stem)), ops=tuple(map(str, data["ops"])),
-                            aggregators=tuple(map(str, data["aggregators"])), nodes=int(data.get("nodes", 3)),
-                            width=int(data.get("width", 64)), description=str(data.get("description", "")),
-                            source=str(path))
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"{path}: {e}") from None
+    space = SearchSpace.from_dict(load_yaml(path), str(path), default_name=Path(path).stem)
     space.check()
     return space
