@@ -14,6 +14,8 @@ Usage: python benchmarks/students_sst2.py [--search runs/sst2-search-seed0] [--m
        --bench-table-only: rewrite the bench table from the last --bench run, measuring nothing
        --width W: the searched and random students W wide (runs named -wW; the baselines are shared)
        --genotype FILE: the searched student from a genotype derived again from the search (`naskd derive`)
+       --train-seed S: the searched student retrained with another seed (runs named -sS; the baselines are
+       shared); benchmarks/seed_spread.py tabulates the seeds
 """
 from __future__ import annotations
 
@@ -54,6 +56,7 @@ def kd_of_truncated(kd: dict) -> dict:
 def searched_name(args, tag: str) -> str:
     """The searched student's run; a search other than the default one gets its own (the baselines of the
     same tag are shared: they do not depend on the search)."""
+    tag += f"-s{args.train_seed}" if args.train_seed else ""
     if args.genotype:
         return f"searched-{Path(args.search).name}-{Path(args.genotype).stem}-{tag}"
     return f"searched-{tag}" if args.search == DEFAULT_SEARCH else f"searched-{Path(args.search).name}-{tag}"
@@ -141,6 +144,9 @@ def main() -> None:
     ap.add_argument("--bench-also", action="append", default=[], metavar="MODEL", help="with --bench: one more "
                     "student directory to bench in the same run (e.g. a baseline finished on another budget; "
                     "its row is named by its run directory); repeatable")
+    ap.add_argument("--train-seed", type=int, default=0, help="the searched student's training seed (weights, "
+                    "dropout, batch order; the data stay the same): its run is named -s<S> and compared with the "
+                    "seed-0 baselines, to see how far one retraining moves dev accuracy")
     ap.add_argument("--data-dir", default=os.environ.get("NASKD_DATA_DIR", "../shared/data"))
     args = ap.parse_args()
     wait_for(Path(args.search) / "metrics.json", "the search run")
@@ -163,6 +169,8 @@ def main() -> None:
     if args.width:
         kd["width"] = args.width
     searched_flags = {**base, **kd, "genotype": genotype_path(args)}
+    if args.train_seed:
+        searched_flags["seed"] = args.train_seed
     if args.lane or args.only:
         return run_lane(args, root, tag, etag, base, kd, searched_flags)
     missing = []
@@ -237,6 +245,8 @@ def main() -> None:
     label = etag if args.search == DEFAULT_SEARCH else f"{etag}_{Path(args.search).name}"
     if args.genotype:
         label += f"_{Path(args.genotype).stem}"
+    if args.train_seed:
+        label += f"_s{args.train_seed}"
     command = (f"python benchmarks/students_sst2.py --max-train-examples {args.max_train_examples} --epochs "
                f"{args.epochs}" + (f" --search {args.search}" if args.search != DEFAULT_SEARCH else "")
                + (f" --genotype {args.genotype}" if args.genotype else "")
@@ -244,7 +254,8 @@ def main() -> None:
                + (f" --augmented {args.augmented}" if args.augmented else "")
                + (f" --kd {args.kd}" if args.kd else "")
                + (f" --embed-width {args.embed_width}" if args.embed_width else "")
-               + (f" --width {args.width}" if args.width else ""))
+               + (f" --width {args.width}" if args.width else "")
+               + (f" --train-seed {args.train_seed}" if args.train_seed else ""))
     publish(f"students_sst2_{label}", f"SST-2 students against baselines ({tag}: training rows x epochs; "
             f"search {args.search}" + (f", genotype {args.genotype}" if args.genotype else "") + ")", rows,
             ["student", "description", "dev accuracy", "params without embeddings", "searched - this (95% CI)",
@@ -263,6 +274,8 @@ def main() -> None:
                      "cell width by a linear layer (--embed-width)." if args.embed_width else "")
                   + (f" Searched and random students {args.width} wide (--width; the genotype's: "
                      f"{g['width']})." if args.width else "")
+                  + (f" The searched student with training seed {args.train_seed} (--train-seed), the baselines "
+                     "with seed 0." if args.train_seed else "")
                   + (f" Not finished yet (resumed by the same command with --lane): {', '.join(missing)}."
                      if missing else ""))
     bench_json = root / f"bench-{label}" / "bench.json"

@@ -1,0 +1,104 @@
+"""How far one retraining moves a student's SST-2 dev accuracy: the same student retrained with several
+seeds (`students_sst2.py --train-seed S`), against the teacher and the baselines of the same study.
+
+Each finished seed gets a row (best epoch on dev, counted from 1; teacher - it as a paired-bootstrap interval); the "seed mean"
+row scores each dev sentence by the fraction of seeds that got it right, so its intervals are those of the
+expected accuracy of one retraining (paired over sentences, the seeds averaged inside each pair). The
+comparison rows use that seed mean against each baseline's single run.
+
+Usage: python benchmarks/seed_spread.py [--tag allx8of200k-aug-kd-logit_mse] [--seeds 0,1,2]
+       (reads runs/sst2-students/searched-<tag>[-s<S>]; seed 0 is the run without a suffix)
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import load_json, publish  # noqa: E402
+
+from naskd.data.readers import read_columns  # noqa: E402
+from naskd.data.tasks import get_task  # noqa: E402
+from naskd.stats import paired_bootstrap  # noqa: E402
+
+
+def interval(b: dict) -> str:
+    return f"{b['difference']:+.4f} [{b['low']:+.4f}, {b['high']:+.4f}]"
+
+
+def verdict(b: dict, first: str, second: str) -> str:
+    return f"{first} better" if b["low"] > 0 else f"{second} better" if b["high"] < 0 else "not distinguishable"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tag", default="allx8of200k-aug-kd-logit_mse", help="the study's run tag")
+    ap.add_argument("--seeds", default="0,1,2", help="training seeds of the searched student, comma-separated")
+    ap.add_argument("--runs", default="runs/sst2-students")
+    ap.add_argument("--teacher", default="runs/sst2-teacher")
+    ap.add_argument("--baselines", default="bilstm-150-200,random-0,random-1,random-2,truncated-3",
+                    help="run-name prefixes of the baselines (each <prefix>-<tag>)")
+    ap.add_argument("--data-dir", default=os.environ.get("NASKD_DATA_DIR", "../shared/data"))
+    args = ap.parse_args()
+    root = Path(args.runs)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    spec = get_task("sst2")
+    gold = np.asarray(read_columns(spec, args.data_dir, "dev")["label"])
+
+    def correct(run: Path) -> np.ndarray:
+        logits = np.load(run / "dev_logits.npy")
+        if len(logits) != len(gold):
+            sys.exit(f"{run}/dev_logits.npy scores {len(logits)} sentences, dev has {len(gold)}")
+        return (logits.argmax(-1) == gold).astype(float)
+
+    teacher = correct(Path(args.teacher))
+    rows, per_seed, done, missing = [{"model": "teacher", "dev accuracy": float(teacher.mean())}], [], [], []
+    for s in seeds:
+        run = root / (f"searched-{args.tag}" + (f"-s{s}" if s else ""))
+        m = load_json(run / "metrics.json")
+        if m is None or m.get("status") != "finished":
+            missing.append(f"seed {s} ({run})")
+            continue
+        c = correct(run)
+        per_seed.append(c)
+        done.append(s)
+        b = paired_bootstrap(teacher, c)
+        rows.append({"model": f"searched, seed {s}", "dev accuracy": float(c.mean()),
+                     "best epoch": m["dev"]["epoch"] + 1, "teacher - this (95% CI)": interval(b)})
+    if not per_seed:
+        sys.exit("no finished seed of the searched student: " + "; ".join(missing))
+    accs = np.array([c.mean() for c in per_seed])
+    mean = np.mean(per_seed, axis=0)
+    b = paired_bootstrap(teacher, mean)
+    rows.append({"model": f"searched, mean of {len(per_seed)} seeds", "dev accuracy": float(accs.mean()),
+                 "best epoch": f"sd {accs.std(ddof=1):.4f}" if len(accs) > 1 else "",
+                 "teacher - this (95% CI)": interval(b)})
+    comparisons = []
+    for prefix in args.baselines.split(","):
+        run = root / f"{prefix}-{args.tag}"
+        if not (run / "dev_logits.npy").is_file():
+            missing.append(f"baseline {prefix} ({run})")
+            continue
+        c = correct(run)
+        b = paired_bootstrap(mean, c)
+        comparisons.append({"model": prefix, "dev accuracy": float(c.mean()),
+                            "seed mean - this (95% CI)": interval(b), "verdict": verdict(b, "searched", "this")})
+    command = f"python benchmarks/seed_spread.py --tag {args.tag} --seeds {args.seeds}"
+    gap = float(teacher.mean() - accs.mean())
+    publish(f"seed_spread_sst2_{args.tag}", f"SST-2: the searched student retrained with {len(per_seed)} seeds ({args.tag})",
+            rows + comparisons, ["model", "dev accuracy", "best epoch", "teacher - this (95% CI)",
+                                 "seed mean - this (95% CI)", "verdict"], command,
+            notes=(f"Seeds {', '.join(map(str, done))}: weights, "
+                   "dropout and batch order change, the training rows do not. Spread of the best-epoch dev "
+                   f"accuracy: {accs.min():.4f} to {accs.max():.4f}; the seed mean is {gap * 100:.2f} points under "
+                   "the teacher. Baselines: one run each (seed 0). Intervals: paired bootstrap over the 872 dev "
+                   "sentences (10,000 resamples)."
+                   + (f" Not finished: {'; '.join(missing)}." if missing else "")))
+
+
+if __name__ == "__main__":
+    main()
