@@ -89,5 +89,11 @@ for s in "--search runs/sst2-search-40k" "--search runs/sst2-search-40k --width 
          "--search runs/sst2-search-40k --genotype runs/sst2-search-40k/genotype-max-identity0.json"; do
   $py benchmarks/students_sst2.py $aug8 $s --finished-only >> runs/logs/students_aug8.log 2>&1
 done
+# how far one retraining moves the searched student: seeds 1 and 2 beside seed 0 (one lane each)
+$py benchmarks/students_sst2.py $aug8 --train-seed 1 --only searched > runs/logs/students_aug8_s1.log 2>&1 &
+$py benchmarks/students_sst2.py $aug8 --train-seed 2 --only searched > runs/logs/students_aug8_s2.log 2>&1 &
+wait
+for s in 1 2; do $py benchmarks/students_sst2.py $aug8 --train-seed $s --finished-only >> runs/logs/students_aug8.log 2>&1; done
+$py benchmarks/seed_spread.py --tag allx8of200k-aug-kd-logit_mse --seeds 0,1,2 > runs/logs/seed_spread.log 2>&1
 OMP_NUM_THREADS=2 $py benchmarks/width_speed.py > runs/logs/width_speed.log 2>&1
 $py benchmarks/update_readme.py
