@@ -16,6 +16,8 @@ Usage: python benchmarks/students_sst2.py [--search runs/sst2-search-seed0] [--m
        --genotype FILE: the searched student from a genotype derived again from the search (`naskd derive`)
        --train-seed S: the searched student retrained with another seed (runs named -sS; the baselines are
        shared); benchmarks/seed_spread.py tabulates the seeds
+       --ema D: the searched student keeps a weight average of decay D (`naskd retrain --ema`; runs named
+       -emaD, before any -sS; the baselines are shared)
 """
 from __future__ import annotations
 
@@ -56,6 +58,7 @@ def kd_of_truncated(kd: dict) -> dict:
 def searched_name(args, tag: str) -> str:
     """The searched student's run; a search other than the default one gets its own (the baselines of the
     same tag are shared: they do not depend on the search)."""
+    tag += f"-ema{args.ema:g}" if args.ema else ""
     tag += f"-s{args.train_seed}" if args.train_seed else ""
     if args.genotype:
         return f"searched-{Path(args.search).name}-{Path(args.genotype).stem}-{tag}"
@@ -147,6 +150,9 @@ def main() -> None:
     ap.add_argument("--train-seed", type=int, default=0, help="the searched student's training seed (weights, "
                     "dropout, batch order; the data stay the same): its run is named -s<S> and compared with the "
                     "seed-0 baselines, to see how far one retraining moves dev accuracy")
+    ap.add_argument("--ema", type=float, default=None, help="the searched student keeps an exponential moving "
+                    "average of its weights with this decay (naskd retrain --ema), scored and saved; its run is "
+                    "named -ema<D> and compared with the baselines as they are")
     ap.add_argument("--data-dir", default=os.environ.get("NASKD_DATA_DIR", "../shared/data"))
     args = ap.parse_args()
     wait_for(Path(args.search) / "metrics.json", "the search run")
@@ -171,6 +177,8 @@ def main() -> None:
     searched_flags = {**base, **kd, "genotype": genotype_path(args)}
     if args.train_seed:
         searched_flags["seed"] = args.train_seed
+    if args.ema:
+        searched_flags["ema"] = args.ema
     if args.lane or args.only:
         return run_lane(args, root, tag, etag, base, kd, searched_flags)
     missing = []
@@ -245,6 +253,8 @@ def main() -> None:
     label = etag if args.search == DEFAULT_SEARCH else f"{etag}_{Path(args.search).name}"
     if args.genotype:
         label += f"_{Path(args.genotype).stem}"
+    if args.ema:
+        label += f"_ema{args.ema:g}"
     if args.train_seed:
         label += f"_s{args.train_seed}"
     command = (f"python benchmarks/students_sst2.py --max-train-examples {args.max_train_examples} --epochs "
@@ -255,7 +265,8 @@ def main() -> None:
                + (f" --kd {args.kd}" if args.kd else "")
                + (f" --embed-width {args.embed_width}" if args.embed_width else "")
                + (f" --width {args.width}" if args.width else "")
-               + (f" --train-seed {args.train_seed}" if args.train_seed else ""))
+               + (f" --train-seed {args.train_seed}" if args.train_seed else "")
+               + (f" --ema {args.ema:g}" if args.ema else ""))
     publish(f"students_sst2_{label}", f"SST-2 students against baselines ({tag}: training rows x epochs; "
             f"search {args.search}" + (f", genotype {args.genotype}" if args.genotype else "") + ")", rows,
             ["student", "description", "dev accuracy", "params without embeddings", "searched - this (95% CI)",
@@ -276,6 +287,8 @@ def main() -> None:
                      f"{g['width']})." if args.width else "")
                   + (f" The searched student with training seed {args.train_seed} (--train-seed), the baselines "
                      "with seed 0." if args.train_seed else "")
+                  + (f" The searched student scored and saved as a weight average of decay {args.ema:g} (--ema), "
+                     "the baselines as they are." if args.ema else "")
                   + (f" Not finished yet (resumed by the same command with --lane): {', '.join(missing)}."
                      if missing else ""))
     bench_json = root / f"bench-{label}" / "bench.json"

@@ -7,6 +7,7 @@ the same batches with the same dropout masks as an uninterrupted one.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -100,6 +101,25 @@ def load_checkpoint(path: Path, *, modules: dict, optimizers: dict, schedulers: 
     return ck["loop"]
 
 
+def weight_average(model: torch.nn.Module, decay: float):
+    """An exponential moving average of ``model``'s weights (and buffers), torch's own AveragedModel:
+    ``avg <- decay * avg + (1 - decay) * w`` after every step, the first step copying ``w``."""
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
+@contextlib.contextmanager
+def weights_of(model: torch.nn.Module, source: torch.nn.Module):
+    """Inside the block ``model`` holds ``source``'s weights; its own are put back after."""
+    own = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    model.load_state_dict(source.state_dict())
+    try:
+        yield model
+    finally:
+        model.load_state_dict(own)
+
+
 class _Trainable(torch.nn.Module):
     """The modules that train, with ``loss_fn(batch) -> (loss, logs)`` as their forward (for DDP)."""
 
@@ -119,11 +139,14 @@ def fit(*, model: torch.nn.Module, optimizer, scheduler, epochs: int,
         on_epoch: Callable[[int, dict], None] | None = None,
         resume: bool = False, stop_after_steps: int | None = None, checkpoint_every: int = 0,
         grad_clip: float | None = 1.0, extra: dict | None = None, desc: str = "train",
-        log_every: int = 50) -> FitResult:
+        log_every: int = 50, ema_decay: float | None = None) -> FitResult:
     """Train ``model``; evaluate each epoch; call ``on_best`` when ``main_metric`` improves.
 
     ``loss_fn(batch) -> (loss, logs)`` runs the forward pass; ``make_batch(rows)`` collates a batch
-    of row indices. Logs go to ``run_dir/log.jsonl``.
+    of row indices. Logs go to ``run_dir/log.jsonl``. With ``ema_decay`` an exponential moving average
+    of the weights is kept: ``evaluate`` and ``on_best`` see the averaged weights (what is scored is what
+    is saved), the raw weights' scores are recorded beside them as ``raw_<metric>``, and training goes on
+    from the raw weights.
     """
     run_dir = Path(run_dir)
     extra = extra or {}
@@ -140,6 +163,9 @@ def fit(*, model: torch.nn.Module, optimizer, scheduler, epochs: int,
         step_fn = ddp
     state = LoopState()
     modules = {"model": model, **extra}
+    averaged = weight_average(model, ema_decay) if ema_decay else None
+    if averaged is not None:
+        modules["ema"] = averaged
     ck = dict(modules=modules, optimizers={"main": optimizer}, schedulers={"main": scheduler})
     if resume:
         state = LoopState(**load_checkpoint(ck_path, **ck))
@@ -175,6 +201,8 @@ def fit(*, model: torch.nn.Module, optimizer, scheduler, epochs: int,
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()
+            if averaged is not None:
+                averaged.update_parameters(model)
             state.step_in_epoch += 1
             state.global_step += 1
             steps_done_here += 1
@@ -205,15 +233,21 @@ def fit(*, model: torch.nn.Module, optimizer, scheduler, epochs: int,
             state.step_in_epoch = 0
             dist.barrier()
             continue
-        metrics = evaluate()
-        metrics["epoch"] = state.epoch
-        state.history.append(metrics)
-        value = metrics[main_metric]
-        improved = state.best is None or (value > state.best if higher_is_better else value < state.best)
-        if improved and not math.isnan(value):
-            state.best, state.best_epoch, best_metrics = value, state.epoch, metrics
-            if on_best is not None:
-                on_best(metrics)
+        with contextlib.ExitStack() as scope:
+            if averaged is not None:
+                raw = evaluate()
+                scope.enter_context(weights_of(model, averaged.module))
+            metrics = evaluate()
+            if averaged is not None:
+                metrics.update({f"raw_{k}": v for k, v in raw.items()})
+            metrics["epoch"] = state.epoch
+            state.history.append(metrics)
+            value = metrics[main_metric]
+            improved = state.best is None or (value > state.best if higher_is_better else value < state.best)
+            if improved and not math.isnan(value):
+                state.best, state.best_epoch, best_metrics = value, state.epoch, metrics
+                if on_best is not None:
+                    on_best(metrics)
         append_jsonl(log_path, {"epoch": state.epoch, "eval": metrics, "best": state.best})
         print(f"[{desc}] epoch {state.epoch + 1}/{epochs}: " +
               ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float)) +

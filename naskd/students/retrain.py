@@ -87,6 +87,9 @@ class RetrainConfig:
     weight_decay: float = C.field(1e-2, help="weight decay")
     warmup_ratio: float = C.field(0.05, help="warm-up fraction")
     dropout: float = C.field(0.1, help="dropout")
+    ema: Optional[float] = C.field(None, help="keep an exponential moving average of the weights with this decay "
+                                              "(e.g. 0.999): dev is scored, and the best epoch kept, with the "
+                                              "averaged weights; the raw weights' scores are logged beside them")
     max_train_examples: Optional[int] = C.field(None, help="seeded training subsample")
     max_eval_examples: Optional[int] = C.field(None, help="seeded dev subsample")
     max_length: Optional[int] = C.field(None, help="maximum sub-tokens (default: the teacher's recipe)")
@@ -129,6 +132,8 @@ class RetrainConfig:
             if self.student not in ("genotype", "random"):
                 raise ConfigError(f"--embed-width is for genotype and random students; {self.student} sets its "
                                   "own embeddings" + (" (--bilstm-embed)" if self.student == "bilstm_soft" else ""))
+        if self.ema is not None and not 0.0 < self.ema < 1.0:
+            raise ConfigError(f"--ema is a decay between 0 and 1 (exclusive), e.g. 0.999; got {self.ema}")
         parse_kd(self.kd)
 
     @property
@@ -271,7 +276,7 @@ def retrain(cfg: RetrainConfig, *, overwrite: bool = False, resume: bool = False
     what = describe_student(cfg, model, genotype)
     dist.say(f"[retrain] {spec.name}: {len(data.train)} train / {len(data.dev)} dev; {what}; width {width}; "
              f"{n_params / 1e6:.2f}M parameters ({(n_params - n_emb) / 1e6:.2f}M without embeddings); "
-             f"kd {cfg.kd}; {cfg.optimizer} lr {cfg.lr}; {emb_note}; "
+             f"kd {cfg.kd}; {cfg.optimizer} lr {cfg.lr}{f', weight EMA {cfg.ema}' if cfg.ema else ''}; {emb_note}; "
              f"{f'{dist.world_size()} processes; ' if dist.world_size() > 1 else ''}run directory {run_dir}", flush=True)
 
     def loss_fn(batch):
@@ -299,7 +304,8 @@ def retrain(cfg: RetrainConfig, *, overwrite: bool = False, resume: bool = False
                  make_batch=lambda rows: batch_to(data.make_batch(rows), device), loss_fn=loss_fn,
                  evaluate=evaluate, main_metric=spec.main_metric, run_dir=run_dir, device=device,
                  on_best=on_best, on_epoch=on_epoch, resume=resume, stop_after_steps=cfg.stop_after_steps,
-                 checkpoint_every=cfg.checkpoint_every, extra={"kd": kd}, desc=f"retrain {spec.name}")
+                 checkpoint_every=cfg.checkpoint_every, extra={"kd": kd}, desc=f"retrain {spec.name}",
+                 ema_decay=cfg.ema)
     metrics = {"command": "retrain", "task": spec.name, "status": "stopped" if result.stopped else "finished",
                "student": cfg.student, "description": what,
                "genotype": genotype.to_dict() if genotype is not None else None, "kd": cfg.kd, "dev": result.best_metrics,

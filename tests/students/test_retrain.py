@@ -64,6 +64,37 @@ def test_retrain_resume_equals_uninterrupted(tiny_teacher, genotype, tmp_path):
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
 
 
+def test_retrain_ema_saves_the_scored_average(tiny_teacher, genotype, tmp_path, capsys):
+    """--ema: the saved student is the weight average that was scored (its dev logits are the saved ones),
+    the raw weights' accuracy is logged beside it, and an impossible decay is refused."""
+    import numpy as np
+
+    teacher, _ = tiny_teacher
+    out = tmp_path / "ema"
+    assert main(argv(teacher, genotype, out, "--ema", "0.9")) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert all("raw_accuracy" in h and "accuracy" in h for h in m["history"])
+    model, tok, _ = naskd.load_student(out)
+    spec = get_task("sst2")
+    cols = read_columns(spec, DATA, "dev")
+    saved = np.load(out / "dev_logits.npy")
+    from naskd.data.readers import subsample
+
+    rows = subsample(len(cols["label"]), 32, 0)          # the run's seeded dev subsample
+    dev = encode(spec, {k: [v[i] for i in rows] for k, v in cols.items()}, tok, 128)
+    b = collate(dev, list(range(len(saved))))
+    with torch.no_grad():
+        logits = model(**b)["logits"].numpy()
+    np.testing.assert_allclose(logits, saved, rtol=0, atol=1e-5)
+    # the raw weights (kept in the checkpoint) are not what was saved
+    ck = torch.load(out / "checkpoint.pt", weights_only=True)
+    raw = ck["modules"]["model"]
+    assert any(not torch.equal(raw[k], v) for k, v in model.state_dict().items())
+    capsys.readouterr()
+    assert main(argv(teacher, genotype, tmp_path / "bad", "--ema", "1.0")) == 2
+    assert "--ema is a decay between 0 and 1" in capsys.readouterr().err
+
+
 def test_retrain_epoch_examples(tiny_teacher, genotype, tmp_path, capsys):
     """--epoch-examples: each epoch trains on that many rows and is scored on dev; resuming replays it."""
     teacher, _ = tiny_teacher

@@ -1,0 +1,70 @@
+"""The shared training loop's weight average (``fit(ema_decay=...)``), against a float64 recurrence."""
+import torch
+
+from naskd.train import fit
+
+STEPS_PER_EPOCH, EPOCHS, DECAY = 3, 2, 0.7
+
+
+def _run(run_dir, *, stop_after=None, resume=False):
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    xs = torch.randn(STEPS_PER_EPOCH * EPOCHS, 4, 3, generator=torch.Generator().manual_seed(1))
+    raw_weights, seen, saved = [], [], []
+
+    def loss_fn(batch):
+        return ((model(batch["x"]) - 1.0) ** 2).mean(), {}
+
+    def make_batch(i):
+        return {"x": xs[i]}
+
+    def evaluate():
+        w = model.weight.detach().clone()
+        seen.append(w)
+        return {"score": float(-(w.sum() - 1.0).abs())}
+
+    def on_best(metrics):
+        saved.append(model.weight.detach().clone())
+
+    def step_hook(*_):
+        raw_weights.append(model.weight.detach().double().clone())
+
+    opt.register_step_post_hook(step_hook)
+    result = fit(model=model, optimizer=opt, scheduler=None, epochs=EPOCHS,
+                 batches_for_epoch=lambda e: list(range(e * STEPS_PER_EPOCH, (e + 1) * STEPS_PER_EPOCH)),
+                 make_batch=make_batch, loss_fn=loss_fn, evaluate=evaluate, main_metric="score", run_dir=run_dir,
+                 device=torch.device("cpu"), on_best=on_best, resume=resume, stop_after_steps=stop_after,
+                 checkpoint_every=1, grad_clip=None, ema_decay=DECAY)
+    return model, result, raw_weights, seen, saved
+
+
+def test_fit_scores_and_saves_the_weight_average(tmp_path):
+    model, result, raw, seen, saved = _run(tmp_path)
+    assert len(raw) == STEPS_PER_EPOCH * EPOCHS
+    # the average by hand, float64: the first step copies the weights, then avg <- d avg + (1 - d) w
+    avg, averages = None, []
+    for w in raw:
+        avg = w.clone() if avg is None else DECAY * avg + (1 - DECAY) * w
+        averages.append(avg)
+    # each epoch's end: the raw weights are scored first, then the average (which is what counts)
+    for epoch in range(EPOCHS):
+        at = (epoch + 1) * STEPS_PER_EPOCH - 1
+        torch.testing.assert_close(seen[2 * epoch].double(), raw[at], rtol=0, atol=1e-7)
+        torch.testing.assert_close(seen[2 * epoch + 1].double(), averages[at], rtol=0, atol=1e-6)
+        h = result.state.history[epoch]
+        assert abs(h["score"] + abs(float(averages[at].sum()) - 1.0)) < 1e-5
+        assert abs(h["raw_score"] + abs(float(raw[at].sum()) - 1.0)) < 1e-5
+    # what on_best saw is an average, never the raw weights; training goes on from the raw weights
+    assert saved and all(min(float((s.double() - a).abs().max()) for a in averages) < 1e-6 for s in saved)
+    assert not torch.allclose(averages[-1], raw[-1])
+    torch.testing.assert_close(model.weight.detach().double(), raw[-1], rtol=0, atol=0)
+
+
+def test_fit_weight_average_survives_resume(tmp_path):
+    _, full, _, _, _ = _run(tmp_path / "full")
+    _, part, _, _, _ = _run(tmp_path / "part", stop_after=4)      # stopped inside the second epoch
+    assert part.stopped
+    model, resumed, _, seen, _ = _run(tmp_path / "part", resume=True)
+    assert [h["score"] for h in resumed.state.history] == [h["score"] for h in full.state.history]
+    assert [h["raw_score"] for h in resumed.state.history] == [h["raw_score"] for h in full.state.history]
