@@ -6,8 +6,11 @@ row scores each dev sentence by the fraction of seeds that got it right, so its 
 expected accuracy of one retraining (paired over sentences, the seeds averaged inside each pair). The
 comparison rows use that seed mean against each baseline's single run.
 
-Usage: python benchmarks/seed_spread.py [--tag allx8of200k-aug-kd-logit_mse] [--seeds 0,1,2]
-       (reads runs/sst2-students/searched-<tag>[-s<S>]; seed 0 is the run without a suffix)
+Usage: python benchmarks/seed_spread.py [--tag allx8of200k-aug-kd-logit_mse] [--seeds 0,1,2] [--variant -ema0.999]
+       (reads runs/sst2-students/searched-<tag><variant>[-s<S>]; seed 0 is the run without a suffix)
+       --variant V: the searched student of a recipe variant (e.g. `students_sst2.py --ema 0.999`, runs
+       -ema0.999), each seed also compared with the plain recipe's run of the same seed (same initial
+       weights and batch order), and the two seed means with each other
 """
 from __future__ import annotations
 
@@ -42,6 +45,7 @@ def main() -> None:
     ap.add_argument("--teacher", default="runs/sst2-teacher")
     ap.add_argument("--baselines", default="bilstm-150-200,random-0,random-1,random-2,truncated-3",
                     help="run-name prefixes of the baselines (each <prefix>-<tag>)")
+    ap.add_argument("--variant", default="", help="suffix of a recipe variant's searched runs, e.g. -ema0.999")
     ap.add_argument("--data-dir", default=os.environ.get("NASKD_DATA_DIR", "../shared/data"))
     args = ap.parse_args()
     root = Path(args.runs)
@@ -57,8 +61,13 @@ def main() -> None:
 
     teacher = correct(Path(args.teacher))
     rows, per_seed, done, missing = [{"model": "teacher", "dev accuracy": float(teacher.mean())}], [], [], []
+    plain_of, paired = {}, []
+
+    def searched(s: int, variant: str) -> Path:
+        return root / (f"searched-{args.tag}{variant}" + (f"-s{s}" if s else ""))
+
     for s in seeds:
-        run = root / (f"searched-{args.tag}" + (f"-s{s}" if s else ""))
+        run = searched(s, args.variant)
         m = load_json(run / "metrics.json")
         if m is None or m.get("status") != "finished":
             missing.append(f"seed {s} ({run})")
@@ -67,16 +76,31 @@ def main() -> None:
         per_seed.append(c)
         done.append(s)
         b = paired_bootstrap(teacher, c)
-        rows.append({"model": f"searched, seed {s}", "dev accuracy": float(c.mean()),
-                     "best epoch": m["dev"]["epoch"] + 1, "teacher - this (95% CI)": interval(b)})
+        row = {"model": f"searched{args.variant}, seed {s}", "dev accuracy": float(c.mean()),
+               "best epoch": m["dev"]["epoch"] + 1, "teacher - this (95% CI)": interval(b)}
+        plain = searched(s, "")
+        if args.variant and (plain / "dev_logits.npy").is_file():
+            plain_of[s] = correct(plain)
+            paired.append(s)
+            row["variant - plain, same seed (95% CI)"] = interval(paired_bootstrap(c, plain_of[s]))
+        rows.append(row)
     if not per_seed:
         sys.exit("no finished seed of the searched student: " + "; ".join(missing))
     accs = np.array([c.mean() for c in per_seed])
     mean = np.mean(per_seed, axis=0)
     b = paired_bootstrap(teacher, mean)
-    rows.append({"model": f"searched, mean of {len(per_seed)} seeds", "dev accuracy": float(accs.mean()),
+    rows.append({"model": f"searched{args.variant}, mean of {len(per_seed)} seeds", "dev accuracy": float(accs.mean()),
                  "best epoch": f"sd {accs.std(ddof=1):.4f}" if len(accs) > 1 else "",
                  "teacher - this (95% CI)": interval(b)})
+    if paired:                        # the two recipes over the seeds both have, each seed paired with itself
+        var_mean = np.mean([per_seed[done.index(s)] for s in paired], axis=0)
+        plain_mean = np.mean([plain_of[s] for s in paired], axis=0)
+        b = paired_bootstrap(var_mean, plain_mean)
+        rows.append({"model": f"searched (plain recipe), mean of seeds {', '.join(map(str, paired))}",
+                     "dev accuracy": float(plain_mean.mean()),
+                     "teacher - this (95% CI)": interval(paired_bootstrap(teacher, plain_mean)),
+                     "variant - plain, same seed (95% CI)": interval(b),
+                     "verdict": verdict(b, "variant", "plain")})
     comparisons = []
     for prefix in args.baselines.split(","):
         run = root / f"{prefix}-{args.tag}"
@@ -87,11 +111,15 @@ def main() -> None:
         b = paired_bootstrap(mean, c)
         comparisons.append({"model": prefix, "dev accuracy": float(c.mean()),
                             "seed mean - this (95% CI)": interval(b), "verdict": verdict(b, "searched", "this")})
-    command = f"python benchmarks/seed_spread.py --tag {args.tag} --seeds {args.seeds}"
+    command = (f"python benchmarks/seed_spread.py --tag {args.tag} --seeds {args.seeds}"
+               + (f" --variant {args.variant}" if args.variant else ""))
     gap = float(teacher.mean() - accs.mean())
-    publish(f"seed_spread_sst2_{args.tag}", f"SST-2: the searched student retrained with {len(per_seed)} seeds ({args.tag})",
-            rows + comparisons, ["model", "dev accuracy", "best epoch", "teacher - this (95% CI)",
-                                 "seed mean - this (95% CI)", "verdict"], command,
+    columns = ["model", "dev accuracy", "best epoch", "teacher - this (95% CI)"]
+    columns += ["variant - plain, same seed (95% CI)"] if paired else []
+    publish(f"seed_spread_sst2_{args.tag}{args.variant}",
+            f"SST-2: the searched student{f' ({args.variant[1:]})' if args.variant else ''} retrained with "
+            f"{len(per_seed)} seeds ({args.tag})",
+            rows + comparisons, columns + ["seed mean - this (95% CI)", "verdict"], command,
             notes=(f"Seeds {', '.join(map(str, done))}: weights, "
                    "dropout and batch order change, the training rows do not. Spread of the best-epoch dev "
                    f"accuracy: {accs.min():.4f} to {accs.max():.4f}; the seed mean is {gap * 100:.2f} points under "
