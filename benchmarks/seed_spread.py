@@ -6,11 +6,12 @@ row scores each dev sentence by the fraction of seeds that got it right, so its 
 expected accuracy of one retraining (paired over sentences, the seeds averaged inside each pair). The
 comparison rows use that seed mean against each baseline's single run.
 
-Usage: python benchmarks/seed_spread.py [--tag allx8of200k-aug-kd-logit_mse] [--seeds 0,1,2] [--variant -ema0.999]
+Usage: python benchmarks/seed_spread.py [--tag allx8of200k-aug-kd-logit_mse] [--seeds 0,1,2] [--variant ema0.999]
        (reads runs/sst2-students/searched-<tag><variant>[-s<S>]; seed 0 is the run without a suffix)
-       --variant V: the searched student of a recipe variant (e.g. `students_sst2.py --ema 0.999`, runs
-       -ema0.999), each seed also compared with the plain recipe's run of the same seed (same initial
-       weights and batch order), and the two seed means with each other
+       --variant V: the searched student of a recipe variant (e.g. V = ema0.999: the runs -ema0.999 of
+       `students_sst2.py --ema 0.999`), each seed also compared with the plain recipe's run of the same seed (same initial
+       weights and batch order), and the two seed means with each other; a baseline with a run of the
+       variant (e.g. random-0-<tag>-ema0.999) is read from it
 """
 from __future__ import annotations
 
@@ -45,9 +46,11 @@ def main() -> None:
     ap.add_argument("--teacher", default="runs/sst2-teacher")
     ap.add_argument("--baselines", default="bilstm-150-200,random-0,random-1,random-2,truncated-3",
                     help="run-name prefixes of the baselines (each <prefix>-<tag>)")
-    ap.add_argument("--variant", default="", help="suffix of a recipe variant's searched runs, e.g. -ema0.999")
+    ap.add_argument("--variant", default="", help="a recipe variant's run-name suffix without its dash, e.g. "
+                    "ema0.999 for the runs of students_sst2.py --ema 0.999")
     ap.add_argument("--data-dir", default=os.environ.get("NASKD_DATA_DIR", "../shared/data"))
     args = ap.parse_args()
+    args.variant = f"-{args.variant.lstrip('-')}" if args.variant else ""
     root = Path(args.runs)
     seeds = [int(s) for s in args.seeds.split(",")]
     spec = get_task("sst2")
@@ -104,6 +107,8 @@ def main() -> None:
     comparisons = []
     for prefix in args.baselines.split(","):
         run = root / f"{prefix}-{args.tag}"
+        if args.variant and (root / f"{prefix}-{args.tag}{args.variant}" / "dev_logits.npy").is_file():
+            run, prefix = root / f"{prefix}-{args.tag}{args.variant}", prefix + args.variant   # same recipe
         if not (run / "dev_logits.npy").is_file():
             missing.append(f"baseline {prefix} ({run})")
             continue
@@ -112,7 +117,7 @@ def main() -> None:
         comparisons.append({"model": prefix, "dev accuracy": float(c.mean()),
                             "seed mean - this (95% CI)": interval(b), "verdict": verdict(b, "searched", "this")})
     command = (f"python benchmarks/seed_spread.py --tag {args.tag} --seeds {args.seeds}"
-               + (f" --variant {args.variant}" if args.variant else ""))
+               + (f" --variant {args.variant[1:]}" if args.variant else ""))
     gap = float(teacher.mean() - accs.mean())
     columns = ["model", "dev accuracy", "best epoch", "teacher - this (95% CI)"]
     columns += ["variant - plain, same seed (95% CI)"] if paired else []

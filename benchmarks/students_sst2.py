@@ -16,8 +16,8 @@ Usage: python benchmarks/students_sst2.py [--search runs/sst2-search-seed0] [--m
        --genotype FILE: the searched student from a genotype derived again from the search (`naskd derive`)
        --train-seed S: the searched student retrained with another seed (runs named -sS; the baselines are
        shared); benchmarks/seed_spread.py tabulates the seeds
-       --ema D: the searched student keeps a weight average of decay D (`naskd retrain --ema`; runs named
-       -emaD, before any -sS; the baselines are shared)
+       --ema D: the searched and random students keep a weight average of decay D (`naskd retrain --ema`;
+       runs named -emaD, before any -sS); bilstm_soft and the truncated teacher keep their recipes and runs
 """
 from __future__ import annotations
 
@@ -52,13 +52,12 @@ def wait_for(path: Path, what: str, timeout_s: float = 6 * 3600) -> None:
 
 def kd_of_truncated(kd: dict) -> dict:
     """The truncated teacher's flags: the same criteria, its own (the teacher's) width and embeddings."""
-    return {k: v for k, v in kd.items() if k not in ("embed_width", "width")}
+    return {k: v for k, v in kd.items() if k not in ("embed_width", "width", "ema")}
 
 
 def searched_name(args, tag: str) -> str:
     """The searched student's run; a search other than the default one gets its own (the baselines of the
     same tag are shared: they do not depend on the search)."""
-    tag += f"-ema{args.ema:g}" if args.ema else ""
     tag += f"-s{args.train_seed}" if args.train_seed else ""
     if args.genotype:
         return f"searched-{Path(args.search).name}-{Path(args.genotype).stem}-{tag}"
@@ -150,9 +149,9 @@ def main() -> None:
     ap.add_argument("--train-seed", type=int, default=0, help="the searched student's training seed (weights, "
                     "dropout, batch order; the data stay the same): its run is named -s<S> and compared with the "
                     "seed-0 baselines, to see how far one retraining moves dev accuracy")
-    ap.add_argument("--ema", type=float, default=None, help="the searched student keeps an exponential moving "
-                    "average of its weights with this decay (naskd retrain --ema), scored and saved; its run is "
-                    "named -ema<D> and compared with the baselines as they are")
+    ap.add_argument("--ema", type=float, default=None, help="the searched and random students keep an exponential "
+                    "moving average of their weights with this decay (naskd retrain --ema), scored and saved; their "
+                    "runs are named -ema<D>; bilstm_soft and the truncated teacher keep their published recipes")
     ap.add_argument("--data-dir", default=os.environ.get("NASKD_DATA_DIR", "../shared/data"))
     args = ap.parse_args()
     wait_for(Path(args.search) / "metrics.json", "the search run")
@@ -162,7 +161,8 @@ def main() -> None:
            + (f"-kd-{args.kd.replace('=', '').replace(',', '-')}" if args.kd else ""))
     # the genotype students' runs (searched, random) also name the embedding width; the baselines do not
     # depend on it and are shared
-    etag = tag + (f"-e{args.embed_width}" if args.embed_width else "") + (f"-w{args.width}" if args.width else "")
+    etag = (tag + (f"-e{args.embed_width}" if args.embed_width else "") + (f"-w{args.width}" if args.width else "")
+            + (f"-ema{args.ema:g}" if args.ema else ""))
     base = {"task": "sst2", "teacher": args.teacher, "data_dir": args.data_dir, "epochs": args.epochs,
             "max_train_examples": args.max_train_examples or None}
     if args.epoch_examples:
@@ -174,11 +174,11 @@ def main() -> None:
         kd["embed_width"] = args.embed_width
     if args.width:
         kd["width"] = args.width
+    if args.ema:
+        kd["ema"] = args.ema
     searched_flags = {**base, **kd, "genotype": genotype_path(args)}
     if args.train_seed:
         searched_flags["seed"] = args.train_seed
-    if args.ema:
-        searched_flags["ema"] = args.ema
     if args.lane or args.only:
         return run_lane(args, root, tag, etag, base, kd, searched_flags)
     missing = []
@@ -253,8 +253,6 @@ def main() -> None:
     label = etag if args.search == DEFAULT_SEARCH else f"{etag}_{Path(args.search).name}"
     if args.genotype:
         label += f"_{Path(args.genotype).stem}"
-    if args.ema:
-        label += f"_ema{args.ema:g}"
     if args.train_seed:
         label += f"_s{args.train_seed}"
     command = (f"python benchmarks/students_sst2.py --max-train-examples {args.max_train_examples} --epochs "
@@ -287,8 +285,8 @@ def main() -> None:
                      f"{g['width']})." if args.width else "")
                   + (f" The searched student with training seed {args.train_seed} (--train-seed), the baselines "
                      "with seed 0." if args.train_seed else "")
-                  + (f" The searched student scored and saved as a weight average of decay {args.ema:g} (--ema), "
-                     "the baselines as they are." if args.ema else "")
+                  + (f" Searched and random students scored and saved as a weight average of decay {args.ema:g} "
+                     "(--ema); bilstm_soft and the truncated teacher with their own recipes." if args.ema else "")
                   + (f" Not finished yet (resumed by the same command with --lane): {', '.join(missing)}."
                      if missing else ""))
     bench_json = root / f"bench-{label}" / "bench.json"
