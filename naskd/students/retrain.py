@@ -87,6 +87,9 @@ class RetrainConfig:
     weight_decay: float = C.field(1e-2, help="weight decay")
     warmup_ratio: float = C.field(0.05, help="warm-up fraction")
     dropout: float = C.field(0.1, help="dropout")
+    init: Optional[str] = C.field(None, help="start from the weights of a trained student of the same architecture "
+                                             "(its run or student directory) instead of from scratch: a second "
+                                             "distillation stage, e.g. other criteria on the original rows")
     ema: Optional[float] = C.field(None, help="keep an exponential moving average of the weights with this decay "
                                               "(e.g. 0.999): dev is scored, and the best epoch kept, with the "
                                               "averaged weights; the raw weights' scores are logged beside them")
@@ -205,6 +208,34 @@ def build_retrain_student(cfg: RetrainConfig, spec, teacher_dir: Path, genotype,
     return model, k, model.hidden_size, f"the teacher's first {k} of {info['num_layers']} layers and its head"
 
 
+def init_from_student(model, path: str, task: str) -> str:
+    """Copy a saved student's weights into ``model``, which must be the same architecture for the same task."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from .io import _architecture, read_student_info
+
+    info = read_student_info(path)
+    where = info["_path"]
+    if info["task"] != task:
+        raise ConfigError(f"--init {path}: that student was trained for {info['task']}, not {task}")
+    arch, fields = _architecture(model)
+    wanted = {"architecture": arch, "kind": model.kind, "num_labels": model.num_labels, **fields}
+    norm = lambda v: json.loads(json.dumps(v))          # noqa: E731  (tuples and lists alike)
+    differ = [k for k, v in wanted.items() if norm(info.get(k)) != norm(v)]
+    if differ:
+        parts = [f"{k} {info.get(k)!r} there, {wanted[k]!r} here" if k != "genotype" else "another genotype"
+                 for k in differ]
+        raise ConfigError(f"--init {path}: that student differs from this one ({'; '.join(parts)}); pass the "
+                          "--student, --genotype, --width and --embed-width it was trained with")
+    try:
+        model.load_state_dict(load_file(f"{where}/model.safetensors"), strict=True)
+    except RuntimeError as e:
+        raise NaskdError(f"--init {path}: its weights do not fit this student: {e}") from None
+    return f"weights from the trained student {where} (dev {info.get('dev', {}).get('accuracy', '?')})"
+
+
 def describe_student(cfg: RetrainConfig, model, genotype) -> str:
     if genotype is not None:
         return f"{cfg.student} {genotype.describe()}"
@@ -235,6 +266,8 @@ def retrain(cfg: RetrainConfig, *, overwrite: bool = False, resume: bool = False
 
     vocab_size = len(AutoTokenizer.from_pretrained(str(teacher_dir)))
     model, m_s, width, emb_note = build_retrain_student(cfg, spec, teacher_dir, genotype, vocab_size)
+    if cfg.init:
+        emb_note = init_from_student(model, cfg.init, spec.name)
     ctx = kd_context(spec, info, m_s, width, teacher_dir, temperature=cfg.temperature, pkd_pairs=cfg.pairs,
                      fsd_memory=cfg.fsd_memory, seed=cfg.seed)
     kd = DistillationLoss(cfg.kd, ctx)

@@ -95,6 +95,32 @@ def test_retrain_ema_saves_the_scored_average(tiny_teacher, genotype, tmp_path, 
     assert "--ema is a decay between 0 and 1" in capsys.readouterr().err
 
 
+def test_retrain_init_continues_from_a_trained_student(tiny_teacher, genotype, tmp_path, capsys):
+    """--init: the second stage starts from the first stage's saved weights (at lr 0 it scores exactly what
+    the first stage saved); another architecture or task is refused before any work."""
+    import numpy as np
+
+    teacher, _ = tiny_teacher
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert main(argv(teacher, genotype, first)) == 0
+    assert main(argv(teacher, genotype, second, "--init", str(first), "--epochs", "1", "--lr", "0",
+                     "--kd", "soft_ce=0.5,hard_ce=0.5,fsd=1")) == 0
+    np.testing.assert_array_equal(np.load(second / "dev_logits.npy"), np.load(first / "dev_logits.npy"))
+    a, b = load_file(str(first / "student/model.safetensors")), load_file(str(second / "student/model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    capsys.readouterr()
+    assert main(argv(teacher, genotype, tmp_path / "w", "--init", str(first), "--width", "8")) == 2
+    err = capsys.readouterr().err
+    assert "differs from this one" in err and "width 16 there, 8 here" in err
+    assert not (tmp_path / "w").exists()
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({**GENOTYPE, "aggregator": "max_pool"}))
+    assert main(argv(teacher, other, tmp_path / "g", "--init", str(first))) == 2
+    assert "another genotype" in capsys.readouterr().err
+    assert main(argv(teacher, genotype, tmp_path / "n", "--init", str(tmp_path / "nothing"))) == 2
+    assert "not a naskd student directory" in capsys.readouterr().err
+
+
 def test_retrain_epoch_examples(tiny_teacher, genotype, tmp_path, capsys):
     """--epoch-examples: each epoch trains on that many rows and is scored on dev; resuming replays it."""
     teacher, _ = tiny_teacher
