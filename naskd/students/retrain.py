@@ -233,7 +233,8 @@ def init_from_student(model, path: str, task: str) -> str:
         model.load_state_dict(load_file(f"{where}/model.safetensors"), strict=True)
     except RuntimeError as e:
         raise NaskdError(f"--init {path}: its weights do not fit this student: {e}") from None
-    return f"weights from the trained student {where} (dev {info.get('dev', {}).get('accuracy', '?')})"
+    dev = ", ".join(f"{k} {v:.4f}" for k, v in (info.get("dev") or {}).items() if isinstance(v, float))
+    return f"weights from the trained student {where}" + (f" (dev {dev})" if dev else "")
 
 
 def describe_student(cfg: RetrainConfig, model, genotype) -> str:
