@@ -9,9 +9,9 @@ comparison rows use that seed mean against each baseline's single run.
 Usage: python benchmarks/seed_spread.py [--tag allx8of200k-aug-kd-logit_mse] [--seeds 0,1,2] [--variant ema0.999]
        (reads runs/sst2-students/searched-<tag><variant>[-s<S>]; seed 0 is the run without a suffix)
        --variant V: the searched student of a recipe variant (e.g. V = ema0.999: the runs -ema0.999 of
-       `students_sst2.py --ema 0.999`), each seed also compared with the plain recipe's run of the same seed (same initial
-       weights and batch order), and the two seed means with each other; a baseline with a run of the
-       variant (e.g. random-0-<tag>-ema0.999) is read from it
+       `students_sst2.py --ema 0.999`), each seed also compared with the plain recipe's run of the same
+       seed (same initial weights and batch order), and the two seed means with each other; a baseline
+       with a run of the variant (e.g. random-0-<tag>-ema0.999) is read from it
 """
 from __future__ import annotations
 
@@ -28,6 +28,9 @@ from common import load_json, publish  # noqa: E402
 from naskd.data.readers import read_columns  # noqa: E402
 from naskd.data.tasks import get_task  # noqa: E402
 from naskd.stats import paired_bootstrap  # noqa: E402
+
+
+RAW_BEST = "raw weights' best in this run"
 
 
 def interval(b: dict) -> str:
@@ -83,7 +86,7 @@ def main() -> None:
                "best epoch": m["dev"]["epoch"] + 1, "teacher - this (95% CI)": interval(b)}
         raw = [h["raw_accuracy"] for h in m.get("history", []) if "raw_accuracy" in h]
         if raw:                       # a weight-averaged run also scored its raw weights: the same trajectory
-            row["raw weights' best in this run"] = f"{max(raw):.4f} (epoch {int(np.argmax(raw)) + 1})"
+            row[RAW_BEST] = f"{max(raw):.4f} (epoch {int(np.argmax(raw)) + 1})"
         plain = searched(s, "")
         if args.variant and (plain / "dev_logits.npy").is_file():
             plain_of[s] = correct(plain)
@@ -124,7 +127,7 @@ def main() -> None:
     gap = float(teacher.mean() - accs.mean())
     columns = ["model", "dev accuracy", "best epoch", "teacher - this (95% CI)"]
     columns += ["variant - plain, same seed (95% CI)"] if paired else []
-    columns += ["raw weights' best in this run"] if any("raw weights' best in this run" in r for r in rows) else []
+    columns += [RAW_BEST] if any(RAW_BEST in r for r in rows) else []
     publish(f"seed_spread_sst2_{args.tag}{args.variant}",
             f"SST-2: the searched student{f' ({args.variant[1:]})' if args.variant else ''} retrained with "
             f"{len(per_seed)} seeds ({args.tag})",

@@ -15,7 +15,7 @@ from .fixed import FixedStudent
 STUDENT_FORMAT = 1
 
 
-def _architecture(model) -> tuple[str, dict]:
+def architecture_of(model) -> tuple[str, dict]:
     from .baselines import BiLSTMStudent, TruncatedTeacher
 
     if isinstance(model, FixedStudent):
@@ -33,7 +33,7 @@ def _architecture(model) -> tuple[str, dict]:
 def save_student(path: str | os.PathLike, model, tokenizer, *, task: str, extra: dict | None = None):
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    arch, fields = _architecture(model)
+    arch, fields = architecture_of(model)
     save_safetensors(path / "model.safetensors", model.state_dict(), metadata={"format": "naskd-student"})
     tokenizer.save_pretrained(str(path))
     if arch == "truncated_teacher":

@@ -214,13 +214,13 @@ def init_from_student(model, path: str, task: str) -> str:
 
     from safetensors.torch import load_file
 
-    from .io import _architecture, read_student_info
+    from .io import architecture_of, read_student_info
 
     info = read_student_info(path)
     where = info["_path"]
     if info["task"] != task:
         raise ConfigError(f"--init {path}: that student was trained for {info['task']}, not {task}")
-    arch, fields = _architecture(model)
+    arch, fields = architecture_of(model)
     wanted = {"architecture": arch, "kind": model.kind, "num_labels": model.num_labels, **fields}
     norm = lambda v: json.loads(json.dumps(v))          # noqa: E731  (tuples and lists alike)
     differ = [k for k, v in wanted.items() if norm(info.get(k)) != norm(v)]
