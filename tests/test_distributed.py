@@ -15,7 +15,7 @@ from .students.test_retrain import GENOTYPE
 def torchrun(*args, env_extra=None):
     env = {**os.environ, "OMP_NUM_THREADS": "1", **(env_extra or {})}
     return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           "-m", "naskd", *args], env=env, capture_output=True, text=True, timeout=600)
+                           "-m", "naskd", *args, "--device", "cpu"], env=env, capture_output=True, text=True, timeout=600)
 
 
 def test_retrain_with_two_processes(tiny_teacher, tmp_path):
@@ -55,3 +55,22 @@ def test_teacher_with_two_processes(tmp_path):
 def test_search_refuses_torchrun(tmp_path):
     r = torchrun("search", "--task", "sst2", "--data-dir", str(DATA), "--out", str(tmp_path / "s"))
     assert r.returncode != 0 and "naskd search runs in one process" in r.stderr
+
+
+def test_more_processes_than_gpus_is_refused_before_joining(monkeypatch):
+    """torchrun with more processes on a node than it has GPUs: a clear error before the process group is
+    joined (NCCL would fail later, on the surplus rank alone, with "invalid device ordinal")."""
+    from naskd.errors import NaskdError
+    from naskd.utils import dist as ndist
+
+    joined = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(ndist.dist, "init_process_group", lambda *a, **k: joined.append(a))
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    with pytest.raises(NaskdError, match=r"has 1 GPU: one process per GPU \(--nproc_per_node 1\), or --device cpu"):
+        ndist.init("auto")
+    assert joined == []
+    # --device cpu: the same process joins with gloo and stays on the CPU
+    monkeypatch.setattr(ndist.dist, "is_initialized", lambda: False)
+    assert ndist.init("cpu") == torch.device("cpu") and joined == [("gloo",)]

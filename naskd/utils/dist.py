@@ -13,6 +13,8 @@ import os
 import torch
 import torch.distributed as dist
 
+from ..errors import NaskdError
+
 
 def launched() -> bool:
     """True in a process started by torchrun with more than one process in all."""
@@ -22,10 +24,15 @@ def launched() -> bool:
 def init(device_name: str = "auto") -> torch.device:
     """Join the process group once; return this process's device (its local GPU, or the CPU)."""
     use_cuda = device_name != "cpu" and torch.cuda.is_available()
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if use_cuda and local >= torch.cuda.device_count():
+        # before joining: NCCL would fail later with "invalid device ordinal" on this rank alone
+        n = torch.cuda.device_count()
+        raise NaskdError(f"torchrun started process {local} on this node but it has {n} GPU{'s' * (n != 1)}: one "
+                         f"process per GPU (--nproc_per_node {n}), or --device cpu for CPU processes (gloo)")
     if not dist.is_initialized():
         dist.init_process_group("nccl" if use_cuda else "gloo")
     if use_cuda:
-        local = int(os.environ.get("LOCAL_RANK", "0"))
         torch.cuda.set_device(local)
         return torch.device("cuda", local)
     return torch.device("cpu")

@@ -32,7 +32,7 @@ def argv(teacher, space, out, *extra):
 
 
 def final_alphas(run):
-    ck = torch.load(run / "checkpoint.pt", weights_only=True)
+    ck = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)
     return ck["modules"]["model"]["arch.ops"], ck["modules"]["model"]["arch.agg"]
 
 

@@ -87,7 +87,7 @@ def test_retrain_ema_saves_the_scored_average(tiny_teacher, genotype, tmp_path, 
         logits = model(**b)["logits"].numpy()
     np.testing.assert_allclose(logits, saved, rtol=0, atol=1e-5)
     # the raw weights (kept in the checkpoint) are not what was saved
-    ck = torch.load(out / "checkpoint.pt", weights_only=True)
+    ck = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
     raw = ck["modules"]["model"]
     assert any(not torch.equal(raw[k], v) for k, v in model.state_dict().items())
     capsys.readouterr()
