@@ -65,6 +65,11 @@ def main() -> None:
             sys.exit(f"{run}/dev_logits.npy scores {len(logits)} sentences, dev has {len(gold)}")
         return (logits.argmax(-1) == gold).astype(float)
 
+    def finished(run: Path) -> bool:
+        """A run whose training ended: a stopped one has dev logits of its best epoch so far, not of its run."""
+        m = load_json(run / "metrics.json")
+        return m is not None and m.get("status") == "finished" and (run / "dev_logits.npy").is_file()
+
     teacher = correct(Path(args.teacher))
     rows, per_seed, done, missing = [{"model": "teacher", "dev accuracy": float(teacher.mean())}], [], [], []
     plain_of, paired = {}, []
@@ -75,7 +80,7 @@ def main() -> None:
     for s in seeds:
         run = searched(s, args.variant)
         m = load_json(run / "metrics.json")
-        if m is None or m.get("status") != "finished":
+        if not finished(run):
             missing.append(f"seed {s} ({run})")
             continue
         c = correct(run)
@@ -88,7 +93,7 @@ def main() -> None:
         if raw:                       # a weight-averaged run also scored its raw weights: the same trajectory
             row[RAW_BEST] = f"{max(raw):.4f} (epoch {int(np.argmax(raw)) + 1})"
         plain = searched(s, "")
-        if args.variant and (plain / "dev_logits.npy").is_file():
+        if args.variant and finished(plain):
             plain_of[s] = correct(plain)
             paired.append(s)
             row["variant - plain, same seed (95% CI)"] = interval(paired_bootstrap(c, plain_of[s]))
@@ -113,9 +118,9 @@ def main() -> None:
     comparisons = []
     for prefix in args.baselines.split(","):
         run = root / f"{prefix}-{args.tag}"
-        if args.variant and (root / f"{prefix}-{args.tag}{args.variant}" / "dev_logits.npy").is_file():
+        if args.variant and finished(root / f"{prefix}-{args.tag}{args.variant}"):
             run, prefix = root / f"{prefix}-{args.tag}{args.variant}", prefix + args.variant   # same recipe
-        if not (run / "dev_logits.npy").is_file():
+        if not finished(run):
             missing.append(f"baseline {prefix} ({run})")
             continue
         c = correct(run)
