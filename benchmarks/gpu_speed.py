@@ -8,6 +8,7 @@ weights, so the teacher is built from its run's config.json and teacher.json wit
 
 Usage: python benchmarks/gpu_speed.py --teacher runs/sst2-teacher --model runs/sst2-students/<run>/student
        [--model ...] [--data-dir ../shared/data] [--out benchmarks/results/gpu_speed_sst2.json]
+       (--out X.json also writes X.md); --table-only X.json: rewrite X.md from X.json, measuring nothing
 """
 from __future__ import annotations
 
@@ -78,7 +79,21 @@ def measure(run, singles, big, n_examples, device, repeat: int) -> dict:
     return {"b1 ms": 1000 * statistics.median(lat), "b128 ex/s": statistics.median(rates)}
 
 
+def markdown(d: dict) -> str:
+    return (f"## Teacher and searched student on a GPU (SST-2 dev, {d['examples']} sentences)\n\n"
+            f"Measured with `python {d['command']}` on {d['device']}, torch {d['torch']}"
+            + (f" ({d['note']})" if d.get("note") else "") + f".\n\n{d['table']}\n\n"
+            "Batch 1: median latency over the dev sentences, each unpadded; batch 128: throughput over "
+            "length-bucketed dev batches; fp32, and bf16 under autocast. Ratios against the teacher: x faster "
+            "at batch 1, x throughput at batch 128. The teacher has random weights (speed does not depend on "
+            "them); `naskd bench` gives the CPU table, where the students are meant to run.\n")
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--table-only"]:
+        path = Path(sys.argv[2])
+        Path(path.with_suffix(".md")).write_text(markdown(json.loads(path.read_text())))
+        return
     ap = argparse.ArgumentParser()
     ap.add_argument("--teacher", required=True)
     ap.add_argument("--model", action="append", required=True, help="a student directory (repeatable)")
@@ -127,8 +142,12 @@ def main() -> None:
     if args.out:
         from naskd.utils.io import write_json
 
-        write_json(args.out, {"device": dev, "torch": torch.__version__, "examples": n, "rows": rows,
-                              "command": " ".join(sys.argv), "table": table})
+        from naskd.utils.io import write_text
+
+        d = {"device": dev, "torch": torch.__version__, "examples": n, "rows": rows,
+             "command": " ".join(sys.argv), "table": table}
+        write_json(args.out, d)
+        write_text(Path(args.out).with_suffix(".md"), markdown(d))
 
 
 if __name__ == "__main__":

@@ -96,4 +96,21 @@ wait
 for s in 1 2; do $py benchmarks/students_sst2.py $aug8 --train-seed $s --finished-only >> runs/logs/students_aug8.log 2>&1; done
 $py benchmarks/seed_spread.py --tag allx8of200k-aug-kd-logit_mse --seeds 0,1,2 > runs/logs/seed_spread.log 2>&1
 OMP_NUM_THREADS=2 $py benchmarks/width_speed.py > runs/logs/width_speed.log 2>&1
+# issue 5 at 16 x 200,000 rows (the linear decay stretched over twice the rows): the searched student with
+# two seeds, then every baseline at the same budget (two lanes; about 2 h 15 min per genotype student)
+aug16="--max-train-examples 0 --epochs 16 --epoch-examples 200000 --augmented runs/sst2-augment --kd logit_mse"
+$py benchmarks/students_sst2.py $aug16 --only searched > runs/logs/students_e16_s0.log 2>&1 &
+$py benchmarks/students_sst2.py $aug16 --train-seed 1 --only searched > runs/logs/students_e16_s1.log 2>&1 &
+wait
+$py benchmarks/students_sst2.py $aug16 --lane 0/2 > runs/logs/students_e16_0.log 2>&1 &
+$py benchmarks/students_sst2.py $aug16 --lane 1/2 > runs/logs/students_e16_1.log 2>&1 &
+wait
+$py benchmarks/students_sst2.py $aug16 --finished-only > runs/logs/students_e16.log 2>&1
+$py benchmarks/seed_spread.py --tag allx16of200k-aug-kd-logit_mse --seeds 0,1 > runs/logs/seed_spread_e16.log 2>&1
+# speed on a GPU, where there is one (the teacher with random weights: speed does not depend on them)
+if $py -c "import torch, sys; sys.exit(not torch.cuda.is_available())"; then
+  $py benchmarks/gpu_speed.py --teacher runs/sst2-teacher \
+    --model runs/sst2-students/searched-allx16of200k-aug-kd-logit_mse/student \
+    --out benchmarks/results/gpu_speed_sst2.json > runs/logs/gpu_speed.log 2>&1
+fi
 $py benchmarks/update_readme.py
