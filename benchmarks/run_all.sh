@@ -96,6 +96,7 @@ wait
 for s in 1 2; do $py benchmarks/students_sst2.py $aug8 --train-seed $s --finished-only >> runs/logs/students_aug8.log 2>&1; done
 $py benchmarks/seed_spread.py --tag allx8of200k-aug-kd-logit_mse --seeds 0,1,2 > runs/logs/seed_spread.log 2>&1
 OMP_NUM_THREADS=2 $py benchmarks/width_speed.py > runs/logs/width_speed.log 2>&1
+$py benchmarks/bench_optimizer.py > runs/logs/bench_optimizer.log 2>&1
 # issue 5 at 16 x 200,000 rows (the linear decay stretched over twice the rows): the searched student with
 # two seeds, then every baseline at the same budget (two lanes; about 2 h 15 min per genotype student)
 aug16="--max-train-examples 0 --epochs 16 --epoch-examples 200000 --augmented runs/sst2-augment --kd logit_mse"

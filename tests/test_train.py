@@ -68,3 +68,41 @@ def test_fit_weight_average_survives_resume(tmp_path):
     model, resumed, _, seen, _ = _run(tmp_path / "part", resume=True)
     assert [h["score"] for h in resumed.state.history] == [h["score"] for h in full.state.history]
     assert [h["raw_score"] for h in resumed.state.history] == [h["raw_score"] for h in full.state.history]
+
+
+def test_adamw_is_fused_and_updates_as_the_reference(tmp_path):
+    """naskd's AdamW takes torch's fused kernel on the CPU and moves the weights as the default implementation
+    does; a checkpoint of the unfused optimizer (a run started before naskd fused it) resumes unfused, on its
+    own trajectory."""
+    from naskd.train import adamw
+
+    def model():
+        torch.manual_seed(0)
+        return torch.nn.Sequential(torch.nn.Embedding(50, 8), torch.nn.Flatten(), torch.nn.Linear(24, 3))
+
+    x = torch.randint(0, 50, (16, 3))
+
+    def train(m, opt, steps):
+        for _ in range(steps):
+            opt.zero_grad()
+            m(x).pow(2).mean().backward()
+            opt.step()
+
+    fused_m, ref_m = model(), model()
+    fused = adamw(fused_m.parameters(), lr=1e-2, weight_decay=0.1)
+    ref = torch.optim.AdamW(ref_m.parameters(), lr=1e-2, weight_decay=0.1, foreach=False)
+    assert fused.defaults["fused"] is True
+    train(fused_m, fused, 20)
+    train(ref_m, ref, 20)
+    for a, b, start in zip(fused_m.parameters(), ref_m.parameters(), model().parameters()):
+        assert (a - start).abs().max() > 1e-3                  # the weights moved
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    # resume: the reference optimizer's state in a fused one, then both go on alike
+    torch.save(ref.state_dict(), tmp_path / "opt.pt")
+    again = adamw(fused_m.parameters(), lr=1e-2, weight_decay=0.1)
+    again.load_state_dict(torch.load(tmp_path / "opt.pt", weights_only=True))
+    assert not again.param_groups[0]["fused"]                # the checkpoint's settings win
+    train(fused_m, again, 5)
+    train(ref_m, ref, 5)
+    for a, b in zip(fused_m.parameters(), ref_m.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

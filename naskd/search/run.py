@@ -30,7 +30,7 @@ from ..pipeline import (DEFAULT_KD, DEFAULT_TAGGING_KD, batch_to, default_kd, kd
 from ..predict import evaluate_model
 from ..space.spec import load_space
 from ..supernet import Supernet
-from ..train import CHECKPOINT, LoopState, load_checkpoint, save_checkpoint
+from ..train import CHECKPOINT, LoopState, adamw, load_checkpoint, save_checkpoint
 from ..utils.io import append_jsonl, prepare_run_dir, write_json, write_text
 from ..utils.progress import bar
 from ..utils.runtime import pick_device, seed_everything
@@ -203,7 +203,7 @@ def run_search(cfg: SearchConfig, *, overwrite: bool = False, resume: bool = Fal
     model.to(device)
     kd.to(device)
     weights = model.weights() + [p for p in kd.parameters() if p.requires_grad]
-    w_opt = torch.optim.AdamW(weights, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    w_opt = adamw(weights, lr=cfg.lr, weight_decay=cfg.weight_decay)
     a_opt = torch.optim.Adam(model.alphas(), lr=cfg.arch_lr, betas=(0.5, 0.999),
                              weight_decay=cfg.arch_weight_decay)
 

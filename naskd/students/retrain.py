@@ -23,7 +23,7 @@ from ..pipeline import (DEFAULT_KD, DEFAULT_TAGGING_KD, batch_to, default_kd, kd
 from ..predict import evaluate_model
 from ..space.spec import load_space
 from ..teachers.model import read_teacher_info
-from ..train import fit
+from ..train import adamw, fit
 from ..utils import dist
 from ..utils.io import prepare_run_dir, write_json, write_text
 from ..utils.runtime import pick_device, seed_everything
@@ -304,7 +304,7 @@ def retrain(cfg: RetrainConfig, *, overwrite: bool = False, resume: bool = False
     else:
         from transformers import get_linear_schedule_with_warmup
 
-        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        opt = adamw(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup_ratio * steps), steps)
     n_params, n_emb = count_parameters(model)
     what = describe_student(cfg, model, genotype)

@@ -18,7 +18,7 @@ from ..data.readers import load_split, subsample
 from ..data.tasks import REGRESSION, TAGGING, get_task
 from ..errors import ConfigError, NaskdError
 from ..predict import evaluate_model
-from ..train import fit
+from ..train import adamw, fit
 from ..utils import dist
 from ..utils.io import write_json, write_text
 from ..utils.runtime import pick_device, seed_everything
@@ -122,7 +122,7 @@ def finetune_teacher(cfg: TeacherConfig, *, overwrite: bool = False, resume: boo
     ]
     if spec.kind == TAGGING:
         groups.append({"params": list(model.crf.parameters()), "weight_decay": 0.0, "lr": cfg.crf_lr})
-    optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
+    optimizer = adamw(groups, lr=cfg.lr)
     steps_per_epoch = len(dist.shard(bucket_batches(train.lengths, cfg.batch_size, seed=cfg.seed, epoch=0,
                                                     bucket=cfg.bucket)))
     total = steps_per_epoch * cfg.epochs
