@@ -24,7 +24,6 @@ Usage (here): python benchmarks/device_kit.py [--embed-width 64] [--runs-like se
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -34,8 +33,6 @@ KIT = Path(".kit")
 
 
 def build(args) -> None:
-    import numpy as np
-    import torch
     from safetensors.torch import save_file
     from transformers import AutoTokenizer
 

@@ -103,7 +103,6 @@ def main() -> None:
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
-    import naskd
     from naskd.export import input_names
     from naskd.modeldir import load_model
 
