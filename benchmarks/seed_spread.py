@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import load_json, publish  # noqa: E402
+from common import Evidence, publish  # noqa: E402
 
 from naskd.data.readers import read_columns  # noqa: E402
 from naskd.data.tasks import get_task  # noqa: E402
@@ -59,18 +59,21 @@ def main() -> None:
     spec = get_task("sst2")
     gold = np.asarray(read_columns(spec, args.data_dir, "dev")["label"])
 
-    def correct(run: Path) -> np.ndarray:
-        logits = np.load(run / "dev_logits.npy")
-        if len(logits) != len(gold):
-            sys.exit(f"{run}/dev_logits.npy scores {len(logits)} sentences, dev has {len(gold)}")
-        return (logits.argmax(-1) == gold).astype(float)
+    ev = Evidence()           # finished runs' dev predictions, committed: the runs' directories may be gone
+    read = {}                 # run directory -> its metrics, for the record
+
+    def correct(run: Path, finished: bool = True) -> np.ndarray:
+        return (ev.labels(run, len(gold), finished=finished) == gold).astype(float)
 
     def finished(run: Path) -> bool:
         """A run whose training ended: a stopped one has dev logits of its best epoch so far, not of its run."""
-        m = load_json(run / "metrics.json")
-        return m is not None and m.get("status") == "finished" and (run / "dev_logits.npy").is_file()
+        m = ev.metrics(run)
+        if m is not None:
+            read[run] = m
+        return m is not None
 
-    teacher = correct(Path(args.teacher))
+    t_labels = ev.labels(Path(args.teacher), len(gold), finished=False)
+    teacher = (t_labels == gold).astype(float)
     rows, per_seed, done, missing = [{"model": "teacher", "dev accuracy": float(teacher.mean())}], [], [], []
     plain_of, paired = {}, []
 
@@ -79,10 +82,10 @@ def main() -> None:
 
     for s in seeds:
         run = searched(s, args.variant)
-        m = load_json(run / "metrics.json")
         if not finished(run):
             missing.append(f"seed {s} ({run})")
             continue
+        m = read[run]
         c = correct(run)
         per_seed.append(c)
         done.append(s)
@@ -130,6 +133,13 @@ def main() -> None:
     command = (f"python benchmarks/seed_spread.py --tag {args.tag} --seeds {args.seeds}"
                + (f" --variant {args.variant[1:]}" if args.variant else ""))
     gap = float(teacher.mean() - accs.mean())
+    ev.record(Path(args.teacher), t_labels, command=f"naskd teacher --task sst2 --out {args.teacher}")
+    stored = [r.name for r in read if ev.from_store(r)]
+    other_teacher = [name for name in stored if ev.teacher_differs(root / name, t_labels)]
+    for r, m in read.items():
+        if not ev.from_store(r):
+            ev.record(r, ev.labels(r, len(gold)), metrics=m, teacher_labels=t_labels)
+    ev.save()
     columns = ["model", "dev accuracy", "best epoch", "teacher - this (95% CI)"]
     columns += ["variant - plain, same seed (95% CI)"] if paired else []
     columns += [RAW_BEST] if any(RAW_BEST in r for r in rows) else []
@@ -147,7 +157,11 @@ def main() -> None:
                       "its curve with the raw weights' scores in this run's metrics.json), so the raw weights' best "
                       "of the same run is the exact control (its dev accuracy only)."
                       if paired else "")
-                   + (f" Not finished: {'; '.join(missing)}." if missing else "")))
+                   + (f" Not finished: {'; '.join(missing)}." if missing else "")
+                   + (f" Read from the committed dev predictions (benchmarks/results/{ev.path.name}; their run "
+                      f"directories are gone): {', '.join(stored)}." if stored else "")
+                   + (f" Distilled from a teacher run whose dev predictions differ from {args.teacher}'s: "
+                      f"{', '.join(other_teacher)}." if other_teacher else "")))
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ import numpy as np
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import load_json, publish, retrain_once as run  # noqa: E402
+from common import Evidence, load_json, publish, retrain_once as run  # noqa: E402
 
 from naskd.data.readers import read_columns  # noqa: E402
 from naskd.data.tasks import get_task  # noqa: E402
@@ -154,7 +154,8 @@ def main() -> None:
                     "runs are named -ema<D>; bilstm_soft and the truncated teacher keep their published recipes")
     ap.add_argument("--data-dir", default=os.environ.get("NASKD_DATA_DIR", "../shared/data"))
     args = ap.parse_args()
-    wait_for(Path(args.search) / "metrics.json", "the search run")
+    if not args.finished_only:        # --finished-only trains nothing: it needs no search run, only finished runs
+        wait_for(Path(args.search) / "metrics.json", "the search run")
     root = Path(args.runs)
     tag = (f"{args.max_train_examples or 'all'}x{args.epochs}"
            + (f"of{args.epoch_examples // 1000}k" if args.epoch_examples else "") + ("-aug" if args.augmented else "")
@@ -182,15 +183,16 @@ def main() -> None:
     if args.lane or args.only:
         return run_lane(args, root, tag, etag, base, kd, searched_flags)
     missing = []
+    ev = Evidence()
 
     def get(out: Path, flags: dict, name: str):
-        """The run's metrics: trained (or resumed) here, or with --finished-only read if it has finished."""
+        """The run's metrics: trained (or resumed) here, or with --finished-only read if it has finished (its
+        directory, else the committed dev predictions of benchmarks/results)."""
         if not args.finished_only:
             return run(out, flags)
-        m = load_json(out / "metrics.json")
-        if m is None or m.get("status") != "finished":
+        m = ev.metrics(out)
+        if m is None:
             missing.append(name)
-            return None
         return m
 
     dirs = {"searched": root / searched_name(args, etag)}
@@ -210,26 +212,34 @@ def main() -> None:
     dirs[name] = root / f"truncated-{args.truncate_k}-{tag}"
     runs[name] = get(dirs[name], {**base, **kd_of_truncated(kd), "student": "truncated_teacher",
                                   "truncate_k": args.truncate_k}, name)
-    g = json.loads(Path(genotype_path(args)).read_text())
+    gfile = Path(genotype_path(args))
+    g = json.loads(gfile.read_text()) if gfile.is_file() or not args.finished_only else {}
     for s in range(args.random):
         dirs[f"random {s}"] = root / f"random-{s}-{etag}"
         runs[f"random {s}"] = get(dirs[f"random {s}"], {**base, **kd, "student": "random", "sample_seed": s,
-                                                        "min_params": floor, "layers": g["layers"],
-                                                        "width": args.width or g["width"], "space": g["space"]}, f"random {s}")
+                                                        "min_params": floor, "layers": g.get("layers"),
+                                                        "width": args.width or g.get("width"), "space": g.get("space")}, f"random {s}")
     runs = {k: m for k, m in runs.items() if m is not None}
     dirs = {k: d for k, d in dirs.items() if k in runs}
     # random runs are shared between searches of the same space: say which floor they were drawn for
-    floors = sorted({yaml.safe_load((d / "config.yaml").read_text()).get("min_params") for k, d in dirs.items()
-                     if k.startswith("random ")} - {None})
+    def config(d: Path) -> dict:
+        return (yaml.safe_load((d / "config.yaml").read_text()) if not ev.from_store(d)
+                else ev.stored(d)["metrics"].get("config", {}))
+
+    floors = sorted({config(d).get("min_params") for k, d in dirs.items() if k.startswith("random ")} - {None})
     drawn = (f"random genotypes are drawn until they have at least the searched student's {floor:,} non-embedding "
              "parameters" if floors in ([], [floor]) else
              f"the random genotypes were drawn for at least {' / '.join(f'{f:,}' for f in floors)} non-embedding "
              f"parameters (another search's student; this searched student has {floor:,})")
     spec = get_task("sst2")
     gold = np.asarray(read_columns(spec, args.data_dir, "dev")["label"])
-    correct = {k: (np.load(d / "dev_logits.npy").argmax(-1) == gold).astype(float) for k, d in dirs.items()}
-    t_logits = np.load(Path(args.teacher) / "dev_logits.npy")
-    if len(t_logits) != len(gold):      # the teacher was scored on a dev subsample: score it on all of dev
+    correct = {k: (ev.labels(d, len(gold)) == gold).astype(float) for k, d in dirs.items()}
+    stored = [d.name for d in dirs.values() if ev.from_store(d)]
+    tdir = Path(args.teacher)
+    t_logits = np.load(tdir / "dev_logits.npy") if (tdir / "dev_logits.npy").is_file() else None
+    if t_logits is None:                # the teacher run is gone: its committed predictions
+        t_logits = np.eye(2)[ev.labels(tdir, len(gold), finished=False)]
+    elif len(t_logits) != len(gold):    # the teacher was scored on a dev subsample: score it on all of dev
         from naskd.data.encode import encode
         from naskd.modeldir import load_model
         from naskd.predict import evaluate_model
@@ -237,7 +247,9 @@ def main() -> None:
         lm = load_model(args.teacher)
         dev = encode(spec, read_columns(spec, args.data_dir, "dev"), lm.tokenizer, lm.max_length)
         t_logits = evaluate_model(lm.model, spec, dev, batch_size=128, device="cpu", pad_id=lm.pad_id)[1]
-    correct["teacher"] = (np.asarray(t_logits).argmax(-1) == gold).astype(float)
+    t_labels = np.asarray(t_logits).argmax(-1)
+    correct["teacher"] = (t_labels == gold).astype(float)
+    other_teacher = [n for n in stored if ev.teacher_differs(root / n, t_labels)]
     rows = [{"student": "teacher", "dev accuracy": float(correct["teacher"].mean())}]
     for name, m in runs.items():
         bs = paired_bootstrap(correct["searched"], correct[name]) if name != "searched" else None
@@ -265,6 +277,13 @@ def main() -> None:
                + (f" --width {args.width}" if args.width else "")
                + (f" --train-seed {args.train_seed}" if args.train_seed else "")
                + (f" --ema {args.ema:g}" if args.ema else ""))
+    ev.record(tdir, t_labels, command=f"naskd teacher --task sst2 --out {tdir}")
+    kept = {d: runs[k] for k, d in dirs.items()}
+    kept.update({root / f"bilstm-{h}-{r}-{tag}": m for (h, r), m in done.items()})   # both sizes, not only the best
+    for d, m in kept.items():
+        if not ev.from_store(d):
+            ev.record(d, ev.labels(d, len(gold)), metrics=m, teacher_labels=t_labels, command=command)
+    ev.save()
     publish(f"students_sst2_{label}", f"SST-2 students against baselines ({tag}: training rows x epochs; "
             f"search {args.search}" + (f", genotype {args.genotype}" if args.genotype else "") + ")", rows,
             ["student", "description", "dev accuracy", "params without embeddings", "searched - this (95% CI)",
@@ -282,17 +301,24 @@ def main() -> None:
                   + (f" Searched and random students with {args.embed_width}-wide embedding tables mapped to the "
                      "cell width by a linear layer (--embed-width)." if args.embed_width else "")
                   + (f" Searched and random students {args.width} wide (--width; the genotype's: "
-                     f"{g['width']})." if args.width else "")
+                     f"{g.get('width')})." if args.width else "")
                   + (f" The searched student with training seed {args.train_seed} (--train-seed), the baselines "
                      "with seed 0." if args.train_seed else "")
                   + (f" Searched and random students scored and saved as a weight average of decay {args.ema:g} "
                      "(--ema); bilstm_soft and the truncated teacher with their own recipes." if args.ema else "")
                   + (f" Not finished yet (resumed by the same command with --lane): {', '.join(missing)}."
-                     if missing else ""))
+                     if missing else "")
+                  + (f" Read from the committed dev predictions (benchmarks/results/{ev.path.name}; their run "
+                     f"directories are gone): {', '.join(stored)}." if stored else "")
+                  + (f" Distilled from a teacher run whose dev predictions differ from {args.teacher}'s (its "
+                     f"fine-tuning was repeated): {', '.join(other_teacher)}." if other_teacher else ""))
     bench_json = root / f"bench-{label}" / "bench.json"
     if args.bench:
         from naskd.bench import run_bench
 
+        if stored or not tdir.is_dir():
+            sys.exit(f"--bench needs the models' files: {', '.join(stored) or args.teacher} exist only as "
+                     "committed predictions; retrain them (the same command without --finished-only)")
         models = [args.teacher] + [str(d / "student") for d in dirs.values()] + args.bench_also
         r = run_bench(models, data_dir=args.data_dir, out=str(bench_json.parent), overwrite=True)
         print(r["_table"])

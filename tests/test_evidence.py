@@ -1,0 +1,143 @@
+"""The committed dev predictions of benchmarks/ (runs/ is not kept between sessions): a study's tables are
+recomputed from them, equal to the tables computed from the runs themselves."""
+from __future__ import annotations
+
+import importlib
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from .conftest import DATA
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture()
+def bench(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))
+    common = importlib.import_module("common")
+    monkeypatch.setattr(common, "RESULTS", tmp_path / "results")
+    return common
+
+
+def fake_run(d: Path, logits: np.ndarray, acc: float, **cfg) -> None:
+    d.mkdir(parents=True)
+    np.save(d / "dev_logits.npy", logits)
+    (d / "metrics.json").write_text(json.dumps({"status": "finished", "dev": {"accuracy": acc, "epoch": 2},
+                                                "parameters_without_embeddings": 123, "train_seconds": 60.0,
+                                                "description": "fake", "history": [{"epoch": 0}]}))
+    (d / "config.yaml").write_text(yaml.safe_dump(cfg))
+
+
+def test_record_then_read_without_the_run(bench, tmp_path):
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(7, 2))
+    run = tmp_path / "runs" / "random-0-x"
+    fake_run(run, logits, 0.5, min_params=99, sample_seed=0)
+    ev = bench.Evidence()
+    assert ev.metrics(run)["dev"]["accuracy"] == 0.5 and not ev.from_store(run)
+    ev.record(run, ev.labels(run, 7), metrics=ev.metrics(run), teacher_labels=np.zeros(7, int))
+    ev.save()
+    shutil.rmtree(run)
+    ev2 = bench.Evidence()                       # read back from the file
+    assert ev2.from_store(run)
+    assert np.array_equal(ev2.labels(run, 7), logits.argmax(-1))
+    m = ev2.metrics(run)
+    assert m["status"] == "finished" and m["dev"] == {"accuracy": 0.5, "epoch": 2}
+    assert m["config"] == {"min_params": 99, "sample_seed": 0} and "history" not in m
+    assert ev2.teacher_differs(run, np.ones(7, int)) and not ev2.teacher_differs(run, np.zeros(7, int))
+    with pytest.raises(SystemExit, match="dev has 8"):
+        ev2.labels(run, 8)
+    with pytest.raises(SystemExit, match="no finished run there and no record"):
+        ev2.labels(tmp_path / "runs" / "never-trained", 7)
+
+
+def test_unfinished_run_is_not_read(bench, tmp_path):
+    run = tmp_path / "runs" / "bilstm-x"
+    fake_run(run, np.zeros((3, 2)), 0.1)
+    (run / "metrics.json").write_text(json.dumps({"status": "running"}))
+    ev = bench.Evidence()
+    assert ev.metrics(run) is None
+    with pytest.raises(SystemExit):
+        ev.labels(run, 3)
+
+
+def test_seed_spread_table_is_the_same_from_the_record(bench, tmp_path, monkeypatch):
+    from naskd.data.readers import read_columns
+    from naskd.data.tasks import get_task
+
+    gold = np.asarray(read_columns(get_task("sst2"), str(DATA), "dev")["label"])
+    rng = np.random.default_rng(1)
+
+    def logits_with(acc: float) -> np.ndarray:
+        right = rng.random(len(gold)) < acc
+        lab = np.where(right, gold, 1 - gold)
+        return np.eye(2)[lab] + rng.normal(scale=0.01, size=(len(gold), 2))
+
+    runs = tmp_path / "runs"
+    fake_run(runs / "sst2-teacher", logits_with(0.9), 0.9)
+    fake_run(runs / "searched-t", logits_with(0.85), 0.85)
+    fake_run(runs / "searched-t-s1", logits_with(0.86), 0.86)
+    fake_run(runs / "bilstm-150-200-t", logits_with(0.8), 0.8)
+    spread = importlib.import_module("seed_spread")
+    argv = ["seed_spread.py", "--tag", "t", "--seeds", "0,1", "--runs", str(runs), "--teacher",
+            str(runs / "sst2-teacher"), "--baselines", "bilstm-150-200,random-0", "--data-dir", str(DATA)]
+    monkeypatch.setattr(sys, "argv", argv)
+    spread.main()
+    results = tmp_path / "results"
+    first = json.loads((results / "seed_spread_sst2_t.json").read_text())
+    assert "Not finished: baseline random-0" in first["notes"] and "committed" not in first["notes"]
+    record = json.loads((results / "dev_predictions_sst2.json").read_text())["runs"]
+    assert set(record) == {"sst2-teacher", "searched-t", "searched-t-s1", "bilstm-150-200-t"}
+
+    for name in ("searched-t", "searched-t-s1", "bilstm-150-200-t", "sst2-teacher"):
+        shutil.rmtree(runs / name)
+    spread.main()
+    second = json.loads((results / "seed_spread_sst2_t.json").read_text())
+    assert second["rows"] == first["rows"]       # accuracies, best epochs, bootstrap intervals, verdicts
+    assert "committed dev predictions" in second["notes"] and "searched-t-s1" in second["notes"]
+    assert "teacher run whose dev predictions differ" not in second["notes"]
+
+
+def test_students_table_is_the_same_from_the_record(bench, tmp_path, monkeypatch):
+    from naskd.data.readers import read_columns
+    from naskd.data.tasks import get_task
+
+    gold = np.asarray(read_columns(get_task("sst2"), str(DATA), "dev")["label"])
+    rng = np.random.default_rng(2)
+
+    def logits_with(acc: float) -> np.ndarray:
+        lab = np.where(rng.random(len(gold)) < acc, gold, 1 - gold)
+        return np.eye(2)[lab]
+
+    runs, tag = tmp_path / "runs", "allx1"
+    fake_run(runs / "sst2-teacher", logits_with(0.9), 0.9)
+    fake_run(runs / f"searched-no-such-search-{tag}", logits_with(0.85), 0.85)
+    fake_run(runs / f"bilstm-150-200-{tag}", logits_with(0.8), 0.8)
+    fake_run(runs / f"bilstm-300-400-{tag}", logits_with(0.82), 0.82)
+    for s in range(2):
+        fake_run(runs / f"random-{s}-{tag}", logits_with(0.84), 0.84, min_params=123, sample_seed=s)
+    students = importlib.import_module("students_sst2")
+    argv = ["students_sst2.py", "--max-train-examples", "0", "--epochs", "1", "--random", "3", "--finished-only",
+            "--search", str(tmp_path / "no-such-search"), "--runs", str(runs), "--teacher", str(runs / "sst2-teacher"),
+            "--data-dir", str(DATA)]
+    monkeypatch.setattr(sys, "argv", argv)
+    students.main()
+    name = f"students_sst2_{tag}_no-such-search.json"
+    first = json.loads((tmp_path / "results" / name).read_text())
+    assert [r["student"] for r in first["rows"]] == ["teacher", "searched", "bilstm_soft 300/400 (best on dev)",
+                                                     "random 0", "random 1"]
+    assert "truncated_teacher k=3, random 2" in first["notes"] and "at least the searched student's 123" in first["notes"]
+    shutil.rmtree(runs)
+    students.main()
+    second = json.loads((tmp_path / "results" / name).read_text())
+    assert second["rows"] == first["rows"]
+    assert "committed dev predictions" in second["notes"] and "random-1-allx1" in second["notes"]
+    monkeypatch.setattr(sys, "argv", argv + ["--bench"])
+    with pytest.raises(SystemExit, match="exist only as committed predictions"):
+        students.main()
