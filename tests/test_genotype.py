@@ -105,3 +105,25 @@ def test_max_identity_per_cell_alphas_and_bad_value():
     assert _identities(g) == [1, 0, 1]
     with pytest.raises(NaskdError, match="max_identity must be 0 or more"):
         parse(a, None, SPACE, layers=3, width=8, max_identity=-1)
+
+
+def test_committed_genotypes_build_the_students_the_results_name():
+    """benchmarks/genotypes keeps the genotypes the results were measured on (runs/ is not kept): each loads,
+    reads as its README row says, and the seed-0 one builds a student of the bench tables' 683,010
+    non-embedding parameters (SST-2, teacher vocabulary of 30,522, 512 positions, width-64 tables)."""
+    from pathlib import Path
+
+    from naskd.network import count_parameters
+    from naskd.students.fixed import FixedStudent
+
+    folder = Path(__file__).resolve().parents[1] / "benchmarks" / "genotypes"
+    table = (folder / "README.md").read_text()
+    files = sorted(folder.glob("*.json"))
+    assert len(files) == 3
+    for f in files:
+        g = Genotype.load(f)
+        assert f"| `{f.name}` | {g.describe()} |" in table
+    g = Genotype.load(folder / "sst2-seed0-2026-11-22.json")
+    m = FixedStudent(g, kind="single", num_labels=2, vocab_size=30522, max_positions=512, width=64)
+    total, emb = count_parameters(m)
+    assert total - emb == 683010
