@@ -62,8 +62,8 @@ def main() -> None:
     ev = Evidence()           # finished runs' dev predictions, committed: the runs' directories may be gone
     read = {}                 # run directory -> its metrics, for the record
 
-    def correct(run: Path, finished: bool = True) -> np.ndarray:
-        return (ev.labels(run, len(gold), finished=finished) == gold).astype(float)
+    def correct(run: Path) -> np.ndarray:
+        return (ev.labels(run, len(gold)) == gold).astype(float)
 
     def finished(run: Path) -> bool:
         """A run whose training ended: a stopped one has dev logits of its best epoch so far, not of its run."""
