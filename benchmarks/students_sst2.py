@@ -233,12 +233,13 @@ def main() -> None:
              f"parameters (another search's student; this searched student has {floor:,})")
     spec = get_task("sst2")
     gold = np.asarray(read_columns(spec, args.data_dir, "dev")["label"])
-    correct = {k: (ev.labels(d, len(gold)) == gold).astype(float) for k, d in dirs.items()}
+    labels = {k: ev.labels(d, len(gold)) for k, d in dirs.items()}
+    correct = {k: (v == gold).astype(float) for k, v in labels.items()}
     stored = [d.name for d in dirs.values() if ev.from_store(d)]
     tdir = Path(args.teacher)
     t_logits = np.load(tdir / "dev_logits.npy") if (tdir / "dev_logits.npy").is_file() else None
     if t_logits is None:                # the teacher run is gone: its committed predictions
-        t_logits = np.eye(2)[ev.labels(tdir, len(gold), finished=False)]
+        t_labels = ev.labels(tdir, len(gold), finished=False)
     elif len(t_logits) != len(gold):    # the teacher was scored on a dev subsample: score it on all of dev
         from naskd.data.encode import encode
         from naskd.modeldir import load_model
@@ -246,8 +247,10 @@ def main() -> None:
 
         lm = load_model(args.teacher)
         dev = encode(spec, read_columns(spec, args.data_dir, "dev"), lm.tokenizer, lm.max_length)
-        t_logits = evaluate_model(lm.model, spec, dev, batch_size=128, device="cpu", pad_id=lm.pad_id)[1]
-    t_labels = np.asarray(t_logits).argmax(-1)
+        t_labels = np.asarray(evaluate_model(lm.model, spec, dev, batch_size=128, device="cpu",
+                                             pad_id=lm.pad_id)[1]).argmax(-1)
+    else:
+        t_labels = t_logits.argmax(-1)
     correct["teacher"] = (t_labels == gold).astype(float)
     other_teacher = [n for n in stored if ev.teacher_differs(root / n, t_labels)]
     rows = [{"student": "teacher", "dev accuracy": float(correct["teacher"].mean())}]
@@ -278,10 +281,12 @@ def main() -> None:
                + (f" --train-seed {args.train_seed}" if args.train_seed else "")
                + (f" --ema {args.ema:g}" if args.ema else ""))
     ev.record(tdir, t_labels, command=f"naskd teacher --task sst2 --out {tdir}")
-    kept = {d: runs[k] for k, d in dirs.items()}
-    kept.update({root / f"bilstm-{h}-{r}-{tag}": m for (h, r), m in done.items()})   # both sizes, not only the best
-    for d, m in kept.items():
+    for k, d in dirs.items():
         if not ev.from_store(d):
+            ev.record(d, labels[k], metrics=runs[k], teacher_labels=t_labels, command=command)
+    for (h, r), m in done.items():    # both bilstm_soft sizes, not only the better one in the table
+        d = root / f"bilstm-{h}-{r}-{tag}"
+        if d not in dirs.values() and not ev.from_store(d):
             ev.record(d, ev.labels(d, len(gold)), metrics=m, teacher_labels=t_labels, command=command)
     ev.save()
     publish(f"students_sst2_{label}", f"SST-2 students against baselines ({tag}: training rows x epochs; "
