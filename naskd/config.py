@@ -1,15 +1,17 @@
 """Run configuration: dataclass defaults, then YAML files, then command-line flags.
 
 Each command has one dataclass. :func:`resolve` merges layers of plain dicts onto it, rejecting unknown
-keys (listing the known ones) and coercing values to the declared types, so a typo in a YAML file or a
-flag fails when the configuration is read, before any work starts. :func:`add_arguments` turns the same
-dataclass into argparse flags whose help shows each default.
+keys (listing the known ones), coercing values to the declared types and checking every number against
+the range its field declares (floats always finite), so a typo or an impossible number in a YAML file or a
+flag fails when the configuration is read, before any work starts; zero is never read as "the default".
+:func:`add_arguments` turns the same dataclass into argparse flags whose help shows each default and range.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import difflib
+import math
 import os
 import types
 import typing
@@ -21,9 +23,71 @@ import yaml
 from .errors import ConfigError
 
 
-def field(default: Any = dataclasses.MISSING, *, help: str = "", flag: bool = True, choices=None, **kw):
-    """A dataclass field carrying its command-line help (``flag=False`` keeps it out of argparse)."""
-    meta = {"help": help, "flag": flag, "choices": choices}
+def _num(x: float) -> str:
+    return f"{x:,}" if isinstance(x, int) and abs(x) >= 10_000 else f"{x:g}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """The numbers a setting allows: ``low``/``high`` bounds (None: unbounded), each inclusive unless its
+    ``*_open`` flag says otherwise. A float must also be finite (NaN and infinities are never allowed)."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def bounds(self) -> str:
+        """E.g. '> 0', '>= 1', 'in [0, 1)'; '' when unbounded."""
+        lo, hi = self.low, self.high
+        if lo is not None and hi is not None:
+            return f"in {'(' if self.low_open else '['}{_num(lo)}, {_num(hi)}{')' if self.high_open else ']'}"
+        if lo is not None:
+            return f"{'>' if self.low_open else '>='} {_num(lo)}"
+        if hi is not None:
+            return f"{'<' if self.high_open else '<='} {_num(hi)}"
+        return ""
+
+    def describe(self, integer: bool) -> str:
+        """E.g. 'a finite number > 0', 'an integer >= 1', 'a finite number in [0, 1)'."""
+        kind = "an integer" if integer else "a finite number"
+        return f"{kind} {self.bounds()}".rstrip()
+
+    def contains(self, value: float) -> bool:
+        if isinstance(value, float) and not math.isfinite(value):
+            return False
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        if self.high is not None and (value >= self.high if self.high_open else value > self.high):
+            return False
+        return True
+
+    def check(self, name: str, value: float, integer: bool, source: str | None = None) -> None:
+        """Raise :class:`ConfigError` ``setting 'NAME' must be <range>, got VALUE (from SOURCE)`` when
+        ``value`` is outside."""
+        if not self.contains(value):
+            where = f" (from {source})" if source else ""
+            raise ConfigError(f"setting '{name}' must be {self.describe(integer)}, got {value!r}{where}")
+
+
+SEED = Range(0, 2**32 - 1)
+"""Seeds: what NumPy's and scikit-learn's generators accept."""
+EVERY = Range()
+"""No bound beyond finiteness (floats); declare it to say a setting takes any value on purpose."""
+
+
+def field(default: Any = dataclasses.MISSING, *, help: str = "", flag: bool = True, choices=None,
+          low: float | None = None, high: float | None = None, low_open: bool = False, high_open: bool = False,
+          range: Range | None = None, **kw):
+    """A dataclass field carrying its command-line help (``flag=False`` keeps it out of argparse) and, for
+    numbers, its allowed range: ``low``/``high`` (inclusive unless ``low_open``/``high_open``), or a
+    :class:`Range` as ``range``. :func:`resolve` refuses a value outside it, and a float that is NaN or
+    infinite whatever the range, naming the range in the message."""
+    if range is None and (low is not None or high is not None):
+        range = Range(low, high, low_open, high_open)
+    elif range is not None and (low is not None or high is not None or low_open or high_open):
+        raise TypeError("give range= or low=/high=, not both")
+    meta = {"help": help, "flag": flag, "choices": choices, "range": range}
     if isinstance(default, (list, dict)):
         value = default
         return dataclasses.field(default_factory=lambda: type(value)(value), metadata=meta, **kw)
@@ -113,10 +177,13 @@ def _type_name(tp) -> str:
 
 
 def resolve(cls, *layers: dict | None, source_names: list[str] | None = None):
-    """Merge dict layers (later wins) onto the dataclass defaults; validate names and types."""
+    """Merge dict layers (later wins) onto the dataclass defaults; validate names, types, choices and each
+    number's declared range (:func:`field`), then the dataclass's own ``validate()``. Every failure is a
+    :class:`ConfigError`, raised before any work; ``source_names`` name the layers in its message."""
     hints = _hints(cls)
     known = [f.name for f in dataclasses.fields(cls)]
     values: dict[str, Any] = {}
+    origin: dict[str, str] = {}
     for i, layer in enumerate(layers):
         if not layer:
             continue
@@ -130,15 +197,61 @@ def resolve(cls, *layers: dict | None, source_names: list[str] | None = None):
                     f"unknown setting '{k}' in {src}{hint}; known settings: {', '.join(sorted(known))}"
                 )
             values[key] = coerce(key, v, hints[key])
+            if source_names and i < len(source_names):
+                origin[key] = src
     for f in dataclasses.fields(cls):
         choices = f.metadata.get("choices") if f.metadata else None
         if choices and f.name in values and values[f.name] not in choices:
             raise ConfigError(f"setting '{f.name}' must be one of {', '.join(map(str, choices))}, got {values[f.name]!r}")
     cfg = cls(**values)
+    check_ranges(cfg, hints, origin)
     validate = getattr(cfg, "validate", None)
     if validate:
         validate()
     return cfg
+
+
+def numeric_kind(tp) -> type | None:
+    """int or float when the (optional) type ``tp`` is a number, else None (bool is not a number here)."""
+    base, _ = _unwrap_optional(tp)
+    return base if base in (int, float) else None
+
+
+def check_ranges(cfg, hints: dict | None = None, origin: dict[str, str] | None = None) -> None:
+    """Every number of the dataclass instance ``cfg`` (defaults included) within its field's declared range;
+    every float finite. Raises :class:`ConfigError` naming the setting, the range, the value and, from
+    ``origin`` (setting name -> layer name), where the value came from."""
+    hints = hints or _hints(type(cfg))
+    origin = origin or {}
+    for f in dataclasses.fields(cfg):
+        kind = numeric_kind(hints[f.name])
+        value = getattr(cfg, f.name)
+        if kind is None or value is None:
+            continue
+        rng = (f.metadata or {}).get("range") or EVERY
+        rng.check(f.name, value, integer=kind is int, source=origin.get(f.name))
+
+
+def ranged(kind: type, low: float | None = None, high: float | None = None, *, low_open: bool = False,
+           high_open: bool = False):
+    """An argparse ``type=`` for a number in a range, for commands whose flags are not a config dataclass:
+    a string outside it (or not a number, or not finite) raises ``argparse.ArgumentTypeError``, so argparse
+    exits with status 2 and ``argument --FLAG: must be <range>, got VALUE``."""
+    rng = Range(low, high, low_open, high_open)
+    what = rng.describe(kind is int)
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+        if not rng.contains(value):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__
+    parse.range = rng
+    return parse
 
 
 def to_dict(cfg) -> dict:
@@ -163,6 +276,9 @@ def add_arguments(parser: argparse.ArgumentParser, cls, *, skip: tuple[str, ...]
                                 help=f"{helptext} (default: {default})", **kw)
             continue
         shown = ",".join(map(str, default)) if isinstance(default, list) else default
+        rng = (f.metadata or {}).get("range")
+        if rng is not None and rng.bounds():
+            shown = f"{shown}; {rng.bounds()}"
         if choices:
             kw["choices"] = [str(c) for c in choices]
         parser.add_argument(flag, metavar=f.name.upper() if not choices else None,
