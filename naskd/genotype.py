@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -46,34 +47,96 @@ class Genotype:
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "genotype") -> "Genotype":
-        try:
-            cells = tuple(tuple(tuple((str(op), int(j)) for op, j in node) for node in cell)
-                          for cell in d["cells"])
-            g = cls(space=str(d["space"]), ops=tuple(d["ops"]), aggregators=tuple(d.get("aggregators", ())),
-                    nodes=int(d["nodes"]), layers=int(d["layers"]), width=int(d["width"]), cells=cells,
-                    aggregator=d.get("aggregator"))
-        except (KeyError, TypeError, ValueError) as e:
-            raise NaskdError(f"{source} is not a valid genotype: {type(e).__name__}: {e}") from None
+        """The genotype a JSON mapping describes (as :meth:`to_dict` writes it); one :class:`NaskdError`
+        naming ``source`` and the problem when it is not one: not a mapping, a key missing, a number that
+        is not a whole number in its range (nodes, layers, width >= 1; input indices 0..node+1), a cell,
+        node or edge of the wrong shape, a node with no edges, an op or aggregator not in the tables."""
+        where = f"{source} is not a valid genotype"
+        if not isinstance(d, dict):
+            raise NaskdError(f"{where}: it holds a JSON {_json_type(d)}, not an object of space, ops, nodes, "
+                             "layers, width, cells (as `naskd search` writes genotype.json)")
+        missing = [k for k in ("space", "ops", "nodes", "layers", "width", "cells") if k not in d]
+        if missing:
+            raise NaskdError(f"{where}: missing {', '.join(repr(k) for k in missing)} (a genotype.json from "
+                             "`naskd search` or `naskd derive` has them all)")
+        if d.get("format", FORMAT) != FORMAT:
+            raise NaskdError(f"{where}: format {d['format']!r}, this naskd reads format {FORMAT}")
+        for key in ("ops", "aggregators"):
+            names = d.get(key, [])
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                raise NaskdError(f"{where}: '{key}' must be a list of names, got {names!r}")
+        if not isinstance(d["space"], str):
+            raise NaskdError(f"{where}: 'space' must be a name, got {d['space']!r}")
+        agg = d.get("aggregator")
+        if agg is not None and not isinstance(agg, str):
+            raise NaskdError(f"{where}: 'aggregator' must be a name or null, got {agg!r}")
+        numbers = {k: _whole(d[k], f"{where}: '{k}'", 1) for k in ("nodes", "layers", "width")}
+        cells = d["cells"]
+        if not isinstance(cells, list) or not cells:
+            raise NaskdError(f"{where}: 'cells' must be a non-empty list of cells (one, or one per layer)")
+        parsed = []
+        for c, cell in enumerate(cells):
+            if not isinstance(cell, list):
+                raise NaskdError(f"{where}: cells[{c}] must be a list of nodes, got {cell!r}")
+            nodes = []
+            for i, node in enumerate(cell):
+                at = f"cells[{c}][{i}] (cell {c}, node {i})"
+                if not isinstance(node, list):
+                    raise NaskdError(f"{where}: {at} must be a list of [op, input] edges, got {node!r}")
+                if not node:
+                    raise NaskdError(f"{where}: {at} has no edges; every node reads at least one input")
+                edges = []
+                for e, edge in enumerate(node):
+                    if not (isinstance(edge, list) and len(edge) == 2 and isinstance(edge[0], str)):
+                        raise NaskdError(f"{where}: {at} edge {e} must be [op name, input index], got {edge!r}")
+                    edges.append((edge[0], _whole(edge[1], f"{where}: {at} edge {e}: input index", 0)))
+                nodes.append(tuple(edges))
+            parsed.append(tuple(nodes))
+        g = cls(space=d["space"], ops=tuple(d["ops"]), aggregators=tuple(d.get("aggregators", ())),
+                nodes=numbers["nodes"], layers=numbers["layers"], width=numbers["width"], cells=tuple(parsed),
+                aggregator=agg)
         g.check(source)
         return g
 
     def check(self, source: str = "genotype") -> None:
+        """Raise :class:`NaskdError` naming ``source`` unless this is a buildable genotype: nodes, layers,
+        width >= 1; one cell description or one per layer, each of ``nodes`` nodes; every node with at least
+        one edge, each an op of the op table (and of the genotype's own ``ops``, never 'none') reading an
+        input 0..node+1; the aggregator, if any, in the aggregator table."""
+        from .space.aggregators import AGGREGATORS
         from .space.ops import OPS
 
+        for name in ("nodes", "layers", "width"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise NaskdError(f"{source}: {name} must be an integer >= 1, got {value!r}")
         if len(self.cells) not in (1, self.layers):
-            raise NaskdError(f"{source}: {len(self.cells)} cell descriptions for {self.layers} layers")
-        for cell in self.cells:
+            raise NaskdError(f"{source}: {len(self.cells)} cell descriptions for {self.layers} layers "
+                             "(give one shared cell or one per layer)")
+        for c, cell in enumerate(self.cells):
             if len(cell) != self.nodes:
-                raise NaskdError(f"{source}: a cell has {len(cell)} nodes, expected {self.nodes}")
+                raise NaskdError(f"{source}: cell {c} has {len(cell)} nodes, expected {self.nodes}")
             for i, node in enumerate(cell):
+                if not node:
+                    raise NaskdError(f"{source}: cell {c} node {i} has no edges; every node reads at least one input")
                 for op, j in node:
                     if op not in OPS:
                         raise NaskdError(f"{source}: op '{op}' is not in the op table; known: "
                                          f"{', '.join(OPS.known())}")
                     if op == "none":
                         raise NaskdError(f"{source}: 'none' cannot be a chosen op")
-                    if not 0 <= j < i + 2:
-                        raise NaskdError(f"{source}: node {i} cannot read input {j} (valid: 0..{i + 1})")
+                    if self.ops and op not in self.ops:
+                        raise NaskdError(f"{source}: op '{op}' is not among the genotype's ops "
+                                         f"({', '.join(self.ops)})")
+                    if isinstance(j, bool) or not isinstance(j, int) or not 0 <= j < i + 2:
+                        raise NaskdError(f"{source}: node {i} cannot read input {j!r} (valid: 0..{i + 1})")
+        if self.aggregator is not None:
+            if self.aggregator not in AGGREGATORS:
+                raise NaskdError(f"{source}: aggregator '{self.aggregator}' is not in the aggregator table; "
+                                 f"known: {', '.join(AGGREGATORS.known())}")
+            if self.aggregators and self.aggregator not in self.aggregators:
+                raise NaskdError(f"{source}: aggregator '{self.aggregator}' is not among the genotype's "
+                                 f"aggregators ({', '.join(self.aggregators)})")
 
     def check_width(self, width: int, source: str = "genotype") -> None:
         """Every op and the aggregator must build at ``width`` (head counts, capsules, LSTM halves)."""
@@ -99,8 +162,18 @@ class Genotype:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Genotype":
-        d = read_json(path, missing=f"genotype file {path} does not exist")
-        if "genotype" in d and isinstance(d["genotype"], dict):
+        """The genotype in the JSON file ``path`` (a genotype.json, or a file holding one under
+        ``"genotype"``); :class:`NaskdError` naming the file when it is missing, not UTF-8 JSON, or not a
+        valid genotype (see :meth:`from_dict`)."""
+        if Path(path).is_dir():
+            raise NaskdError(f"genotype {path} is a directory; name its genotype file, e.g. "
+                             f"{Path(path) / 'genotype.json'}")
+        try:
+            d = read_json(path, missing=f"genotype file {path} does not exist")
+        except UnicodeDecodeError as e:
+            raise NaskdError(f"genotype file {path} is not UTF-8 JSON (byte 0x{e.object[e.start]:02x} at "
+                             f"offset {e.start}); name the genotype.json `naskd search` wrote") from None
+        if isinstance(d, dict) and isinstance(d.get("genotype"), dict):
             d = d["genotype"]
         return cls.from_dict(d, str(path))
 
@@ -111,6 +184,18 @@ class Genotype:
                               for i, node in enumerate(self.cell(c)))
             parts.append(nodes if len(self.cells) == 1 else f"cell{c}: {nodes}")
         return " | ".join(parts) + (f" -> {self.aggregator}" if self.aggregator else "")
+
+
+def _json_type(v) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number",
+            type(None): "null"}.get(type(v), type(v).__name__)
+
+
+def _whole(v, what: str, low: int) -> int:
+    """``v`` if it is a JSON integer >= ``low`` (not a boolean, not a fraction such as 1.5 or 2.0)."""
+    if isinstance(v, bool) or not isinstance(v, int) or v < low:
+        raise NaskdError(f"{what} must be an integer >= {low}, got {v!r}")
+    return v
 
 
 def _select_cell(weights: torch.Tensor, ops: tuple, nodes: int, k: int, banned: set) -> list:

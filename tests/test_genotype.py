@@ -127,3 +127,96 @@ def test_committed_genotypes_build_the_students_the_results_name():
     m = FixedStudent(g, kind="single", num_labels=2, vocab_size=30522, max_positions=512, width=64)
     total, emb = count_parameters(m)
     assert total - emb == 683010
+
+
+GOOD = {"format": 1, "space": "t", "ops": ["conv3", "identity", "lstm", "none"], "aggregators": ["max_pool"],
+        "nodes": 2, "layers": 2, "width": 8, "shared": True,
+        "cells": [[[["conv3", 0], ["lstm", 1]], [["identity", 0], ["conv3", 2]]]], "aggregator": "max_pool"}
+
+
+def _with(**changes):
+    return {**GOOD, **changes}
+
+
+def _without(key):
+    return {k: v for k, v in GOOD.items() if k != key}
+
+
+@pytest.mark.parametrize("data,message", [
+    # JSON of the wrong type
+    ([GOOD], "holds a JSON array, not an object"),
+    ("genotype", "holds a JSON string, not an object"),
+    (3, "holds a JSON number, not an object"),
+    (None, "holds a JSON null, not an object"),
+    # missing keys
+    (_without("cells"), "missing 'cells'"),
+    ({"space": "t"}, "missing 'ops', 'nodes', 'layers', 'width', 'cells'"),
+    # numbers out of range or not whole (kind 7)
+    (_with(layers=0), "'layers' must be an integer >= 1, got 0"),
+    (_with(layers=1.5), "'layers' must be an integer >= 1, got 1.5"),
+    (_with(nodes=-1), "'nodes' must be an integer >= 1, got -1"),
+    (_with(width="8"), "'width' must be an integer >= 1, got '8'"),
+    (_with(layers=True), "'layers' must be an integer >= 1, got True"),
+    (_with(cells=[[[["conv3", 0.5], ["lstm", 1]], [["identity", 0], ["conv3", 2]]]]),
+     r"cells\[0\]\[0\] \(cell 0, node 0\) edge 0: input index must be an integer >= 0, got 0.5"),
+    (_with(cells=[[[["conv3", 1.0], ["lstm", 1]], [["identity", 0], ["conv3", 2]]]]),
+     "input index must be an integer >= 0, got 1.0"),
+    (_with(cells=[[[["conv3", -1], ["lstm", 1]], [["identity", 0], ["conv3", 2]]]]),
+     "input index must be an integer >= 0, got -1"),
+    (_with(cells=[[[["conv3", 0], ["lstm", 1]], [["identity", 0], ["conv3", 3]]]]),
+     r"node 1 cannot read input 3 \(valid: 0..2\)"),
+    # malformed structure (kind 6)
+    (_with(cells=[[[["conv3", 0]], []]]), r"cells\[0\]\[1\] \(cell 0, node 1\) has no edges"),
+    (_with(cells=[]), "'cells' must be a non-empty list"),
+    (_with(cells={"0": []}), "'cells' must be a non-empty list"),
+    (_with(cells=["conv3"]), r"cells\[0\] must be a list of nodes"),
+    (_with(cells=[[{"conv3": 0}, [["conv3", 1]]]]), r"cells\[0\]\[0\] \(cell 0, node 0\) must be a list of"),
+    (_with(cells=[[[["conv3"]], [["conv3", 1]]]]), r"edge 0 must be \[op name, input index\]"),
+    (_with(cells=[[[[0, "conv3"]], [["conv3", 1]]]]), r"edge 0 must be \[op name, input index\]"),
+    (_with(cells=[[[["conv3", 0]]]]), "cell 0 has 1 nodes, expected 2"),
+    (_with(cells=[GOOD["cells"][0]] * 3), "3 cell descriptions for 2 layers"),
+    (_with(ops="conv3"), "'ops' must be a list of names"),
+    (_with(space=["t"]), "'space' must be a name"),
+    (_with(format=2), "format 2, this naskd reads format 1"),
+    # names not in the tables or in the genotype's own lists
+    (_with(cells=[[[["warp", 0]], [["conv3", 1]]]]), "op 'warp' is not in the op table"),
+    (_with(cells=[[[["attn4", 0]], [["conv3", 1]]]]), r"op 'attn4' is not among the genotype's ops"),
+    (_with(aggregator="mean_of_squares"), "aggregator 'mean_of_squares' is not in the aggregator table"),
+    (_with(aggregator="avg_pool"), "aggregator 'avg_pool' is not among the genotype's aggregators"),
+    (_with(aggregator=3), "'aggregator' must be a name or null"),
+])
+def test_malformed_genotypes_fail_with_one_message(tmp_path, data, message):
+    import json
+
+    with pytest.raises(NaskdError, match=message) as e:
+        Genotype.from_dict(data, "g.json")
+    assert str(e.value).startswith("g.json") and "\n" not in str(e.value)
+    f = tmp_path / "g.json"
+    f.write_text(json.dumps(data))
+    with pytest.raises(NaskdError, match=message) as e:
+        Genotype.load(f)
+    assert str(f) in str(e.value)
+
+
+def test_the_reference_genotype_is_valid_and_round_trips():
+    g = Genotype.from_dict(GOOD)
+    assert g.layers == 2 and g.cell(1) == ((("conv3", 0), ("lstm", 1)), (("identity", 0), ("conv3", 2)))
+    assert Genotype.from_dict(g.to_dict()) == g
+    assert Genotype.from_dict({k: v for k, v in GOOD.items() if k not in ("format", "shared")}) == g
+
+
+def test_genotype_files_that_are_not_json_text(tmp_path):
+    (tmp_path / "bin.json").write_bytes(b"\xff\xfe\x00{")
+    with pytest.raises(NaskdError, match=r"bin.json is not UTF-8 JSON \(byte 0xff at offset 0\)"):
+        Genotype.load(tmp_path / "bin.json")
+    with pytest.raises(NaskdError, match="is a directory; name its genotype file"):
+        Genotype.load(tmp_path)
+    (tmp_path / "wrapped.json").write_text('{"genotype": "not a mapping"}')
+    with pytest.raises(NaskdError, match="missing 'space'"):
+        Genotype.load(tmp_path / "wrapped.json")
+
+
+def test_check_refuses_hand_built_genotypes_without_layers():
+    g = Genotype("t", ("conv3",), (), 1, 0, 8, ((("conv3", 0),),), None)
+    with pytest.raises(NaskdError, match="layers must be an integer >= 1, got 0"):
+        g.check("mine")
