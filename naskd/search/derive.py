@@ -16,9 +16,15 @@ from ..utils.io import read_json
 
 def derive(run_dir: str | os.PathLike, *, epoch: int | None = None, top_k: int | None = None,
            max_identity: int | None = None) -> Genotype:
-    """The genotype the alphas of ``epoch`` (1-based; default the last finished) of a `naskd search` run
-    derive with ``top_k`` edges per node (default the run's) and at most ``max_identity`` identity edges
-    per cell."""
+    """The genotype the alphas of ``epoch`` of a `naskd search` run derive with ``top_k`` edges per node and at
+    most ``max_identity`` identity edges per cell.
+
+    ``epoch`` is 1-based as history.json's ``epoch`` counts: 1 to the epochs the run finished (None: the last).
+    ``top_k``: 1 to nodes + 1 (None: the run's). ``max_identity``: 0 or more (None: no cap). A value outside
+    its range raises :class:`NaskdError` naming the range; 0 is never read as "the default"."""
+    for name, value, low in (("epoch", epoch, 1), ("top-k", top_k, 1), ("max-identity", max_identity, 0)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
+            raise NaskdError(f"--{name} must be an integer >= {low}, got {value!r}")
     run = Path(run_dir)
     hist_path, cfg_path = run / "history.json", run / "config.yaml"
     missing = (f"{run} is not a search run with a finished epoch: {{}} is missing (run `naskd search`, or "
@@ -28,7 +34,8 @@ def derive(run_dir: str | os.PathLike, *, epoch: int | None = None, top_k: int |
     history = read_json(hist_path, missing=missing.format(hist_path.name))
     if not isinstance(history, list) or not history:
         raise NaskdError(f"{hist_path} holds no finished epoch yet; resume the search with --resume")
-    epoch = epoch or len(history)
+    if epoch is None:
+        epoch = len(history)
     if not 1 <= epoch <= len(history):
         raise NaskdError(f"--epoch {epoch} is out of range: {run} has epochs 1 to {len(history)}")
     cfg = yaml.safe_load(cfg_path.read_text())
@@ -42,8 +49,8 @@ def derive(run_dir: str | os.PathLike, *, epoch: int | None = None, top_k: int |
         ops = torch.tensor(alphas["ops"], dtype=torch.float64).clamp_min(1e-30).log()
         agg = torch.tensor(alphas["agg"], dtype=torch.float64).clamp_min(1e-30).log() if alphas["agg"] else None
         layers = int(cfg["layers"])
-        width = int(cfg.get("width") or space.width)
-        k = top_k or int(cfg.get("top_k") or 2)
+        width = int(space.width if cfg.get("width") is None else cfg["width"])
+        k = int(cfg.get("top_k", 2)) if top_k is None else top_k
     except (KeyError, TypeError, ValueError) as e:
         raise NaskdError(f"{run}: cannot read the alphas of epoch {epoch} ({type(e).__name__}: {e})") from None
     if k < 1 or k > space.nodes + 1:

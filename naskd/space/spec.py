@@ -24,12 +24,12 @@ class SearchSpace:
     source: str = ""
 
     def check(self, width: int | None = None) -> None:
-        """Fail now, naming the problem, if any op cannot be built at this width."""
-        width = width or self.width
+        """Fail now, naming the problem, if any op cannot be built at ``width`` (None: the space's own)."""
+        width = self.width if width is None else width
         if self.nodes < 1:
             raise ConfigError(f"search space {self.name}: nodes must be at least 1, got {self.nodes}")
         if width < 1:
-            raise ConfigError(f"width must be positive, got {width}")
+            raise ConfigError(f"width must be an integer >= 1, got {width}")
         if not self.ops or all(o == "none" for o in self.ops):
             raise ConfigError(f"search space {self.name}: needs at least one op other than 'none'")
         if not self.aggregators:
@@ -56,13 +56,15 @@ class SearchSpace:
         for key in ("ops", "aggregators"):
             if not isinstance(data.get(key), list):
                 raise ConfigError(f"{source}: '{key}' must be a list of names")
-        try:
-            return cls(name=str(data.get("name", default_name)), ops=tuple(map(str, data["ops"])),
-                       aggregators=tuple(map(str, data["aggregators"])), nodes=int(data.get("nodes", 3)),
-                       width=int(data.get("width", 64)), description=str(data.get("description", "")),
-                       source=str(source))
-        except (TypeError, ValueError) as e:
-            raise ConfigError(f"{source}: {e}") from None
+        numbers = {}
+        for key, default in (("nodes", 3), ("width", 64)):
+            v = data.get(key, default)
+            if isinstance(v, bool) or not isinstance(v, int):     # its range: check()
+                raise ConfigError(f"{source}: '{key}' must be an integer >= 1, got {v!r}")
+            numbers[key] = v
+        return cls(name=str(data.get("name", default_name)), ops=tuple(map(str, data["ops"])),
+                   aggregators=tuple(map(str, data["aggregators"])), nodes=numbers["nodes"],
+                   width=numbers["width"], description=str(data.get("description", "")), source=str(source))
 
 
 def load_space(name_or_path: str) -> SearchSpace:
