@@ -241,7 +241,7 @@ def run_bench(models: list[str], *, data_dir=None, out=None, overwrite: bool = F
     for lm in loaded:
         load_split(get_task(lm.task), data_dir, "dev")
     before = torch.get_num_threads()
-    threads = threads or before
+    threads = before if threads is None else threads
     if threads < 1:
         raise NaskdError(f"--threads must be at least 1, got {threads}")
     run_dir = prepare_run_dir(Path(out or f"runs/{loaded[0].task}-bench"), overwrite=overwrite, resume=False)

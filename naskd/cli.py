@@ -178,8 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="auto", choices=["auto", "glue", "label_text", "conll"],
                    help="--file layout: GLUE TSV (header or not), 'label sentence' lines, CoNLL columns")
     p.add_argument("--data-dir", default=None, help="data root (default $NASKD_DATA_DIR)")
-    p.add_argument("--batch-size", type=int, default=128, help="inference batch size")
-    p.add_argument("--max-length", type=int, default=None, help="maximum sub-tokens (default: the model's)")
+    p.add_argument("--batch-size", type=C.ranged(int, 1), default=128, help="inference batch size (>= 1)")
+    p.add_argument("--max-length", type=C.ranged(int, 8), default=None,
+                   help="maximum sub-tokens, >= 8 (default: the model's)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="device")
     p.add_argument("--out", default=None, help="output directory (default runs/<task>-evaluate)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
@@ -198,11 +199,12 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", action="append", required=True, help="a student directory or teacher run; repeat")
     p.add_argument("--data-dir", default=None, help="data root (default $NASKD_DATA_DIR)")
-    p.add_argument("--latency-examples", type=int, default=None, help="dev sentences timed at batch 1 (default all)")
-    p.add_argument("--batch-size", type=int, default=128, help="throughput batch size")
-    p.add_argument("--repeat", type=int, default=3, help="throughput passes (median)")
+    p.add_argument("--latency-examples", type=C.ranged(int, 1), default=None,
+                   help="dev sentences timed at batch 1, >= 1 (default all)")
+    p.add_argument("--batch-size", type=C.ranged(int, 1), default=128, help="throughput batch size (>= 1)")
+    p.add_argument("--repeat", type=C.ranged(int, 1), default=3, help="throughput passes (median; >= 1)")
     p.add_argument("--onnx", action=argparse.BooleanOptionalAction, default=True, help="also time ONNX Runtime")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    p.add_argument("--threads", type=C.ranged(int, 1), default=None, help="CPU threads, >= 1 (default: torch's)")
     p.add_argument("--out", default=None, help="output directory (default runs/<task>-bench)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     p.set_defaults(func=cmd_bench)
@@ -219,14 +221,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--genotype", default=None, help="genotype.json of the student to tune")
     p.add_argument("--teacher", default=None, help="teacher run directory")
     p.add_argument("--data-dir", default=None, help="data root (default $NASKD_DATA_DIR)")
-    p.add_argument("--trials", type=int, default=20, help="trials in the study (counting earlier ones)")
+    p.add_argument("--trials", type=C.ranged(int, 1), default=20,
+                   help="trials in the study (counting earlier ones; >= 1)")
     p.add_argument("--space", default="lr,dropout,weight_decay,kd", help="dimensions tuned")
     p.add_argument("--set", action="append", default=None, metavar="KEY=VALUE",
                    help="a fixed retrain setting for every trial (repeatable), e.g. --set epochs=3")
     p.add_argument("--storage", default=None, help="Optuna storage URL, e.g. sqlite:///runs/tune.db (shared, "
                                                    "resumable); default in memory")
     p.add_argument("--study-name", default=None, help="study name (default naskd-<task>)")
-    p.add_argument("--seed", type=int, default=0, help="sampler seed")
+    p.add_argument("--seed", type=C.ranged(int, C.SEED.low, C.SEED.high), default=0,
+                   help=f"sampler seed ({C.SEED.bounds()})")
     p.add_argument("--prune", action=argparse.BooleanOptionalAction, default=True, help="median pruning per epoch")
     p.add_argument("--out", default=None, help="directory of the trials (default runs/<task>-tune)")
     p.set_defaults(func=cmd_tune)
@@ -240,9 +244,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("derive", help="derive a genotype again from a search run's alphas (other rules, epoch)")
     p.add_argument("run", help="search run directory (its history.json and config.yaml)")
     p.add_argument("-o", "--output", type=Path, required=True, help="genotype JSON to write")
-    p.add_argument("--epoch", type=int, default=None, help="the alphas after this epoch (default: the last)")
-    p.add_argument("--top-k", type=int, default=None, help="incoming edges kept per node (default: the run's)")
-    p.add_argument("--max-identity", type=int, default=None,
+    p.add_argument("--epoch", type=C.ranged(int, 1), default=None,
+                   help="the alphas after this epoch, 1-based as history.json counts them: 1 to the epochs the "
+                        "run finished (default: the last)")
+    p.add_argument("--top-k", type=C.ranged(int, 1), default=None,
+                   help="incoming edges kept per node, 1 to nodes + 1 (default: the run's)")
+    p.add_argument("--max-identity", type=C.ranged(int, 0), default=None,
                    help="at most this many identity edges per cell (P-DARTS); over it, the weakest identity "
                         "edges take their next-best op")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
@@ -255,8 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", default=None, help="task (default: the student's)")
     p.add_argument("--data-dir", default=None, help="data root (default $NASKD_DATA_DIR)")
     p.add_argument("--cache-dir", default=None, help="teacher output cache")
-    p.add_argument("--batch-size", type=int, default=32, help="mini-batch size (default: 32)")
-    p.add_argument("--max-eval-examples", type=int, default=None, help="seeded dev subsample")
+    p.add_argument("--batch-size", type=C.ranged(int, 1), default=32, help="mini-batch size, >= 1 (default: 32)")
+    p.add_argument("--max-eval-examples", type=C.ranged(int, 1), default=None, help="seeded dev subsample (>= 1)")
     p.add_argument("--layerwise", action="store_true", help="also a student-state x teacher-layer CKA matrix")
     p.add_argument("--out", default=None, help="run directory (default runs/<task>-analyze)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")

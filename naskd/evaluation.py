@@ -50,7 +50,7 @@ def run_evaluate(model_path, *, task: str | None = None, split: str = "dev", fil
     else:
         cols, source = read_columns(spec, data_dir, split), f"{spec.name} {split} split"
     run_dir = prepare_run_dir(Path(out or f"runs/{spec.name}-evaluate"), overwrite=overwrite, resume=False)
-    dev = encode(spec, cols, loaded.tokenizer, max_length or loaded.max_length)
+    dev = encode(spec, cols, loaded.tokenizer, loaded.max_length if max_length is None else max_length)
     dev_device = pick_device(device)
     model = loaded.model.to(dev_device).eval()
     metrics, outputs = evaluate_model(model, spec, dev, batch_size=batch_size, device=dev_device,

@@ -178,7 +178,8 @@ def prepare(task: str, teacher_dir: Path, *, data_dir, max_train_examples: int |
     from the kept training rows, without gold labels (``has_label`` False)."""
     spec = get_task(task)
     info = read_teacher_info(teacher_dir, spec.name)
-    max_length = max_length or int(info.get("recipe", {}).get("max_length", 128))
+    if max_length is None:
+        max_length = int(info.get("recipe", {}).get("max_length", 128))
     train_cols = load_split(spec, data_dir, "train")
     dev_cols = load_split(spec, data_dir, "dev")
     train_cols = train_cols.select(subsample(len(train_cols), max_train_examples, seed))

@@ -37,32 +37,33 @@ class AugmentConfig:
     out: Optional[str] = C.field(None, help="run directory (default runs/<task>-augment)")
     cache_dir: Optional[str] = C.field(None, help="teacher output cache")
     n_iter: Optional[int] = C.field(None, help="synthetic draws per example (default 20; 10 for training "
-                                               "splits over 100k examples)")
-    p_mask: float = C.field(0.1, help="probability of replacing a word by [MASK]")
-    p_pos: float = C.field(0.1, help="probability of replacing a word by another of its part of speech")
-    p_ng: float = C.field(0.25, help="probability of keeping only a random n-gram (n in 1..5)")
+                                               "splits over 100k examples)", low=1)
+    p_mask: float = C.field(0.1, help="probability of replacing a word by [MASK]", low=0, high=1)
+    p_pos: float = C.field(0.1, help="probability of replacing a word by another of its part of speech", low=0, high=1)
+    p_ng: float = C.field(0.25, help="probability of keeping only a random n-gram (n in 1..5)", low=0, high=1)
     pos_corpus: Optional[str] = C.field(None, help="POS-tagged corpus, CoNLL columns 'word POS ...' (default "
                                                    "<data-dir>/conll2000/train.txt, else spaCy)")
     kd: str = C.field("logit_mse", help="criteria whose teacher states are cached with the logits (others are "
                                         "added on demand by search/retrain)")
-    layers: int = C.field(6, help="cells of the students to be trained (pkd's layer map decides the states cached)")
-    seed: int = C.field(0, help="generation seed")
-    max_train_examples: Optional[int] = C.field(None, help="augment a seeded subsample of the training split")
-    data_seed: int = C.field(0, help="seed of that subsample (matches search/retrain's --data-seed)")
-    max_length: Optional[int] = C.field(None, help="maximum sub-tokens (default: the teacher's recipe)")
-    chunk_size: int = C.field(50000, help="synthetic examples labelled per part (bounds memory; the resume unit)")
-    batch_size: int = C.field(256, help="teacher inference batch size")
+    layers: int = C.field(6, help="cells of the students to be trained (pkd's layer map decides the states cached)",
+                          low=1)
+    seed: int = C.field(0, help="generation seed", range=C.SEED)
+    max_train_examples: Optional[int] = C.field(None, help="augment a seeded subsample of the training split", low=1)
+    data_seed: int = C.field(0, help="seed of that subsample (matches search/retrain's --data-seed)", range=C.SEED)
+    max_length: Optional[int] = C.field(None, help="maximum sub-tokens (default: the teacher's recipe)", low=8)
+    chunk_size: int = C.field(50000, help="synthetic examples labelled per part (bounds memory; the resume unit)",
+                              low=1)
+    batch_size: int = C.field(256, help="teacher inference batch size", low=1)
     device: str = C.field("auto", help="auto, cpu or cuda", choices=["auto", "cpu", "cuda"])
-    stop_after_steps: Optional[int] = C.field(None, help="end cleanly after labelling N parts, as if interrupted")
-    show: int = C.field(5, help="synthetic examples printed at the end")
+    stop_after_steps: Optional[int] = C.field(None, help="end cleanly after labelling N parts, as if interrupted",
+                                              low=1)
+    show: int = C.field(5, help="synthetic examples printed at the end", low=0)
 
     def validate(self) -> None:
         spec = get_task(self.task)
         if spec.kind == TAGGING:
             raise ConfigError(f"augmentation rewrites sentences for sentence tasks; {spec.name} is a tagging task")
-        self.settings(100).check()
-        if self.chunk_size < 1 or self.batch_size < 1:
-            raise ConfigError("--chunk-size and --batch-size must be at least 1")
+        self.settings(100).check()     # numbers: their fields' declared ranges, checked by naskd.config.resolve
         from ..distill import parse_kd
 
         parse_kd(self.kd)
@@ -141,7 +142,7 @@ def run_augment(cfg: AugmentConfig, *, overwrite: bool = False, resume: bool = F
         print(f"[augment] {gen['kept']:,} synthetic examples already generated in {run_dir / 'data'}", flush=True)
     else:
         gen = _generate(cfg, spec, train, tagger, settings, run_dir)
-    max_length = cfg.max_length or int(info.get("recipe", {}).get("max_length", 128))
+    max_length = cfg.max_length if cfg.max_length is not None else int(info.get("recipe", {}).get("max_length", 128))
     cache = TeacherCache(cfg.cache_dir)
     device = pick_device(cfg.device)
     parts = part_paths(run_dir)

@@ -2,6 +2,8 @@
 ``--kd soft_ce=0.5,hard_ce=0.5,pkd=10`` (a bare name means weight 1)."""
 from __future__ import annotations
 
+import math
+
 from ..errors import ConfigError
 
 CRITERIA: dict[str, type] = {}
@@ -35,13 +37,15 @@ def parse_kd(spec) -> list[tuple[str, float]]:
             weight = float(w)
         except (TypeError, ValueError):
             raise ConfigError(f"criterion {name}: weight {w!r} is not a number") from None
-        if weight < 0 or weight != weight:
-            raise ConfigError(f"criterion {name}: weight must be a non-negative number, got {w}")
+        if not math.isfinite(weight) or weight < 0:
+            raise ConfigError(f"criterion {name}: weight must be a finite number >= 0, got {w}")
         out.append((name, weight))
     if not out:
         raise ConfigError("--kd names no criterion; e.g. --kd soft_ce=0.5,hard_ce=0.5")
     if len({n for n, _ in out}) != len(out):
         raise ConfigError(f"--kd names a criterion twice: {spec}")
+    if not any(w > 0 for _, w in out):
+        raise ConfigError(f"--kd weights are all 0 ({spec}): nothing would be trained; give one a weight > 0")
     return out
 
 
@@ -50,6 +54,9 @@ def parse_pairs(text: str | None) -> list[tuple[int, int]]:
     if not text:
         return []
     try:
-        return [tuple(int(x) for x in p.split(":")) for p in str(text).split(",") if p.strip()]
+        pairs = [tuple(int(x) for x in p.split(":")) for p in str(text).split(",") if p.strip()]
     except ValueError:
-        raise ConfigError(f"--pkd-pairs expects student:teacher pairs like 2:2,4:4, got {text}") from None
+        pairs = None
+    if pairs is None or any(len(p) != 2 for p in pairs):
+        raise ConfigError(f"--pkd-pairs expects student:teacher pairs of integers like 2:2,4:4, got {text}")
+    return pairs

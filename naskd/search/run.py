@@ -48,82 +48,68 @@ class SearchConfig:
     cache_dir: Optional[str] = C.field(None, help="teacher output cache (default $NASKD_CACHE_DIR or "
                                                   "~/.cache/naskd)")
     space: str = C.field("nas_kd", help="search space: a name in search_spaces/ or a YAML path")
-    layers: int = C.field(6, help="cells in the supernet (M_s)")
+    layers: int = C.field(6, help="cells in the supernet (M_s)", low=1)
     width: Optional[int] = C.field(None, help="hidden width (default: the space's, 64 for nas_kd; the "
-                                              "paper's setting is 768 on a GPU)")
-    nodes: Optional[int] = C.field(None, help="intermediate nodes per cell (default: the space's)")
+                                              "paper's setting is 768 on a GPU)", low=1)
+    nodes: Optional[int] = C.field(None, help="intermediate nodes per cell (default: the space's)", low=1)
     per_cell_alphas: bool = C.field(False, help="one set of alphas per cell instead of shared")
     order: int = C.field(1, help="1: first-order DARTS; 2: unrolled second order", choices=[1, 2])
     kd: Optional[str] = C.field(None, help=f"distillation criteria with weights: a*L_soft + (1-a)*L_hard + "
                                            f"b*L_intermediate is soft_ce=a,hard_ce=1-a,pkd=b (default "
                                            f"{DEFAULT_KD}; {DEFAULT_TAGGING_KD} for tagging tasks)")
-    temperature: float = C.field(1.0, help="soft_ce temperature")
+    temperature: float = C.field(1.0, help="soft_ce temperature", low=0, low_open=True)
     pkd_pairs: Optional[str] = C.field(None, help="explicit student-cell:teacher-layer pairs for pkd, "
                                                   "e.g. 2:2,4:4 (default m(j)=round(j*M_t/M_s))")
-    fsd_memory: Optional[int] = C.field(None, help="fsd_global memory size (default 100, 300 for large tasks)")
-    epochs: int = C.field(6, help="search epochs")
-    batch_size: int = C.field(32, help="batch size (each half)")
+    fsd_memory: Optional[int] = C.field(None, help="fsd_global memory size (default 100, 300 for large tasks)", low=1)
+    epochs: int = C.field(6, help="search epochs", low=1)
+    batch_size: int = C.field(32, help="batch size (each half)", low=1)
     lr: float = C.field(5e-4, help="weight learning rate (AdamW, cosine decay); at 2e-3 the 6-cell supernet "
-                                   "stayed at chance on SST-2")
-    weight_decay: float = C.field(1e-2, help="weight decay")
-    arch_lr: float = C.field(3e-3, help="architecture learning rate (Adam, betas 0.5/0.999)")
-    arch_weight_decay: float = C.field(1e-3, help="architecture weight decay")
-    xi: Optional[float] = C.field(None, help="second order: virtual step size (default: --lr)")
-    dropout: float = C.field(0.1, help="dropout")
+                                   "stayed at chance on SST-2", low=0, low_open=True)
+    weight_decay: float = C.field(1e-2, help="weight decay", low=0)
+    arch_lr: float = C.field(3e-3, help="architecture learning rate (Adam, betas 0.5/0.999)", low=0, low_open=True)
+    arch_weight_decay: float = C.field(1e-3, help="architecture weight decay", low=0)
+    xi: Optional[float] = C.field(None, help="second order: virtual step size (default: --lr)", low=0, low_open=True)
+    dropout: float = C.field(0.1, help="dropout", low=0, high=1, high_open=True)
     max_train_examples: Optional[int] = C.field(6000, help="seeded training subsample, split in two halves "
                                                            "(none: all the data); the default keeps a 6-cell "
-                                                           "search on a 2-core CPU under 20 minutes")
-    max_eval_examples: Optional[int] = C.field(None, help="seeded dev subsample")
-    max_length: Optional[int] = C.field(None, help="maximum sub-tokens (default: the teacher's recipe)")
-    top_k: int = C.field(2, help="incoming edges kept per node when deriving the genotype")
+                                                           "search on a 2-core CPU under 20 minutes; at least 4, two "
+                                                           "halves of two", low=4)
+    max_eval_examples: Optional[int] = C.field(None, help="seeded dev subsample", low=1)
+    max_length: Optional[int] = C.field(None, help="maximum sub-tokens (default: the teacher's recipe)", low=8)
+    top_k: int = C.field(2, help="incoming edges kept per node when deriving the genotype", low=1)
     max_identity: Optional[int] = C.field(None, help="at most this many identity edges per cell in the derived "
                                                      "genotype (P-DARTS); over it, the weakest take their "
-                                                     "next-best op. `naskd derive` applies it to a finished run")
-    grad_clip: float = C.field(5.0, help="gradient norm clip for the weights")
-    seed: int = C.field(0, help="random seed")
+                                                     "next-best op. `naskd derive` applies it to a finished run", low=0)
+    grad_clip: float = C.field(5.0, help="gradient norm clip for the weights", low=0, low_open=True)
+    seed: int = C.field(0, help="random seed", range=C.SEED)
     data_seed: int = C.field(0, help="seed of the training subsample; fixed by default so runs with different "
-                                     "--seed train on the same examples")
+                                     "--seed train on the same examples", range=C.SEED)
     augmented: Optional[str] = C.field(None, help="a `naskd augment` run: train on the teacher's outputs for the "
                                                   "original plus synthetic examples (hard-label terms skip synthetic ones)")
     augment: bool = C.field(False, help="build the default augmentation of the training rows first (or reuse it)")
     latency_ms: Optional[float] = C.field(None, help="latency-aware search: target batch-1 forward time (ms, on "
                                                      "this machine, at the dev median length) of the derived "
                                                      "student; the architecture loss gains latency_weight * "
-                                                     "relu(E[latency] / target - 1)")
+                                                     "relu(E[latency] / target - 1)", low=0, low_open=True)
     latency_speedup: Optional[float] = C.field(None, help="latency-aware search with the target set to the "
-                                                          "teacher's batch-1 time divided by this")
-    latency_weight: float = C.field(1.0, help="weight of the latency penalty")
+                                                          "teacher's batch-1 time divided by this",
+                                               low=0, low_open=True)
+    latency_weight: float = C.field(1.0, help="weight of the latency penalty", low=0)
     latency_table: Optional[str] = C.field(None, help="op times (JSON, as latency.json) instead of profiling "
                                                       "them here, e.g. measured on the deployment device")
     device: str = C.field("auto", help="auto, cpu or cuda (bf16 autocast on cuda)",
                           choices=["auto", "cpu", "cuda"])
-    checkpoint_every: int = C.field(100, help="checkpoint every N steps (and at each epoch end)")
-    stop_after_steps: Optional[int] = C.field(None, help="end cleanly after N steps, as if interrupted")
-    log_every: int = C.field(20, help="write metrics.jsonl every N steps")
+    checkpoint_every: int = C.field(100, help="checkpoint every N steps (and at each epoch end)", low=1)
+    stop_after_steps: Optional[int] = C.field(None, help="end cleanly after N steps, as if interrupted", low=1)
+    log_every: int = C.field(20, help="write metrics.jsonl every N steps", low=1)
 
     def validate(self) -> None:
         spec = get_task(self.task)
         self.kd = self.kd or default_kd(spec.name)
-        if self.layers < 1:
-            raise ConfigError(f"--layers must be at least 1, got {self.layers}")
-        if self.nodes is not None and self.nodes < 1:
-            raise ConfigError(f"--nodes must be at least 1, got {self.nodes}")
-        for name in ("epochs", "batch_size", "top_k"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.max_identity is not None and self.max_identity < 0:
-            raise ConfigError(f"--max-identity must be 0 or more, got {self.max_identity}")
-        if self.max_train_examples is not None and self.max_train_examples < 4:
-            raise ConfigError("max_train_examples must be at least 4 (two halves of two)")
+        # numbers are checked against their fields' declared ranges (naskd.config.resolve) before this
         parse_kd(self.kd)
         if self.latency_ms is not None and self.latency_speedup is not None:
             raise ConfigError("give --latency-ms or --latency-speedup, not both")
-        for name in ("latency_ms", "latency_speedup"):
-            v = getattr(self, name)
-            if v is not None and not v > 0:
-                raise ConfigError(f"--{name.replace('_', '-')} must be > 0, got {v}")
-        if not self.latency_weight >= 0:
-            raise ConfigError(f"--latency-weight must be >= 0, got {self.latency_weight}")
         space = self.resolved_space()
         if self.latency_table is not None:
             from .latency import LatencyTable

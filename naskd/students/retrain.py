@@ -54,57 +54,60 @@ class RetrainConfig:
                                             "random: a genotype sampled from --space",
                            choices=list(STUDENTS))
     genotype: Optional[str] = C.field(None, help="genotype.json from `naskd search` (for --student genotype)")
-    truncate_k: Optional[int] = C.field(None, help="truncated_teacher: layers kept (default ceil(M_t/2))")
-    bilstm_hidden: int = C.field(150, help="bilstm_soft: LSTM units per direction (paper: 150 or 300)")
-    bilstm_relu: int = C.field(200, help="bilstm_soft: ReLU layer units (paper: 200 or 400)")
-    bilstm_embed: int = C.field(300, help="bilstm_soft: word embedding width (the teacher's table, PCA-projected)")
+    truncate_k: Optional[int] = C.field(None, help="truncated_teacher: layers kept (default ceil(M_t/2))", low=1)
+    bilstm_hidden: int = C.field(150, help="bilstm_soft: LSTM units per direction (paper: 150 or 300)", low=1)
+    bilstm_relu: int = C.field(200, help="bilstm_soft: ReLU layer units (paper: 200 or 400)", low=1)
+    bilstm_embed: int = C.field(300, help="bilstm_soft: word embedding width (the teacher's table, PCA-projected)",
+                                low=1)
     space: str = C.field("nas_kd", help="random: the search space to sample from")
-    layers: int = C.field(6, help="random: cells of the sampled student")
-    sample_seed: int = C.field(0, help="random: seed of the genotype draw")
+    layers: int = C.field(6, help="random: cells of the sampled student", low=1)
+    sample_seed: int = C.field(0, help="random: seed of the genotype draw", range=C.SEED)
     min_params: Optional[int] = C.field(None, help="random: redraw until the student has at least this many "
-                                                   "non-embedding parameters")
+                                                   "non-embedding parameters", low=0)
     optimizer: str = C.field("adamw", help="adamw (linear warm-up and decay) or adadelta (constant rate, "
                                           "rho 0.95, as Tang et al.)", choices=["adamw", "adadelta"])
     teacher: Optional[str] = C.field(None, help="teacher run directory (default runs/<task>-teacher)")
     data_dir: Optional[str] = C.field(None, help="data root or task folder; default $NASKD_DATA_DIR")
     out: Optional[str] = C.field(None, help="run directory (default runs/<task>-retrain)")
     cache_dir: Optional[str] = C.field(None, help="teacher output cache")
-    width: Optional[int] = C.field(None, help="student width (default: the genotype's)")
+    width: Optional[int] = C.field(None, help="student width (default: the genotype's)", low=1)
     embed_width: Optional[int] = C.field(None, help="genotype and random students: width of the embedding tables "
                                                     "(the teacher's, PCA-projected), mapped to the cell width by a "
-                                                    "linear layer (default: the cell width)")
+                                                    "linear layer (default: the cell width)", low=1)
     kd: Optional[str] = C.field(None, help=f"distillation criteria with weights (see `naskd search --help`; "
                                            f"default {DEFAULT_KD}, {DEFAULT_TAGGING_KD} for tagging tasks)")
-    temperature: float = C.field(1.0, help="soft_ce temperature")
+    temperature: float = C.field(1.0, help="soft_ce temperature", low=0, low_open=True)
     pkd_pairs: Optional[str] = C.field(None, help="explicit student-cell:teacher-layer pairs for pkd")
-    fsd_memory: Optional[int] = C.field(None, help="fsd_global memory size")
-    epochs: int = C.field(10, help="training epochs")
+    fsd_memory: Optional[int] = C.field(None, help="fsd_global memory size", low=1)
+    epochs: int = C.field(10, help="training epochs", low=1)
     epoch_examples: Optional[int] = C.field(None, help="an epoch is this many training examples (consecutive slices of "
                                                        "seeded passes over all of them) instead of all: dev is scored "
-                                                       "and the best kept after each; for long augmented sets")
-    batch_size: int = C.field(32, help="batch size")
-    lr: float = C.field(1e-3, help="peak learning rate (AdamW, linear warm-up and decay)")
-    weight_decay: float = C.field(1e-2, help="weight decay")
-    warmup_ratio: float = C.field(0.05, help="warm-up fraction")
-    dropout: float = C.field(0.1, help="dropout")
+                                                       "and the best kept after each; for long augmented sets", low=1)
+    batch_size: int = C.field(32, help="batch size", low=1)
+    lr: float = C.field(1e-3, help="peak learning rate (AdamW, linear warm-up and decay)", low=0, low_open=True)
+    weight_decay: float = C.field(1e-2, help="weight decay", low=0)
+    warmup_ratio: float = C.field(0.05, help="warm-up fraction", low=0, high=1, high_open=True)
+    dropout: float = C.field(0.1, help="dropout", low=0, high=1, high_open=True)
     init: Optional[str] = C.field(None, help="start from the weights of a trained student of the same architecture "
                                              "(its run or student directory) instead of from scratch: a second "
                                              "distillation stage, e.g. other criteria on the original rows")
     ema: Optional[float] = C.field(None, help="keep an exponential moving average of the weights with this decay "
                                               "(e.g. 0.999): dev is scored, and the best epoch kept, with the "
-                                              "averaged weights; the raw weights' scores are logged beside them")
-    max_train_examples: Optional[int] = C.field(None, help="seeded training subsample")
-    max_eval_examples: Optional[int] = C.field(None, help="seeded dev subsample")
-    max_length: Optional[int] = C.field(None, help="maximum sub-tokens (default: the teacher's recipe)")
-    seed: int = C.field(0, help="random seed")
+                                              "averaged weights; the raw weights' scores are logged beside them",
+                                   low=0, high=1, low_open=True, high_open=True)
+    max_train_examples: Optional[int] = C.field(None, help="seeded training subsample", low=1)
+    max_eval_examples: Optional[int] = C.field(None, help="seeded dev subsample", low=1)
+    max_length: Optional[int] = C.field(None, help="maximum sub-tokens (default: the teacher's recipe)", low=8)
+    seed: int = C.field(0, help="random seed", range=C.SEED)
     data_seed: int = C.field(0, help="seed of the training subsample; fixed by default so runs with different "
-                                     "--seed train on the same examples")
+                                     "--seed train on the same examples", range=C.SEED)
     augmented: Optional[str] = C.field(None, help="a `naskd augment` run: train on the teacher's outputs for the "
                                                   "original plus synthetic examples (hard-label terms skip synthetic ones)")
     augment: bool = C.field(False, help="build the default augmentation of the training rows first (or reuse it)")
     device: str = C.field("auto", help="auto, cpu or cuda", choices=["auto", "cpu", "cuda"])
-    checkpoint_every: int = C.field(500, help="checkpoint every N steps (and at each epoch end)")
-    stop_after_steps: Optional[int] = C.field(None, help="end cleanly after N steps, as if interrupted")
+    checkpoint_every: int = C.field(500, help="checkpoint every N steps (and at each epoch end; 0: at epoch ends "
+                                                "only)", low=0)
+    stop_after_steps: Optional[int] = C.field(None, help="end cleanly after N steps, as if interrupted", low=1)
 
     def validate(self) -> None:
         spec = get_task(self.task)
@@ -117,26 +120,12 @@ class RetrainConfig:
                               "`naskd search` run); or pick --student bilstm_soft|truncated_teacher|random")
         if self.student != "genotype" and self.genotype:
             raise ConfigError(f"--genotype is for --student genotype, not {self.student}")
-        if self.truncate_k is not None and self.truncate_k < 1:
-            raise ConfigError(f"--truncate-k must be at least 1, got {self.truncate_k}")
-        for name in ("bilstm_hidden", "bilstm_relu", "bilstm_embed", "layers"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        # numbers are checked against their fields' declared ranges (naskd.config.resolve) before this
         if self.student == "random":
             load_space(self.space)
-        for name in ("epochs", "batch_size", "epoch_examples"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.width is not None and self.width < 1:
-            raise ConfigError(f"--width must be positive, got {self.width}")
-        if self.embed_width is not None:
-            if self.embed_width < 1:
-                raise ConfigError(f"--embed-width must be positive, got {self.embed_width}")
-            if self.student not in ("genotype", "random"):
-                raise ConfigError(f"--embed-width is for genotype and random students; {self.student} sets its "
-                                  "own embeddings" + (" (--bilstm-embed)" if self.student == "bilstm_soft" else ""))
-        if self.ema is not None and not 0.0 < self.ema < 1.0:
-            raise ConfigError(f"--ema is a decay between 0 and 1 (exclusive), e.g. 0.999; got {self.ema}")
+        if self.embed_width is not None and self.student not in ("genotype", "random"):
+            raise ConfigError(f"--embed-width is for genotype and random students; {self.student} sets its "
+                              "own embeddings" + (" (--bilstm-embed)" if self.student == "bilstm_soft" else ""))
         parse_kd(self.kd)
 
     @property

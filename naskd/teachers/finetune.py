@@ -16,7 +16,7 @@ from ..assets import asset_path
 from ..data.encode import bucket_batches, collate, encode
 from ..data.readers import load_split, subsample
 from ..data.tasks import REGRESSION, TAGGING, get_task
-from ..errors import ConfigError, NaskdError
+from ..errors import NaskdError
 from ..predict import evaluate_model
 from ..train import adamw, fit
 from ..utils import dist
@@ -33,33 +33,27 @@ class TeacherConfig:
     data_dir: Optional[str] = C.field(None, help="data root (GLUE/CoNLL layout) or a task folder; "
                                                   "default $NASKD_DATA_DIR")
     out: Optional[str] = C.field(None, help="run directory (default runs/<task>-teacher)")
-    seed: int = C.field(42, help="random seed")
-    epochs: int = C.field(3, help="training epochs")
-    lr: float = C.field(5e-5, help="peak learning rate (AdamW, linear warm-up and decay)")
-    batch_size: int = C.field(32, help="training batch size")
-    eval_batch_size: int = C.field(128, help="evaluation batch size")
-    max_length: int = C.field(128, help="maximum sub-tokens per example")
-    warmup_ratio: float = C.field(0.06, help="fraction of steps for linear warm-up")
-    weight_decay: float = C.field(0.01, help="AdamW weight decay (not on biases and LayerNorms)")
-    dropout: float = C.field(0.1, help="dropout before the head")
-    crf_lr: float = C.field(5e-3, help="tagging: learning rate of the CRF transitions (trained from scratch)")
+    seed: int = C.field(42, help="random seed", range=C.SEED)
+    epochs: int = C.field(3, help="training epochs", low=1)
+    lr: float = C.field(5e-5, help="peak learning rate (AdamW, linear warm-up and decay)", low=0, low_open=True)
+    batch_size: int = C.field(32, help="training batch size", low=1)
+    eval_batch_size: int = C.field(128, help="evaluation batch size", low=1)
+    max_length: int = C.field(128, help="maximum sub-tokens per example", low=8)
+    warmup_ratio: float = C.field(0.06, help="fraction of steps for linear warm-up", low=0, high=1, high_open=True)
+    weight_decay: float = C.field(0.01, help="AdamW weight decay (not on biases and LayerNorms)", low=0)
+    dropout: float = C.field(0.1, help="dropout before the head", low=0, high=1, high_open=True)
+    crf_lr: float = C.field(5e-3, help="tagging: learning rate of the CRF transitions (trained from scratch)",
+                            low=0, low_open=True)
     pooling: str = C.field("mean", help="sentence pooling for the head", choices=["mean", "cls"])
-    max_train_examples: Optional[int] = C.field(None, help="seeded training subsample, for quick runs")
-    max_eval_examples: Optional[int] = C.field(None, help="seeded dev subsample, for quick runs")
+    max_train_examples: Optional[int] = C.field(None, help="seeded training subsample, for quick runs", low=1)
+    max_eval_examples: Optional[int] = C.field(None, help="seeded dev subsample, for quick runs", low=1)
     bucket: bool = C.field(True, help="length-bucketed batches (off: random batches padded to their max)")
     device: str = C.field("auto", help="auto, cpu or cuda", choices=["auto", "cpu", "cuda"])
-    checkpoint_every: int = C.field(500, help="save a resumable checkpoint every N steps (0: epoch ends only)")
-    stop_after_steps: Optional[int] = C.field(None, help="end cleanly after N steps, as if interrupted")
+    checkpoint_every: int = C.field(500, help="save a resumable checkpoint every N steps (0: epoch ends only)", low=0)
+    stop_after_steps: Optional[int] = C.field(None, help="end cleanly after N steps, as if interrupted", low=1)
 
     def validate(self) -> None:
-        get_task(self.task)
-        for name in ("epochs", "batch_size", "eval_batch_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise ConfigError(f"lr must be positive, got {self.lr}")
-        if not 0 <= self.warmup_ratio < 1:
-            raise ConfigError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        get_task(self.task)    # numbers: their fields' declared ranges, checked by naskd.config.resolve
 
 
 def recipe_for(task: str) -> tuple[dict, Path | None]:

@@ -203,9 +203,9 @@ def test_search_profiles_when_no_table_is_given(tiny_teacher, space, tmp_path): 
 
 
 @pytest.mark.parametrize("extra,message", [
-    (["--latency-ms", "0"], "--latency-ms must be > 0"),
+    (["--latency-ms", "0"], "setting 'latency_ms' must be a finite number > 0, got 0.0"),
     (["--latency-ms", "3", "--latency-speedup", "2"], "not both"),
-    (["--latency-ms", "3", "--latency-weight", "-1"], "--latency-weight must be >= 0"),
+    (["--latency-ms", "3", "--latency-weight", "-1"], "'latency_weight' must be a finite number >= 0, got -1.0"),
     (["--latency-table", "nowhere.json"], "nowhere.json does not exist"),
 ])
 def test_bad_latency_settings(tiny_teacher, space, tmp_path, capsys, extra, message):  # noqa: F811

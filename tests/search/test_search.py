@@ -90,8 +90,8 @@ def test_second_order_and_per_cell(tiny_teacher, space, tmp_path):
 
 
 @pytest.mark.parametrize("extra,message", [
-    (["--layers", "0"], "--layers must be at least 1"),
-    (["--nodes", "0"], "nodes must be at least 1"),
+    (["--layers", "0"], "setting 'layers' must be an integer >= 1, got 0"),
+    (["--nodes", "0"], "setting 'nodes' must be an integer >= 1, got 0"),
     (["--width", "18"], "not divisible by 4 heads"),
     (["--kd", "soft_ce,magic"], "unknown distillation criterion 'magic'"),
     (["--space", "nowhere"], "known: adabert, nas_kd"),

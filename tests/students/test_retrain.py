@@ -92,7 +92,7 @@ def test_retrain_ema_saves_the_scored_average(tiny_teacher, genotype, tmp_path, 
     assert any(not torch.equal(raw[k], v) for k, v in model.state_dict().items())
     capsys.readouterr()
     assert main(argv(teacher, genotype, tmp_path / "bad", "--ema", "1.0")) == 2
-    assert "--ema is a decay between 0 and 1" in capsys.readouterr().err
+    assert "setting 'ema' must be a finite number in (0, 1), got 1.0" in capsys.readouterr().err
 
 
 def test_retrain_init_continues_from_a_trained_student(tiny_teacher, genotype, tmp_path, capsys):
@@ -138,7 +138,7 @@ def test_retrain_epoch_examples(tiny_teacher, genotype, tmp_path, capsys):
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
     capsys.readouterr()
     assert main(argv(teacher, genotype, tmp_path / "bad", "--epoch-examples", "0")) == 2
-    assert "epoch_examples must be at least 1" in capsys.readouterr().err
+    assert "setting 'epoch_examples' must be an integer >= 1, got 0" in capsys.readouterr().err
 
 
 def test_retrain_embed_width_round_trip(tiny_teacher, genotype, tmp_path, capsys):

@@ -75,7 +75,7 @@ def test_resume_equals_uninterrupted(tmp_path):
 def test_user_errors_exit_2_without_traceback(tmp_path, capsys):
     cases = [
         (["teacher", "--task", "sst3"], "unknown task 'sst3'"),
-        (TINY + ["--epochs", "0", "--out", str(tmp_path / "a")], "epochs must be at least 1"),
+        (TINY + ["--epochs", "0", "--out", str(tmp_path / "a")], "setting 'epochs' must be an integer >= 1, got 0"),
         (TINY + ["--lr", "fast"], "'lr' expects float"),
         (["teacher", "--task", "sst2", "--data-dir", str(tmp_path / "none")], "does not exist"),
         (TINY + ["--teacher", str(tmp_path / "missing"), "--out", str(tmp_path / "b")], "does not exist"),
