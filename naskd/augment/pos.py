@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
 
+from ..data.readers import read_text
 from ..errors import DataError, NaskdError
 from ..utils.io import file_sha256, write_json
 
@@ -43,29 +45,39 @@ class CorpusTagger(PosTagger):
 
     @classmethod
     def from_corpus(cls, path: str | os.PathLike, *, lowercase: bool = True, cache_dir=None) -> "CorpusTagger":
+        """The lexicon of a CoNLL-column corpus (``word POS ...`` per line), cached under ``cache_dir`` by the
+        file's content hash (a damaged cache entry is rebuilt, with a warning). Raises :class:`DataError` in
+        one line for a missing, unreadable or non-UTF-8 file (``path:LINE`` and the byte found, or "binary"
+        for NUL bytes), a line with fewer than two columns, or a corpus without tagged words."""
         path = Path(path)
-        if not path.is_file():
+        if not path.exists():
             raise DataError(f"POS corpus {path} does not exist; pass --pos-corpus FILE (CoNLL columns "
                             "'word POS ...', e.g. CoNLL-2000's train.txt)")
+        # checked to be UTF-8 text before anything else: a directory, an unreadable, binary or Latin-1 file
+        # ends in one line naming it (with path:LINE where a line applies)
+        text = read_text(path, what="POS corpus")
         cache = None
         if cache_dir is not None:
             key = f"{file_sha256(path)[:20]}-{'lower' if lowercase else 'cased'}"
             cache = Path(cache_dir) / "pos-lexicons" / f"{key}.json"
             if cache.is_file():
-                d = json.loads(cache.read_text())
-                return cls(d["word_tag"], {t: tuple(v) for t, v in d["pools"].items()}, lowercase=lowercase,
-                           source=str(path))
+                try:
+                    d = json.loads(cache.read_text(encoding="utf-8"))
+                    return cls(d["word_tag"], {t: tuple(v) for t, v in d["pools"].items()}, lowercase=lowercase,
+                               source=str(path))
+                except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                    # a cache entry cut short or damaged: the corpus is at hand, so build it again
+                    warnings.warn(f"POS lexicon cache {cache} is unreadable; rebuilding it from {path}")
         counts: dict[str, Counter] = defaultdict(Counter)
-        with open(path, encoding="utf-8-sig") as f:
-            for lineno, raw in enumerate(f, 1):
-                line = raw.strip()
-                if not line or line.startswith("-DOCSTART-"):
-                    continue
-                cols = line.split()
-                if len(cols) < 2:
-                    raise DataError(f"{path}:{lineno}: expected 'word POS ...' columns, found {len(cols)} column")
-                word = cols[0].lower() if lowercase else cols[0]
-                counts[word][cols[1]] += 1
+        for lineno, raw in enumerate(text.split("\n"), 1):
+            line = raw.strip()
+            if not line or line.startswith("-DOCSTART-"):
+                continue
+            cols = line.split()
+            if len(cols) < 2:
+                raise DataError(f"{path}:{lineno}: expected 'word POS ...' columns, found {len(cols)} column")
+            word = cols[0].lower() if lowercase else cols[0]
+            counts[word][cols[1]] += 1
         if not counts:
             raise DataError(f"{path}: no tagged words found (expected CoNLL columns 'word POS ...')")
         word_tag = {w: c.most_common(1)[0][0] for w, c in counts.items()}

@@ -6,8 +6,11 @@ reported as ``path:LINE`` (1-based, header included) before any training starts.
 """
 from __future__ import annotations
 
+import codecs
 import math
 import os
+import unicodedata
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -18,16 +21,78 @@ from .tasks import TAGGING, REGRESSION, TaskSpec, task_dir
 SPLITS = ("train", "dev")
 
 
-def _read_lines(path: Path) -> list[str]:
+_BOMS = ((codecs.BOM_UTF32_LE, "UTF-32 (little-endian byte-order mark)"),
+         (codecs.BOM_UTF32_BE, "UTF-32 (big-endian byte-order mark)"),
+         (codecs.BOM_UTF16_LE, "UTF-16 (little-endian byte-order mark)"),
+         (codecs.BOM_UTF16_BE, "UTF-16 (big-endian byte-order mark)"))
+_ARCHIVES = ((b"\x1f\x8b", "a gzip archive"), (b"PK\x03\x04", "a zip archive"), (b"BZh", "a bzip2 archive"),
+             (b"\xfd7zXZ\x00", "an xz archive"), (b"PAR1", "a Parquet file"))
+
+
+def read_text(path: str | os.PathLike, *, what: str = "data file") -> str:
+    """The text of a user's data file, decoded as UTF-8 (a leading byte-order mark dropped, as MRPC's
+    train.tsv has one).
+
+    Raises :class:`DataError` in one line for a missing path, a directory, an unreadable file, or bytes
+    that are not UTF-8 text: an archive (gzip, zip, ...), a UTF-16/32 file (named by its byte-order
+    mark), a binary file (NUL bytes; ``path:LINE`` of the first), or an invalid UTF-8 byte (``path:LINE``,
+    the byte in hex and its column). ``what`` names the file in the messages ("POS corpus", ...)."""
+    path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{what} {path} is a directory, not a file")
     if not path.is_file():
-        raise DataError(f"data file {path} does not exist")
-    # utf-8-sig drops the byte-order mark MRPC's train.tsv starts with
-    text = path.read_text(encoding="utf-8-sig")
-    return text.split("\n")
+        raise DataError(f"{what} {path} does not exist")
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise DataError(f"cannot read {what} {path}: {e.strerror or e}") from None
+    for bom, name in _BOMS:                        # UTF-32-LE's mark begins with UTF-16-LE's: test it first
+        if data.startswith(bom):
+            raise DataError(f"{path}: encoded as {name}, not UTF-8; re-save it as UTF-8 "
+                            f"(e.g. iconv -f {name.split()[0]} -t UTF-8)")
+    nul = data.find(b"\x00")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        bad = e
+    else:
+        bad = None
+    if bad is None and nul < 0:
+        return text
+    for magic, name in _ARCHIVES:                  # only a hint where the bytes are not text anyway
+        if data.startswith(magic):
+            raise DataError(f"{path}: {name}, not a UTF-8 text file; unpack it and pass the text file")
+    if nul >= 0 and (bad is None or nul < bad.start):
+        line = data.count(b"\n", 0, nul) + 1
+        raise DataError(f"{path}:{line}: NUL byte: a binary file (or UTF-16/32 text without a byte-order "
+                        f"mark), not UTF-8 text; pass the UTF-8 text file")
+    line = data.count(b"\n", 0, bad.start) + 1
+    column = bad.start - (data.rfind(b"\n", 0, bad.start) + 1) + 1
+    raise DataError(f"{path}:{line}: not UTF-8: byte 0x{data[bad.start]:02x} (byte {column} of the line; a legacy "
+                    f"encoding such as Latin-1 or Windows-1252?); re-save the file as UTF-8, e.g. "
+                    f"iconv -f WINDOWS-1252 -t UTF-8")
+
+
+def _read_lines(path: Path, what: str = "data file") -> list[str]:
+    return read_text(path, what=what).split("\n")
+
+
+_INVISIBLE = {"Cc", "Cf", "Zs", "Zl", "Zp"}
+
+
+def is_blank(text: str) -> bool:
+    """True when ``text`` has no visible character: empty, whitespace, or only control / format characters
+    (a zero-width space, say) -- text a model would see as an empty input."""
+    return all(unicodedata.category(ch) in _INVISIBLE for ch in text)
 
 
 def read_glue_file(path: str | os.PathLike, spec: TaskSpec, *, header: bool | None = None) -> dict:
-    """Parse a GLUE TSV into columns ``text`` (, ``text_pair``), ``label``, ``line``."""
+    """Parse a GLUE TSV into columns ``text`` (, ``text_pair``), ``label``, ``line`` (1-based line numbers).
+
+    Raises :class:`DataError` naming ``path:LINE`` for a file that is not UTF-8 text (see :func:`read_text`),
+    an empty line, a wrong column count, a label outside the task's set, a score that is not a number in
+    range, and a sentence with no visible text (empty, whitespace or only invisible characters: training on
+    an empty input is silently wrong, and no GLUE release has one)."""
     path = Path(path)
     lines = _read_lines(path)
     header = spec.header if header is None else header
@@ -64,6 +129,11 @@ def read_glue_file(path: str | os.PathLike, spec: TaskSpec, *, header: bool | No
                     f"{path}:{lineno}: label {raw_label!r} is not one of {', '.join(spec.labels)}"
                 )
             labels.append(label_index[raw_label])
+        for k, c in enumerate(spec.text_columns):
+            if is_blank(cols[c]):
+                which = ("first", "second")[k] + " sentence" if spec.is_pair else "sentence"
+                raise DataError(f"{path}:{lineno}: empty {which} (column {c + 1} has no visible text); "
+                                f"remove the row or fill in its text")
         texts.append(cols[spec.text_columns[0]].strip())
         if spec.is_pair:
             pairs.append(cols[spec.text_columns[1]].strip())
@@ -109,8 +179,8 @@ def read_label_text_file(path: str | os.PathLike, spec: TaskSpec) -> dict:
         if label not in label_index:
             raise DataError(f"{path}:{i + 1}: label {label!r} is not one of {', '.join(spec.labels)} "
                             "(expected 'label sentence' per line)")
-        if not text.strip():
-            raise DataError(f"{path}:{i + 1}: no sentence after the label")
+        if is_blank(text):
+            raise DataError(f"{path}:{i + 1}: no sentence after the label (expected 'label sentence' per line)")
         texts.append(text.strip())
         labels.append(label_index[label])
         line_nos.append(i + 1)
@@ -129,7 +199,7 @@ def read_any_file(path: str | os.PathLike, spec: TaskSpec, fmt: str = "auto") ->
     if fmt not in FILE_FORMATS:
         raise NaskdError(f"unknown file format '{fmt}'; known: {', '.join(FILE_FORMATS)}")
     if not path.is_file():
-        raise DataError(f"file {path} does not exist")
+        raise DataError(f"file {path} {'is a directory' if path.is_dir() else 'does not exist'}")
     if fmt == "auto":
         if spec.kind == TAGGING:
             fmt = "conll"
@@ -162,7 +232,15 @@ def check_iob2(tags: list[str], path: Path, first_line: int) -> None:
 
 def read_conll_file(path: str | os.PathLike, spec: TaskSpec, *, tag_column: int | None = None,
                     n_columns: int | None = None) -> dict:
-    """Parse a CoNLL column file into ``tokens``, ``tags`` (indices) and ``pos`` per sentence."""
+    """Parse a CoNLL column file into ``tokens`` (words), ``tags`` (tag indices), ``pos`` per sentence,
+    ``line`` (the 1-based line of each sentence's first word; word k sits on line ``line + k``) and
+    ``file`` (the path, per sentence, so later stages can name ``path:LINE``).
+
+    Sentences end at blank lines and at ``-DOCSTART-`` lines: a document boundary is a sentence boundary,
+    as conlleval and seqeval read it, so a ``-DOCSTART-`` line with no blank line around it never merges
+    two sentences; such lines are warned about with their ``path:LINE``, as are repeated blank lines (empty
+    sentence blocks, skipped). Raises :class:`DataError` with ``path:LINE`` for a file that is not UTF-8
+    text, a wrong column count, a tag outside the task's set, or an IOB2 violation."""
     path = Path(path)
     lines = _read_lines(path)
     n_columns = n_columns or spec.conll_columns
@@ -171,6 +249,7 @@ def read_conll_file(path: str | os.PathLike, spec: TaskSpec, *, tag_column: int 
     sents, tags, pos, starts = [], [], [], []
     cur_w, cur_t, cur_p, start = [], [], [], None
     empty_blocks: list[int] = []          # line numbers of repeated blank lines (empty sentence blocks)
+    loose_docstarts: list[int] = []       # -DOCSTART- lines with a word line right before or after them
     blank_run = 0
 
     def flush():
@@ -178,12 +257,23 @@ def read_conll_file(path: str | os.PathLike, spec: TaskSpec, *, tag_column: int 
             check_iob2([spec.labels[t] for t in cur_t], path, start)
             sents.append(list(cur_w)); tags.append(list(cur_t)); pos.append(list(cur_p)); starts.append(start)
 
+    def is_word_line(j: int) -> bool:
+        if not 0 <= j < len(lines):
+            return False
+        other = lines[j].rstrip("\r")
+        return other.strip() != "" and not other.startswith("-DOCSTART-")
+
     for i, raw in enumerate(lines):
         lineno = i + 1
         line = raw.rstrip("\r")
-        if line.strip() == "" or line.startswith("-DOCSTART-"):
-            if line.startswith("-DOCSTART-"):
-                continue
+        if line.startswith("-DOCSTART-"):
+            if is_word_line(i - 1) or is_word_line(i + 1):
+                loose_docstarts.append(lineno)
+            flush()
+            cur_w, cur_t, cur_p, start = [], [], [], None
+            blank_run = 0                 # "blank, -DOCSTART-, blank" is the usual layout, not an empty block
+            continue
+        if line.strip() == "":
             blank_run += 1
             if blank_run == 2 and i != len(lines) - 1:
                 empty_blocks.append(lineno)
@@ -205,11 +295,17 @@ def read_conll_file(path: str | os.PathLike, spec: TaskSpec, *, tag_column: int 
         cur_w.append(cols[0]); cur_t.append(tag_index[tag]); cur_p.append(cols[1])
     flush()
     if empty_blocks:
-        import warnings
+        warnings.warn(f"{len(empty_blocks)} empty sentence block(s) (repeated blank lines) skipped: "
+                      f"{_where(path, empty_blocks)}")
+    if loose_docstarts:
+        warnings.warn(f"{len(loose_docstarts)} -DOCSTART- line(s) without a blank line between them and a sentence "
+                      f"(taken as document and sentence boundaries, so no sentences merge): "
+                      f"{_where(path, loose_docstarts)}; put a blank line after each -DOCSTART- line to silence this")
+    return {"tokens": sents, "tags": tags, "pos": pos, "line": starts, "file": [str(path)] * len(sents)}
 
-        where = ", ".join(f"{path}:{n}" for n in empty_blocks[:5]) + (" ..." if len(empty_blocks) > 5 else "")
-        warnings.warn(f"{len(empty_blocks)} empty sentence block(s) (repeated blank lines) skipped: {where}")
-    return {"tokens": sents, "tags": tags, "pos": pos, "line": starts}
+
+def _where(path: Path, line_numbers: list[int], most: int = 5) -> str:
+    return ", ".join(f"{path}:{n}" for n in line_numbers[:most]) + (" ..." if len(line_numbers) > most else "")
 
 
 def _carve(n: int, spec: TaskSpec) -> tuple[np.ndarray, np.ndarray]:

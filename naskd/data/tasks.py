@@ -108,7 +108,8 @@ def data_root(data_dir: str | os.PathLike | None) -> Path:
         )
     root = Path(value).expanduser()
     if not root.is_dir():
-        raise NaskdError(f"data directory {root} does not exist; pass --data-dir DIR or set NASKD_DATA_DIR")
+        what = "is a file, not a directory" if root.exists() else "does not exist"
+        raise NaskdError(f"data directory {root} {what}; pass --data-dir DIR or set NASKD_DATA_DIR")
     return root
 
 
