@@ -79,13 +79,19 @@ def concat_encoded(parts: list[Encoded]) -> Encoded:
 
 
 def encode(spec: TaskSpec, columns, tokenizer, max_length: int) -> Encoded:
-    """Tokenise a split (a ``datasets.Dataset`` or a dict of columns) for ``spec``."""
+    """Tokenise a split (a ``datasets.Dataset`` or a dict of columns) for ``spec``: at most ``max_length``
+    sub-tokens per example, special tokens included.
+
+    Sentence tasks read ``text`` (, ``text_pair``), ``label``, ``idx``; labels become an (N,) array. Tagging
+    reads ``tokens``, ``tags``, ``idx`` (and ``line``, ``file`` for messages): per sentence, ``word_starts``
+    and ``labels`` with one entry per kept word, tags taken by word index (see :func:`_encode_tagging` for
+    words the tokenizer drops and for truncation). Raises :class:`NaskdError` for ``max_length`` below 8."""
     if max_length < 8:
         raise NaskdError(f"max_length must be at least 8, got {max_length}")
     get = (lambda k: columns[k]) if isinstance(columns, dict) else (lambda k: columns[k])
     idx = np.asarray(get("idx"), dtype=np.int64)
     if spec.kind == TAGGING:
-        return _encode_tagging(spec, get("tokens"), get("tags"), idx, tokenizer, max_length)
+        return _encode_tagging(spec, get("tokens"), get("tags"), idx, tokenizer, max_length, columns)
     texts = list(get("text"))
     pairs = list(get("text_pair")) if spec.is_pair else None
     enc = tokenizer(texts, pairs, truncation=True, max_length=max_length, return_token_type_ids=True)
@@ -96,32 +102,100 @@ def encode(spec: TaskSpec, columns, tokenizer, max_length: int) -> Encoded:
     return Encoded(spec.name, ids, tts, labels, idx, meta={"max_length": max_length})
 
 
-def _encode_tagging(spec, tokens, tags, idx, tokenizer, max_length) -> Encoded:
-    enc = tokenizer(list(tokens), is_split_into_words=True, truncation=True, max_length=max_length,
+def _column(columns, key: str):
+    """``columns[key]`` of a dict of columns or a ``datasets.Dataset``; None where there is no such column."""
+    names = columns.keys() if isinstance(columns, dict) else columns.column_names
+    return columns[key] if key in names else None
+
+
+def words_without_subtokens(words, tokenizer) -> set[str]:
+    """The distinct ``words`` that ``tokenizer`` turns into no sub-token at all, found by asking it (each word
+    alone, as ``is_split_into_words`` treats it): for WordPiece, words made only of characters its
+    normaliser removes -- zero-width and other format characters (U+200B..U+200D, U+2060, U+FEFF, the soft
+    hyphen U+00AD), control characters, the replacement character U+FFFD, combining marks alone (accents are
+    stripped when lowercasing) and private-use characters."""
+    distinct = sorted(set(words))
+    if not distinct:
+        return set()
+    ids = tokenizer(distinct, add_special_tokens=False)["input_ids"]
+    return {w for w, x in zip(distinct, ids) if len(x) == 0}
+
+
+def _encode_tagging(spec, tokens, tags, idx, tokenizer, max_length, columns=None) -> Encoded:
+    """Tagging: every word's tag stays on that word, whatever the tokenizer does to it.
+
+    Labels are taken by word index (``word_ids``) for the words whose first sub-token fits in
+    ``max_length``, so ``labels[i]`` and ``word_starts[i]`` have one entry per kept word, in order. Only
+    truncation drops words, and only a sentence's last words: those sentences are counted in
+    ``meta["truncated"]`` and warned about.
+
+    A word the tokenizer turns into no sub-token (see :func:`words_without_subtokens`; a zero-width space
+    is the common case) would otherwise vanish from the input and take its tag with it. Such a word is
+    given to the model as the tokenizer's unknown token (``[UNK]``) instead: it keeps its place, its gold
+    tag, and a prediction of its own -- what the model predicts for a word it cannot read at that place,
+    exactly as if the data held ``[UNK]`` there. A sentence made only of such words is therefore a
+    sentence of ``[UNK]`` words: trained and scored like any other, never an empty input to the CRF. They
+    are counted in ``meta["no_subtoken_words"]`` and warned about with the first ``path:LINE`` (when the
+    columns carry ``file`` and ``line``, as :func:`naskd.data.readers.read_conll_file` gives them).
+    Raises :class:`NaskdError` when such words exist and the tokenizer has no unknown token."""
+    tokens = [list(ws) for ws in tokens]
+    dropped = words_without_subtokens((w for ws in tokens for w in ws), tokenizer)
+    n_dropped, first = 0, None
+    if dropped:
+        for i, ws in enumerate(tokens):
+            for k, w in enumerate(ws):
+                if w in dropped:
+                    n_dropped += 1
+                    if first is None:
+                        first = (i, k)
+        where = _word_place(columns, *first)
+        unk = getattr(tokenizer, "unk_token", None)
+        if unk is None:
+            raise NaskdError(f"{where}: word {tokens[first[0]][first[1]]!r} has no sub-tokens for this tokenizer, "
+                             f"which has no unknown token to stand in for it ({n_dropped} such words); remove "
+                             "those characters from the data")
+        warnings.warn(
+            f"{n_dropped} {spec.name} word(s) have no sub-tokens for this tokenizer (zero-width, control or "
+            f"format characters, lone combining marks), first at {where} ({tokens[first[0]][first[1]]!r}); each "
+            f"is read as {unk} and keeps its own tag; remove those characters from the data to silence this"
+        )
+        tokens = [[unk if w in dropped else w for w in ws] for ws in tokens]
+    enc = tokenizer(tokens, is_split_into_words=True, truncation=True, max_length=max_length,
                     return_token_type_ids=True)
     ids, tts, labels, starts = [], [], [], []
     truncated = 0
     for i in range(len(tokens)):
-        word_ids = enc.word_ids(i)
-        first, seen = [], set()
-        for pos, w in enumerate(word_ids):
-            if w is not None and w not in seen:
-                seen.add(w)
-                first.append(pos)
-        n_words = len(first)
-        if n_words < len(tokens[i]):
+        first_pos: dict[int, int] = {}
+        for pos, w in enumerate(enc.word_ids(i)):
+            if w is not None and w not in first_pos:
+                first_pos[w] = pos
+        kept = sorted(first_pos)
+        if kept != list(range(len(kept))):       # every word has a sub-token now: only a suffix can go
+            raise RuntimeError(f"sentence {i}: words {sorted(set(range(len(tokens[i]))) - set(kept))} lost "
+                               "inside the sentence by the tokenizer")
+        if len(kept) < len(tokens[i]):
             truncated += 1
         ids.append(np.asarray(enc["input_ids"][i], dtype=np.int32))
         tts.append(np.asarray(enc["token_type_ids"][i], dtype=np.int32))
-        starts.append(np.asarray(first, dtype=np.int32))
-        labels.append(np.asarray(tags[i][:n_words], dtype=np.int64))
+        starts.append(np.asarray([first_pos[w] for w in kept], dtype=np.int32))
+        labels.append(np.asarray([tags[i][w] for w in kept], dtype=np.int64))
     if truncated:
         warnings.warn(
             f"{truncated} of {len(tokens)} {spec.name} sentences exceed max_length={max_length} sub-tokens "
             f"and were truncated (their last words are not scored); raise --max-length to keep them"
         )
     return Encoded(spec.name, ids, tts, labels, idx, word_starts=starts,
-                   meta={"max_length": max_length, "truncated": truncated})
+                   meta={"max_length": max_length, "truncated": truncated, "no_subtoken_words": n_dropped})
+
+
+def _word_place(columns, i: int, k: int) -> str:
+    """``path:LINE`` of word ``k`` of sentence ``i`` where the columns say (else a sentence and word number)."""
+    lines = _column(columns, "line") if columns is not None else None
+    files = _column(columns, "file") if columns is not None else None
+    if lines is None:
+        return f"sentence {i + 1}, word {k + 1}"
+    line = int(lines[i]) + k
+    return f"{files[i]}:{line}" if files is not None else f"line {line}"
 
 
 # ----------------------------------------------------------------------------------------- batching
