@@ -131,3 +131,37 @@ def test_tagging_export_matches_pytorch(tagging_teacher, tmp_path):
             want = loaded.model(**ex)["logits"].numpy()
         got = sess.run(None, {n: ex[n].numpy() for n in names})[0]
         assert got.shape == want.shape == (batch, 3, 23) and np.abs(got - want).max() < 1e-4
+
+
+def test_evaluate_words_without_subtokens_keep_their_tags(tagging_teacher, tmp_path):
+    """Issue 19, kind 4, end to end: a zero-width space inside a sentence, and a sentence of nothing but
+    such words, in a CoNLL file given to `naskd evaluate`. Every word is scored against its own gold tag, the
+    dropped word is predicted as the [UNK] stand-in is (the same sentence with a literal "[UNK]" there gets
+    the same predictions), nothing is padded, and no sentence is called truncated."""
+    from seqeval.metrics import f1_score
+
+    blocks = (DATA / "conll2000/train.txt").read_text().split("\n\n")[:3]
+    first = blocks[0].split("\n")
+    k = len(first) // 2
+    zw = first[:k] + ["\u200b NN O"] + first[k:]
+    unk = first[:k] + ["[UNK] NN O"] + first[k:]
+    only = ["\u200b NN O", "\u00ad NN O", "\ufeff NN O"]
+    f = tmp_path / "zw.txt"
+    f.write_text("\n\n".join(["\n".join(zw), "\n".join(unk), "\n".join(only), *blocks[1:]]) + "\n", encoding="utf-8")
+    with pytest.warns(UserWarning) as rec:
+        assert main(["evaluate", "--model", str(tagging_teacher), "--file", str(f), "--out", str(tmp_path / "e")]) == 0
+    msgs = [str(w.message) for w in rec]
+    assert any(m.startswith("4 conll2000 word(s) have no sub-tokens") and f"{f}:{k + 1} " in m for m in msgs), msgs
+    assert not any("truncated" in m for m in msgs)
+    m = json.loads((tmp_path / "e/metrics.json").read_text())
+    assert m["examples"] == 5 and m["metrics"]["truncated_sentences"] == 0
+    rows = [json.loads(x) for x in (tmp_path / "e/predictions.jsonl").read_text().splitlines()]
+    file_sents = [zw, unk, only, *[b.split("\n") for b in blocks[1:]]]
+    for r, lines in zip(rows, file_sents):
+        assert r["tokens"] == [ln.split()[0] for ln in lines]
+        assert r["gold"] == [ln.split()[2] for ln in lines]          # every word keeps its own gold tag
+        assert len(r["pred"]) == len(r["gold"])
+    assert rows[0]["pred"] == rows[1]["pred"]                        # the [UNK] stand-in, in its own place
+    assert rows[2]["gold"] == ["O", "O", "O"] and len(rows[2]["pred"]) == 3
+    gold, pred = [r["gold"] for r in rows], [r["pred"] for r in rows]
+    assert abs(f1_score(gold, pred, zero_division=0) - m["metrics"]["f1"]) < 1e-12
