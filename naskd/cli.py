@@ -15,6 +15,15 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
 
 
+def _checked(parser: argparse.ArgumentParser, func):
+    """``func`` after the numeric flags of ``parser`` are checked against their declared ranges (C.ranged):
+    a bad number is a one-line ConfigError before any work."""
+    def run(args) -> int:
+        C.check_flags(parser, args)
+        return func(args)
+    return run
+
+
 def _config_command(sub, cls, func, name: str, **kw) -> None:
     """A subcommand whose flags are the fields of the run-config dataclass ``cls`` (plus the common ones)."""
     p = sub.add_parser(name, **kw)
@@ -184,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="device")
     p.add_argument("--out", default=None, help="output directory (default runs/<task>-evaluate)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
-    p.set_defaults(func=cmd_evaluate)
+    p.set_defaults(func=_checked(p, cmd_evaluate))
 
     p = sub.add_parser("export", help="export a student or teacher to ONNX or TorchScript",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -207,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=C.ranged(int, 1), default=None, help="CPU threads, >= 1 (default: torch's)")
     p.add_argument("--out", default=None, help="output directory (default runs/<task>-bench)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
-    p.set_defaults(func=cmd_bench)
+    p.set_defaults(func=_checked(p, cmd_bench))
 
     _config_command(sub, AugmentConfig, cmd_augment,
                     "augment", help="Tang et al.'s data augmentation, labelled by the teacher once",
@@ -233,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"sampler seed ({C.SEED.bounds()})")
     p.add_argument("--prune", action=argparse.BooleanOptionalAction, default=True, help="median pruning per epoch")
     p.add_argument("--out", default=None, help="directory of the trials (default runs/<task>-tune)")
-    p.set_defaults(func=cmd_tune)
+    p.set_defaults(func=_checked(p, cmd_tune))
 
     p = sub.add_parser("plot", help="draw a found cell, or the alphas over the search epochs")
     p.add_argument("target", help="genotype.json, or a search run directory")
@@ -253,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="at most this many identity edges per cell (P-DARTS); over it, the weakest identity "
                         "edges take their next-best op")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
-    p.set_defaults(func=cmd_derive)
+    p.set_defaults(func=_checked(p, cmd_derive))
 
     p = sub.add_parser("analyze", help="analyses of a trained student against its teacher")
     p.add_argument("analysis", choices=["cka"], help="cka: teacher/student feature-structure CKA on dev batches")
@@ -267,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layerwise", action="store_true", help="also a student-state x teacher-layer CKA matrix")
     p.add_argument("--out", default=None, help="run directory (default runs/<task>-analyze)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
-    p.set_defaults(func=cmd_analyze)
+    p.set_defaults(func=_checked(p, cmd_analyze))
     return parser
 
 

@@ -99,7 +99,9 @@ def load_yaml(path: str | os.PathLike) -> dict:
     if not p.is_file():
         raise ConfigError(f"config file {p} does not exist")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        from .data.readers import read_text
+
+        data = yaml.safe_load(read_text(p, what="config file"))
     except yaml.YAMLError as e:
         raise ConfigError(f"config file {p} is not valid YAML: {e}") from None
     if data is None:
@@ -234,24 +236,38 @@ def check_ranges(cfg, hints: dict | None = None, origin: dict[str, str] | None =
 
 def ranged(kind: type, low: float | None = None, high: float | None = None, *, low_open: bool = False,
            high_open: bool = False):
-    """An argparse ``type=`` for a number in a range, for commands whose flags are not a config dataclass:
-    a string outside it (or not a number, or not finite) raises ``argparse.ArgumentTypeError``, so argparse
-    exits with status 2 and ``argument --FLAG: must be <range>, got VALUE``."""
+    """An argparse ``type=`` declaring a flag's range, for commands whose flags are not a config dataclass.
+
+    It converts the string to ``kind`` (int or float) and leaves the text as it is when it is not one; the
+    range and the type are checked by :func:`check_flags` once the command runs, so a bad number is the
+    project's one-line error (``naskd CMD: error: --FLAG must be <range>, got VALUE``, exit status 2), not
+    argparse's usage block."""
     rng = Range(low, high, low_open, high_open)
-    what = rng.describe(kind is int)
 
     def parse(text: str):
         try:
-            value = kind(text)
+            return kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
-        if not rng.contains(value):
-            raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
-        return value
+            return text                       # check_flags names it
 
     parse.__name__ = kind.__name__
-    parse.range = rng
+    parse.range, parse.kind = rng, kind
     return parse
+
+
+def check_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Every flag of ``parser`` declared with :func:`ranged` holds a number of its kind within its range
+    (NaN and infinities never); raises :class:`ConfigError` naming the flag, the range and the value."""
+    for action in parser._actions:
+        rng = getattr(action.type, "range", None)
+        value = getattr(args, action.dest, None)
+        if rng is None or value is None:
+            continue
+        kind = action.type.kind
+        ok = not isinstance(value, str) and not isinstance(value, bool) and isinstance(value, kind)
+        if not (ok and rng.contains(value)):
+            flag = action.option_strings[-1] if action.option_strings else action.dest
+            raise ConfigError(f"{flag} must be {rng.describe(kind is int)}, got {value}")
 
 
 def to_dict(cfg) -> dict:

@@ -121,17 +121,19 @@ def test_range_object_and_help():
     assert "(default: 0.1; in [0, 1))" in text and "(default: 3; >= 1)" in text
 
 
-def test_ranged_argparse_type(capsys):
+def test_ranged_flags_are_checked_when_the_command_runs():
     p = argparse.ArgumentParser(prog="naskd bench")
     p.add_argument("--repeat", type=C.ranged(int, 1), default=3)
-    p.add_argument("--ratio", type=C.ranged(float, 0, 1, high_open=True), default=0.5)
-    assert p.parse_args(["--repeat", "1", "--ratio", "0"]).repeat == 1
-    for argv, message in [(["--repeat", "0"], "argument --repeat: must be an integer >= 1, got 0"),
-                          (["--repeat", "2.5"], "argument --repeat: must be an integer >= 1, got '2.5'"),
-                          (["--ratio", "nan"], r"argument --ratio: must be a finite number in [0, 1), got nan"),
-                          (["--ratio", "1"], r"argument --ratio: must be a finite number in [0, 1), got 1")]:
-        with pytest.raises(SystemExit) as e:
-            p.parse_args(argv)
-        assert e.value.code == 2
-        err = capsys.readouterr().err
-        assert err.strip().splitlines()[-1] == f"naskd bench: error: {message}", err
+    p.add_argument("--ratio", type=C.ranged(float, 0, 1, high_open=True), default=None)
+    args = p.parse_args(["--repeat", "1", "--ratio", "0"])
+    C.check_flags(p, args)
+    assert (args.repeat, args.ratio) == (1, 0.0)
+    C.check_flags(p, p.parse_args([]))               # defaults, and an unset optional flag
+    for argv, message in [(["--repeat", "0"], "--repeat must be an integer >= 1, got 0"),
+                          (["--repeat", "2.5"], "--repeat must be an integer >= 1, got 2.5"),
+                          (["--repeat", "many"], "--repeat must be an integer >= 1, got many"),
+                          (["--ratio", "nan"], "--ratio must be a finite number in [0, 1), got nan"),
+                          (["--ratio", "1"], "--ratio must be a finite number in [0, 1), got 1.0")]:
+        with pytest.raises(ConfigError) as e:
+            C.check_flags(p, p.parse_args(argv))
+        assert str(e.value) == message
