@@ -300,3 +300,15 @@ def test_search_space_numbers(tmp_path, line, message):
     f.write_text(f"name: s\nops: [conv3, identity]\naggregators: [max_pool]\n{line}\n")
     with pytest.raises(NaskdError, match=message):
         load_space(str(f))
+
+
+def test_tune_refuses_a_malformed_genotype_before_any_trial(tmp_path, capsys):
+    f = tmp_path / "list.json"
+    f.write_text("[1, 2, 3]")
+    out = tmp_path / "tune"
+    assert main(["tune", "--genotype", str(f), "--teacher", str(tmp_path / "no-teacher"), "--data-dir", str(DATA),
+                 "--trials", "1", "--out", str(out)]) == 2
+    assert _err_line(capsys) == (f"naskd tune: error: {f} is not a valid genotype: it holds a JSON array, not an "
+                                 "object of space, ops, nodes, layers, width, cells (as `naskd search` writes "
+                                 "genotype.json)")
+    assert not out.exists()

@@ -120,6 +120,8 @@ class RetrainConfig:
                               "`naskd search` run); or pick --student bilstm_soft|truncated_teacher|random")
         if self.student != "genotype" and self.genotype:
             raise ConfigError(f"--genotype is for --student genotype, not {self.student}")
+        if self.student == "genotype":
+            Genotype.load(self.genotype)      # missing or malformed: refused before any work (tune: any trial)
         # numbers are checked against their fields' declared ranges (naskd.config.resolve) before this
         if self.student == "random":
             load_space(self.space)
