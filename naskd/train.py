@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -34,6 +35,8 @@ class LoopState:
     best_epoch: int = -1
     history: list = field(default_factory=list)
     train_seconds: float = 0.0
+    rows_in_epoch: int = 0          # rows trained so far in the current epoch, over all processes
+    rows_per_epoch: list = field(default_factory=list)     # rows trained in each finished epoch
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -98,20 +101,42 @@ def save_checkpoint(path: Path, *, modules: dict, optimizers: dict, schedulers: 
 
 
 def load_checkpoint(path: Path, *, modules: dict, optimizers: dict, schedulers: dict) -> dict:
-    """Restore in place; return the saved loop-state dict."""
+    """Restore in place; return the saved loop-state dict.
+
+    Raises :class:`NaskdError` when ``path`` is missing, unreadable (truncated, corrupt, not a torch file,
+    or holding anything but tensors and plain containers: it is never unpickled beyond that), not a
+    checkpoint of the shared loop, or saved by a run whose modules differ from these."""
     if not path.is_file():
         raise NaskdError(f"nothing to resume: {path} does not exist (the run never reached a checkpoint); "
                          "start it again with --overwrite")
-    ck = torch.load(path, map_location="cpu", weights_only=True)
-    for k, m in modules.items():
-        if k in ck["modules"]:
-            m.load_state_dict(ck["modules"][k])
-    for k, o in optimizers.items():
-        o.load_state_dict(ck["optimizers"][k])
-    for k, s in schedulers.items():
-        if s is not None and k in ck["schedulers"]:
-            s.load_state_dict(ck["schedulers"][k])
-    _set_rng_state(ck["rng"])
+    again = "start the run again with --overwrite (its checkpoint cannot be resumed)"
+    try:
+        with warnings.catch_warnings():     # torch's chatter about a foreign file's pickle protocol
+            warnings.simplefilter("ignore")
+            ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001  truncated zip, garbage, a refused pickle: torch raises many kinds
+        # torch's own message may advise weights_only=False, which would run arbitrary code: not repeated
+        raise NaskdError(f"checkpoint {path} cannot be read ({type(e).__name__}: the file is truncated, corrupt "
+                         f"or holds more than tensors, which naskd never unpickles); {again}") from None
+    keys = ("modules", "optimizers", "schedulers", "rng", "loop")
+    if not isinstance(ck, dict) or any(k not in ck for k in keys):
+        raise NaskdError(f"checkpoint {path} is not a naskd training checkpoint (it lacks "
+                         f"{', '.join(k for k in keys if not isinstance(ck, dict) or k not in ck)}); {again}")
+    try:
+        for k, m in modules.items():
+            if k in ck["modules"]:
+                m.load_state_dict(ck["modules"][k])
+        for k, o in optimizers.items():
+            o.load_state_dict(ck["optimizers"][k])
+        for k, s in schedulers.items():
+            if s is not None and k in ck["schedulers"]:
+                s.load_state_dict(ck["schedulers"][k])
+        _set_rng_state(ck["rng"])
+    except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as e:
+        # load_state_dict's message is a heading line, then the keys that differ: both, cut short
+        what = " ".join(ln.strip() for ln in str(e).strip().splitlines()[:2]) or type(e).__name__
+        raise NaskdError(f"checkpoint {path} does not fit this run ({what[:200]}); resume with the settings it "
+                         f"was saved with, or {again}") from None
     return ck["loop"]
 
 
@@ -143,6 +168,11 @@ class _Trainable(torch.nn.Module):
         self.loss_fn = loss_fn
 
     def forward(self, batch):
+        if batch is None:
+            # a padded step (utils.dist.shard): a zero loss that reaches every trainable parameter, so that
+            # this rank joins the gradient all-reduce with zeros; no data, no random draws, no state updates
+            zero = sum((p * 0).sum() for p in self.parameters() if p.requires_grad)
+            return zero, {}
         return self.loss_fn(batch)
 
 
@@ -157,10 +187,16 @@ def fit(*, model: torch.nn.Module, optimizer, scheduler, epochs: int,
     """Train ``model``; evaluate each epoch; call ``on_best`` when ``main_metric`` improves.
 
     ``loss_fn(batch) -> (loss, logs)`` runs the forward pass; ``make_batch(rows)`` collates a batch
-    of row indices. Logs go to ``run_dir/log.jsonl``. With ``ema_decay`` an exponential moving average
-    of the weights is kept: ``evaluate`` and ``on_best`` see the averaged weights (what is scored is what
-    is saved), the raw weights' scores are recorded beside them as ``raw_<metric>``, and training goes on
-    from the raw weights.
+    of row indices. Logs go to ``run_dir/log.jsonl``.
+
+    Under torchrun (w processes) an epoch of n batches takes ``ceil(n / w)`` steps on every rank: every
+    batch is trained exactly once, and a last round with k < w batches averages the gradient over those
+    k (:func:`naskd.utils.dist.round_weight`). Fewer batches than processes raise :class:`NaskdError`.
+    ``state.rows_per_epoch`` counts the rows trained in each epoch over all processes.
+
+    With ``ema_decay`` an exponential moving average of the weights is kept: ``evaluate`` and ``on_best``
+    see the averaged weights (what is scored is what is saved), the raw weights' scores are recorded beside
+    them as ``raw_<metric>``, and training goes on from the raw weights.
     """
     run_dir = Path(run_dir)
     extra = extra or {}
@@ -187,7 +223,9 @@ def fit(*, model: torch.nn.Module, optimizer, scheduler, epochs: int,
     best_metrics = state.history[state.best_epoch] if state.best_epoch >= 0 else {}
     steps_done_here = 0
     while state.epoch < epochs:
-        batches = dist.shard(batches_for_epoch(state.epoch))
+        epoch_batches = batches_for_epoch(state.epoch)
+        batches = dist.shard(epoch_batches)         # None where this rank pads the last round
+        rows_here = 0                               # rows this process trained since the last count
         model.train()
         for m in extra.values():
             m.train()
@@ -196,10 +234,15 @@ def fit(*, model: torch.nn.Module, optimizer, scheduler, epochs: int,
         t0 = time.perf_counter()
         while state.step_in_epoch < len(batches):
             rows = batches[state.step_in_epoch]
-            batch = to_device(make_batch(rows), device)
-            # where training stands, for criteria with schedules (structured KD's lambda)
-            batch.update(_epoch=state.epoch, _epochs=epochs,
-                         _progress=(state.epoch * len(batches) + state.step_in_epoch) / (epochs * len(batches)))
+            weight = 1.0 if dist.world_size() == 1 else dist.round_weight(len(epoch_batches), state.step_in_epoch)
+            if rows is None:                        # padding: nothing left for this rank in the last round
+                batch = None
+            else:
+                batch = to_device(make_batch(rows), device)
+                # where training stands, for criteria with schedules (structured KD's lambda)
+                batch.update(_epoch=state.epoch, _epochs=epochs,
+                             _progress=(state.epoch * len(batches) + state.step_in_epoch) / (epochs * len(batches)))
+                rows_here += len(rows) if hasattr(rows, "__len__") else 1      # a batch of one row index
             loss, logs = step_fn(batch)
             if not torch.isfinite(loss):
                 pbar.close()
@@ -208,7 +251,7 @@ def fit(*, model: torch.nn.Module, optimizer, scheduler, epochs: int,
                     "lower the learning rate (--lr) or check the inputs; the last checkpoint is kept"
                 )
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss if weight == 1.0 else loss * weight).backward()
             if grad_clip:
                 params = [p for g in optimizer.param_groups for p in g["params"]]
                 torch.nn.utils.clip_grad_norm_(params, grad_clip)
@@ -232,6 +275,8 @@ def fit(*, model: torch.nn.Module, optimizer, scheduler, epochs: int,
             if stop or (checkpoint_every and state.global_step % checkpoint_every == 0):
                 state.train_seconds += time.perf_counter() - t0
                 t0 = time.perf_counter()
+                state.rows_in_epoch += dist.all_sum(rows_here, device)
+                rows_here = 0
                 rng = gathered_rng_state()
                 if dist.is_main():
                     save_checkpoint(ck_path, state=state, rng=rng, **ck)
@@ -241,6 +286,8 @@ def fit(*, model: torch.nn.Module, optimizer, scheduler, epochs: int,
                 return FitResult(state, True, best_metrics)
         pbar.close()
         state.train_seconds += time.perf_counter() - t0
+        state.rows_per_epoch.append(state.rows_in_epoch + dist.all_sum(rows_here, device))
+        state.rows_in_epoch = 0
         rng = gathered_rng_state()        # before evaluation draws anything
         if not dist.is_main():            # rank 0 evaluates, keeps the best and checkpoints
             state.epoch += 1

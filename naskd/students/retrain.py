@@ -287,7 +287,8 @@ def retrain(cfg: RetrainConfig, *, overwrite: bool = False, resume: bool = False
         rows = epoch_rows(len(lengths), cfg.epoch_examples, seed=cfg.seed, epoch=e)
         return [rows[b] for b in bucket_batches(lengths[rows], cfg.batch_size, seed=cfg.seed, epoch=e)]
 
-    # every epoch has as many batches (the count depends only on its number of rows)
+    # every epoch has as many batches (the count depends only on its number of rows); under torchrun each
+    # process takes ceil(batches / processes) steps (the last round padded), and too few batches are refused
     steps = len(dist.shard(batches_for_epoch(0))) * cfg.epochs
     if cfg.optimizer == "adadelta":
         opt = torch.optim.Adadelta(params, lr=cfg.lr, rho=0.95, weight_decay=cfg.weight_decay)
@@ -336,7 +337,8 @@ def retrain(cfg: RetrainConfig, *, overwrite: bool = False, resume: bool = False
                "genotype": genotype.to_dict() if genotype is not None else None, "kd": cfg.kd, "dev": result.best_metrics,
                "best_epoch": result.state.best_epoch + 1, "epochs_done": result.state.epoch,
                "steps": result.state.global_step,
-               "train_examples": len(data.train), "parameters": n_params,
+               "train_examples": len(data.train), "rows_trained_per_epoch": result.state.rows_per_epoch,
+               "parameters": n_params,
                "parameters_without_embeddings": n_params - n_emb,
                "train_seconds": round(result.state.train_seconds, 1),
                "wall_seconds_this_process": round(time.time() - t_start, 1), "history": result.state.history,

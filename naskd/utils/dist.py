@@ -2,8 +2,10 @@
 
 ``torchrun --nproc_per_node N -m naskd teacher|retrain ...`` (or across nodes with ``--nnodes``) starts N
 processes; each joins the process group (NCCL on CUDA, gloo on CPU), takes every N-th bucketed batch,
-and DistributedDataParallel averages the gradients, so one step sees N batches. Rank 0 alone writes the
-run directory, fills the teacher cache, evaluates and checkpoints; the others wait for it.
+and DistributedDataParallel averages the gradients, so one step sees N batches. When the epoch's batch
+count is not a multiple of N, the last round is padded (:func:`shard`, :func:`round_weight`): every row
+is trained once per epoch and that step's gradient is the mean over the batches it really holds. Rank 0
+alone writes the run directory, fills the teacher cache, evaluates and checkpoints; the others wait for it.
 """
 from __future__ import annotations
 
@@ -80,23 +82,72 @@ def main_first():
 
 
 def shard(batches: list) -> list:
-    """This rank's share of an epoch's batches: every world-size-th one, the same count on every rank."""
+    """This rank's share of an epoch's batches, padded so that every batch is trained and every rank takes
+    the same number of steps.
+
+    ``batches`` is the whole epoch's list (the same on every rank). Rank r gets batches r, r + w, r + 2w, ...
+    (w processes): ``ceil(len(batches) / w)`` steps on every rank. In the last round, when fewer than w
+    batches are left, a rank with none gets ``None`` there: it steps with a zero loss (see
+    :func:`round_weight`) so that the gradient all-reduce still meets on every rank and no row is dropped.
+
+    Raises :class:`NaskdError` when there are fewer batches than processes (some process would have
+    nothing to train in any round): a smaller batch or fewer processes is the way out.
+    """
     w = world_size()
     if w == 1:
         return batches
-    n = len(batches) // w * w
-    return batches[rank():n:w]
+    n = len(batches)
+    if n < w:
+        rows = sum(len(b) if hasattr(b, "__len__") else 1 for b in batches)
+        if rows >= w:
+            way = f"--batch-size {rows // w} or smaller (so that every process gets a batch), or fewer processes"
+        else:
+            way = f"at most {rows} process{'es' * (rows != 1)} (torchrun --nproc_per_node), or more rows"
+        raise NaskdError(f"an epoch of {rows} training row{'s' * (rows != 1)} makes {n} batch{'es' * (n != 1)}, "
+                         f"fewer than the {w} data-parallel processes; use {way}")
+    mine = list(batches[rank()::w])
+    steps = -(-n // w)
+    return mine + [None] * (steps - len(mine))
 
 
-def run_directory(out, *, overwrite: bool, resume: bool):
-    """The run directory, prepared by rank 0 alone (never overwritten without --overwrite)."""
+def round_weight(n_batches: int, step: int) -> float:
+    """The factor on this rank's loss at ``step`` (0-based) of an epoch of ``n_batches`` batches sharded by
+    :func:`shard`, such that DistributedDataParallel's gradient average is the mean over the batches
+    actually trained in that round.
+
+    DDP averages gradients over all w ranks. In a full round every factor is 1, so each step's gradient
+    is the mean of w batches' mean-loss gradients, as usual. In a last round with only k < w real batches,
+    the ranks holding one scale their loss by w / k and the padded ranks by 0: the step's gradient is then
+    the mean of those k batches' gradients, neither diluted by the padding nor counting any row twice.
+    """
+    w = world_size()
+    real = min(w, n_batches - step * w)
+    if real <= 0:
+        raise ValueError(f"step {step} is past the {n_batches} batches of the epoch")
+    if rank() >= real:
+        return 0.0
+    return w / real
+
+
+def all_sum(value: int, device) -> int:
+    """The sum of an integer over all ranks (a collective: every rank calls it); the value itself alone."""
+    if world_size() == 1:
+        return int(value)
+    t = torch.tensor([int(value)], dtype=torch.int64, device=device)
+    dist.all_reduce(t)
+    return int(t.item())
+
+
+def run_directory(out, **guard):
+    """The run directory, prepared by rank 0 alone (:func:`naskd.utils.rundir.prepare_run_dir`, whose
+    keyword arguments ``guard`` are: command, overwrite, resume, reads, settings)."""
     from pathlib import Path
 
-    from .io import prepare_run_dir
+    from .rundir import prepare_run_dir
 
     with main_first():
         if is_main():
-            return prepare_run_dir(out, overwrite=overwrite, resume=resume)
+            return prepare_run_dir(out, **guard)
     return Path(out)
 
 
