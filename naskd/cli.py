@@ -95,7 +95,7 @@ def cmd_plot(args) -> int:
     from .plotting import plot_path
 
     out = args.output or ("alphas.png" if args.alphas else "cell.png")
-    print(f"[plot] wrote {plot_path(args.target, out, alphas=args.alphas)}")
+    print(f"[plot] wrote {plot_path(args.target, out, alphas=args.alphas, overwrite=args.overwrite)}")
     return 0
 
 
@@ -248,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("target", help="genotype.json, or a search run directory")
     p.add_argument("-o", "--output", default=None, help="PNG (or PDF/SVG) to write (default cell.png / alphas.png)")
     p.add_argument("--alphas", action="store_true", help="heat map of every edge's op weights over the epochs")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.set_defaults(func=cmd_plot)
 
     p = sub.add_parser("derive", help="derive a genotype again from a search run's alphas (other rules, epoch)")

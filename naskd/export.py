@@ -8,6 +8,7 @@ Criterion parameters
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from pathlib import Path
@@ -21,6 +22,38 @@ from .modeldir import LoadedModel, load_model
 from .utils.io import atomic_path
 
 FORMATS = ("onnx", "torchscript")
+
+
+def check_output_file(dest: str | os.PathLike, *, overwrite: bool, flag: str = "-o") -> Path:
+    """Check, before any work, that the file ``dest`` may be written: not a directory, not an existing file
+    unless ``overwrite``, and its nearest existing folder is a writable folder (not a file, not read-only).
+    Returns ``dest`` as a Path; raises :class:`NaskdError` naming the way out."""
+    dest = Path(dest)
+    if dest.is_dir():
+        raise NaskdError(f"{dest} is a directory; name a file to write with {flag}")
+    if dest.exists() and not overwrite:
+        raise NaskdError(f"{dest} already exists; pass --overwrite to replace it or {flag} to write elsewhere")
+    folder = dest.absolute().parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise NaskdError(f"cannot write {dest}: {folder} is a file, not a folder; choose another {flag}")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise NaskdError(f"cannot write {dest}: no permission to write in {folder}; choose another {flag}")
+    return dest
+
+
+@contextlib.contextmanager
+def writing(dest: str | os.PathLike, flag: str = "-o"):
+    """``atomic_path(dest)`` with operating-system failures (a read-only or full filesystem, a folder that
+    cannot be made, /proc) reported as one :class:`NaskdError` naming ``dest``; nothing is left behind."""
+    try:
+        with atomic_path(dest) as tmp:
+            yield tmp
+    except OSError as e:
+        why = e.strerror or type(e).__name__
+        raise NaskdError(f"cannot write {dest}: {why}{f' ({e.filename})' if e.filename else ''}; choose "
+                         f"another {flag}") from None
 
 
 class LogitsOnly(nn.Module):
@@ -60,7 +93,7 @@ def export_onnx(loaded: LoadedModel, path: str | os.PathLike, opset: int = 17) -
     ex = example_inputs(loaded)
     axes = {n: {0: "batch", 1: "words" if n == "word_starts" else "length"} for n in names}
     axes["logits"] = {0: "batch", 1: "words"} if loaded.info["kind"] == TAGGING else {0: "batch"}
-    with atomic_path(path) as tmp, warnings.catch_warnings():
+    with writing(path) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")          # tracer chatter about Python values; checked by tests instead
         # the TorchScript-based exporter: no extra dependency (the dynamo one needs onnxscript)
         torch.onnx.export(wrapper, tuple(ex[n] for n in names), str(tmp), dynamo=False, input_names=names,
@@ -78,18 +111,22 @@ def export_torchscript(loaded: LoadedModel, path: str | os.PathLike) -> Path:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(wrapper, tuple(ex[n] for n in names), check_trace=False)
-    with atomic_path(path) as tmp:
+    with writing(path) as tmp:
         traced.save(str(tmp))
     return path
 
 
 def export(model_path: str | os.PathLike, fmt: str, out: str | os.PathLike | None = None, *,
            overwrite: bool = False) -> Path:
+    """Write the model of ``model_path`` (student directory or teacher run) as ``fmt`` to ``out`` (default
+    ``<model>/model.onnx`` or ``model.pt``); return the path written. :class:`NaskdError` for an unknown
+    format, a model path that is not a model directory or whose files are corrupt, and a destination that
+    is a directory, exists (without ``overwrite``) or cannot be written."""
     if fmt not in FORMATS:
         raise NaskdError(f"unknown export format '{fmt}'; known: {', '.join(FORMATS)}")
+    if out:
+        check_output_file(out, overwrite=overwrite)       # before the model is loaded
     loaded = load_model(model_path)
     suffix = ".onnx" if fmt == "onnx" else ".pt"
-    dest = Path(out) if out else loaded.path / f"model{suffix}"
-    if dest.exists() and not overwrite:
-        raise NaskdError(f"{dest} already exists; pass --overwrite to replace it or -o to write elsewhere")
+    dest = check_output_file(out or loaded.path / f"model{suffix}", overwrite=overwrite)
     return export_onnx(loaded, dest) if fmt == "onnx" else export_torchscript(loaded, dest)

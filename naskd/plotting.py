@@ -15,7 +15,6 @@ import numpy as np  # noqa: E402
 from .errors import NaskdError  # noqa: E402
 from .genotype import Genotype  # noqa: E402
 from .network import edge_list  # noqa: E402
-from .utils.io import atomic_path  # noqa: E402
 
 
 def cell_graph(genotype: Genotype, cell: int = 0) -> nx.DiGraph:
@@ -35,11 +34,28 @@ def cell_graph(genotype: Genotype, cell: int = 0) -> nx.DiGraph:
     return g
 
 
+def image_format(path: str | os.PathLike) -> str:
+    """The image format of ``path``'s suffix (PNG without one); :class:`NaskdError` listing matplotlib's
+    formats when it has none of them."""
+    fmt = Path(path).suffix.lstrip(".").lower() or "png"
+    known = plt.figure().canvas.get_supported_filetypes()
+    plt.close("all")
+    if fmt not in known:
+        raise NaskdError(f"{path}: matplotlib cannot write .{fmt} files; use one of "
+                         f"{', '.join(sorted(known))} (e.g. -o cell.png)")
+    return fmt
+
+
 def _save(fig, path):
+    """Write ``fig`` to ``path`` atomically (a temporary file in the same folder, renamed into place)."""
+    from .export import writing
+
     path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    try:
+        with writing(path) as tmp:
+            fig.savefig(tmp, format=image_format(path), dpi=120, bbox_inches="tight")
+    finally:
+        plt.close(fig)
 
 
 def plot_cell(genotype: Genotype, path: str | os.PathLike) -> list[nx.DiGraph]:
@@ -73,17 +89,45 @@ def plot_cell(genotype: Genotype, path: str | os.PathLike) -> list[nx.DiGraph]:
     return graphs
 
 
-def plot_alphas(history: list[dict], path: str | os.PathLike, cell: int = 0) -> np.ndarray:
-    """Heat map per edge: op weight (softmax of alphas) over the search epochs. Returns the array
-    (epochs, edges, ops) that was drawn."""
+def _history_alphas(history, source: str, cell: int) -> tuple[np.ndarray, list, int]:
+    """(alphas (epochs, edges, ops), op names, nodes) of a search history, or :class:`NaskdError` naming
+    ``source`` and what is wrong with it."""
+    where = f"{source} is not the history.json of a `naskd search` run"
+    if not isinstance(history, list):
+        raise NaskdError(f"{where}: it holds a JSON {type(history).__name__}, not a list of epochs")
     if not history:
         raise NaskdError("the search history is empty: no epoch has finished yet")
+    for i, h in enumerate(history):
+        ok = (isinstance(h, dict) and "epoch" in h and isinstance(h.get("alphas"), dict)
+              and isinstance(h["alphas"].get("ops"), list) and isinstance(h["alphas"].get("op_names"), list)
+              and isinstance(h.get("genotype"), dict) and isinstance(h["genotype"].get("nodes"), int)
+              and not isinstance(h["genotype"]["nodes"], bool) and h["genotype"]["nodes"] >= 1)
+        if not ok:
+            raise NaskdError(f"{where}: epoch entry {i} lacks epoch, alphas.ops, alphas.op_names or a "
+                             "genotype with nodes >= 1")
     op_names = history[0]["alphas"]["op_names"]
-    arr = np.asarray([h["alphas"]["ops"] for h in history], dtype=float)
-    if arr.ndim == 4:                                     # per-cell alphas: (epochs, layers, edges, ops)
-        arr = arr[:, cell]
-    E = arr.shape[1]
     nodes = history[0]["genotype"]["nodes"]
+    try:
+        arr = np.asarray([h["alphas"]["ops"] for h in history], dtype=float)
+    except (ValueError, TypeError):
+        raise NaskdError(f"{where}: the epochs' alphas.ops are not number arrays of one shape") from None
+    if arr.ndim == 4:                                     # per-cell alphas: (epochs, layers, edges, ops)
+        if not 0 <= cell < arr.shape[1]:
+            raise NaskdError(f"{source}: cell {cell} asked for, the history has cells 0..{arr.shape[1] - 1}")
+        arr = arr[:, cell]
+    if arr.ndim != 3 or arr.shape[1] != len(edge_list(nodes)) or arr.shape[2] != len(op_names):
+        raise NaskdError(f"{where}: alphas of shape {arr.shape[1:]} do not fit {nodes} nodes "
+                         f"({len(edge_list(nodes))} edges) and {len(op_names)} ops")
+    return arr, op_names, nodes
+
+
+def plot_alphas(history: list[dict], path: str | os.PathLike, cell: int = 0, *,
+                source: str = "the search history") -> np.ndarray:
+    """Heat map per edge: op weight (softmax of alphas) over the search epochs. Returns the array
+    (epochs, edges, ops) that was drawn. :class:`NaskdError` (naming ``source``) when ``history`` is
+    empty or not a search history."""
+    arr, op_names, nodes = _history_alphas(history, source, cell)
+    E = arr.shape[1]
     edges = edge_list(nodes)
     cols = min(E, 3)
     rows = int(np.ceil(E / cols))
@@ -109,14 +153,27 @@ def plot_alphas(history: list[dict], path: str | os.PathLike, cell: int = 0) -> 
     return arr
 
 
-def plot_path(target: str | os.PathLike, out: str | os.PathLike, alphas: bool = False) -> str:
-    """CLI entry: a genotype.json (cell) or a search run directory (cell, or alphas with ``alphas``)."""
+def plot_path(target: str | os.PathLike, out: str | os.PathLike, alphas: bool = False, *,
+              overwrite: bool = False) -> str:
+    """CLI entry: a genotype.json (cell) or a search run directory (cell, or alphas with ``alphas``), drawn
+    to the image file ``out`` (its suffix names the format; written atomically). :class:`NaskdError`, before
+    anything is read or drawn, for a format matplotlib cannot write, an ``out`` that exists (without
+    ``overwrite``), is a directory or cannot be written; then for a missing or malformed input."""
+    from .export import check_output_file
+
+    image_format(out)
+    check_output_file(out, overwrite=overwrite)
     target = Path(target)
     if alphas:
         hist_path = target / "history.json" if target.is_dir() else target
         if not hist_path.is_file():
             raise NaskdError(f"{hist_path} not found: --alphas needs a search run directory with history.json")
-        plot_alphas(json.loads(hist_path.read_text()), out)
+        try:
+            history = json.loads(hist_path.read_text(encoding="utf-8"))
+        except (ValueError, OSError) as e:          # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            raise NaskdError(f"{hist_path} cannot be read as JSON ({type(e).__name__}: {str(e)[:120]}); name the "
+                             "history.json of a `naskd search` run") from None
+        plot_alphas(history, out, source=str(hist_path))
     else:
         gpath = target / "genotype.json" if target.is_dir() else target
         plot_cell(Genotype.load(gpath), out)

@@ -56,9 +56,11 @@ def run_tune(base: dict, *, trials: int, out: str | None, storage: str | None, s
     if spec.kind == TAGGING and "kd" in space:
         space = tuple(x for x in space if x != "kd")   # the soft/hard/pkd mix is a sentence-task recipe
     root = Path(out or f"runs/{spec.name}-tune")
+    check_storage(storage, root)                   # a URL that cannot work is refused before the run directory
     root.mkdir(parents=True, exist_ok=True)
     name = study_name or f"naskd-{spec.name}"
-    study = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True,
+    opened = open_storage(storage)
+    study = optuna.create_study(study_name=name, storage=opened, direction="maximize", load_if_exists=True,
                                 sampler=optuna.samplers.TPESampler(seed=seed),
                                 pruner=optuna.pruners.MedianPruner(n_warmup_steps=1) if prune
                                 else optuna.pruners.NopPruner())
@@ -106,3 +108,71 @@ def parse_set(items: list[str] | None) -> dict:
 
 def dump(result: dict) -> str:
     return json.dumps({k: v for k, v in result.items() if k != "trials"}, indent=2)
+
+
+_STORAGE_HELP = ("an Optuna storage URL such as sqlite:///runs/tune.db (a file in an existing or to-be-made "
+                 "folder) or postgresql://USER@HOST/DB, or leave --storage out for an in-memory study")
+
+
+def _shown(url: str) -> str:
+    """``url`` as it may be printed: a password in it is masked."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001  an unparsable URL has no password part to find
+        return url
+
+
+def check_storage(storage: str | None, root: Path | None = None) -> None:
+    """Refuse an Optuna ``--storage`` URL that cannot work, without opening it (nothing is created): one
+    that does not parse, names an unknown database, lacks its Python driver, or (SQLite) puts the file in
+    a folder that does not exist and that the run directory ``root`` will not create. ``None`` (in
+    memory) passes. Raises :class:`NaskdError`."""
+    if storage is None:
+        return
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    if storage.startswith("redis"):
+        raise NaskdError(f"--storage {_shown(storage)}: Optuna no longer opens Redis URLs; give {_STORAGE_HELP}")
+    try:
+        url = make_url(storage)
+        dialect = url.get_dialect()
+    except NoSuchModuleError:                     # (a kind of ArgumentError: caught first)
+        raise NaskdError(f"--storage {_shown(storage)}: unknown database kind {url.drivername!r}; give "
+                         f"{_STORAGE_HELP}") from None
+    except ArgumentError:
+        raise NaskdError(f"--storage {storage!r} is not a database URL; give {_STORAGE_HELP}") from None
+    try:
+        dialect.import_dbapi() if hasattr(dialect, "import_dbapi") else dialect.dbapi()
+    except ImportError as e:
+        raise NaskdError(f"--storage {_shown(storage)}: the Python driver for {url.get_backend_name()} is not "
+                         f"installed ({e}); install it (e.g. `pip install psycopg2-binary` for postgresql, "
+                         f"`pip install pymysql` with mysql+pymysql://) or use sqlite:///FILE") from None
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        folder = Path(url.database).expanduser().absolute().parent
+        # the run directory is made with its parents before the study is opened
+        made = root is not None and folder in (Path(root).absolute(), *Path(root).absolute().parents)
+        if not folder.is_dir() and not made:
+            raise NaskdError(f"--storage {_shown(storage)}: the folder {folder} does not exist; create it or "
+                             "put the database file elsewhere")
+
+
+def open_storage(storage: str | None):
+    """The Optuna storage of ``--storage`` (``None``: in memory), opened (tables made where new). Raises
+    :class:`NaskdError`, with the URL's password masked, when it cannot be opened: unreadable or unwritable
+    file, unreachable server, refused login."""
+    if storage is None:
+        return None
+    import optuna
+    from sqlalchemy.exc import SQLAlchemyError
+
+    check_storage(storage)
+    try:
+        return optuna.storages.RDBStorage(storage)
+    except (SQLAlchemyError, ImportError, ValueError, OSError) as e:
+        lines = str(getattr(e, "orig", None) or e).strip().splitlines()
+        reason = lines[0][:160] if lines else type(e).__name__
+        raise NaskdError(f"--storage {_shown(storage)} cannot be opened ({reason}); check the path or server and "
+                         f"its permissions, or give {_STORAGE_HELP}") from None

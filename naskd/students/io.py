@@ -9,6 +9,7 @@ from pathlib import Path
 from ..data.tasks import get_task
 from ..errors import NaskdError
 from ..genotype import Genotype
+from ..teachers.model import check_json_files, check_weights, load_weights
 from ..utils.io import read_json, save_safetensors, write_json
 from .fixed import FixedStudent
 
@@ -44,8 +45,26 @@ def save_student(path: str | os.PathLike, model, tokenizer, *, task: str, extra:
     write_json(path / "student.json", info)
 
 
+def student_way_out(path: str | os.PathLike) -> str:
+    run = Path(path).parent if Path(path).name == "student" else Path(path)
+    return (f"retrain the student (`naskd retrain ... --out {run} --overwrite`) or copy an intact student "
+            "directory in its place")
+
+
 def build_student(info: dict, path: Path, source: str = "student.json"):
-    """An untrained module of the architecture ``info`` describes (weights are loaded by the caller)."""
+    """An untrained module of the architecture ``info`` describes (weights are loaded by the caller).
+
+    Raises :class:`NaskdError` when ``info`` lacks a field its architecture needs or holds one of the
+    wrong type (a corrupt or hand-edited student.json)."""
+    try:
+        return _build_student(info, path, source)
+    except (KeyError, TypeError, ValueError) as e:
+        what = f"lacks {e}" if isinstance(e, KeyError) else f"holds a bad value ({str(e).splitlines()[0][:160]})"
+        raise NaskdError(f"{source} {what}: it is corrupt or from another version; "
+                         f"{student_way_out(path)}") from None
+
+
+def _build_student(info: dict, path: Path, source: str):
     arch = info.get("architecture", "genotype")
     if arch == "genotype":
         genotype = Genotype.from_dict(info["genotype"], source)
@@ -65,10 +84,19 @@ def build_student(info: dict, path: Path, source: str = "student.json"):
 
         if not (path / "config.json").is_file():
             raise NaskdError(f"student directory {path} is incomplete: missing config.json")
-        encoder = _drop_pooler(AutoModel.from_config(AutoConfig.from_pretrained(str(path))))
+        check_json_files(path, ("config.json",), student_way_out(path))
+        try:
+            encoder = _drop_pooler(AutoModel.from_config(AutoConfig.from_pretrained(str(path))))
+        except (OSError, ValueError) as e:
+            raise NaskdError(f"{path / 'config.json'} does not describe a model ({str(e).splitlines()[0][:160]}); "
+                             f"{student_way_out(path)}") from None
         return TruncatedTeacher(encoder, info["kind"], info["num_labels"], info.get("pooling", "mean"))
     raise NaskdError(f"{source}: unknown student architecture '{arch}' (known: genotype, bilstm, "
                      "truncated_teacher)")
+
+
+# sizes a student.json may hold; each, where present, a whole number >= 1
+_SIZES = ("num_labels", "vocab_size", "max_positions", "width", "embed_width", "embed", "hidden", "relu", "layers")
 
 
 def read_student_info(path: str | os.PathLike) -> dict:
@@ -76,27 +104,49 @@ def read_student_info(path: str | os.PathLike) -> dict:
     if (path / "student").is_dir() and not (path / "student.json").is_file():
         path = path / "student"
     info_path = path / "student.json"
-    info = read_json(info_path, missing=f"{path} is not a naskd student directory (no student.json)")
+    try:
+        info = read_json(info_path, missing=f"{path} is not a naskd student directory (no student.json)")
+    except UnicodeDecodeError:
+        raise NaskdError(f"{info_path} is not UTF-8 JSON: it is corrupt; {student_way_out(path)}") from None
+    if not isinstance(info, dict) or info.get("naskd") not in (None, "student"):
+        raise NaskdError(f"{info_path} does not describe a naskd student; {student_way_out(path)}")
     missing = [f for f in ("model.safetensors", "tokenizer.json") if not (path / f).is_file()]
     if missing:
         raise NaskdError(f"student directory {path} is incomplete: missing {', '.join(missing)}")
+    absent = [k for k in ("task", "kind", "num_labels") if k not in info]
+    if absent:
+        raise NaskdError(f"{info_path} lacks {', '.join(absent)}: it is corrupt or from another version; "
+                         f"{student_way_out(path)}")
+    for k in _SIZES:
+        v = info.get(k)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise NaskdError(f"{info_path}: {k} {v!r} is not a whole number of at least 1; it is corrupt; "
+                             f"{student_way_out(path)}")
+    # truncated or corrupt files end here, before any work, for every reader (evaluate, bench, export, --init)
+    check_weights(path / "model.safetensors", student_way_out(path))
+    check_json_files(path, ("tokenizer.json",), student_way_out(path))
     info["_path"] = str(path)
     return info
 
 
 def load_student(path: str | os.PathLike):
     """Load a retrained student in one call: returns (model in eval mode, tokenizer, info)."""
-    from safetensors.torch import load_file
     from transformers import AutoTokenizer
 
     info = read_student_info(path)
     path = Path(info["_path"])
     get_task(info["task"])
     model = build_student(info, path, str(path / "student.json"))
-    state = load_file(str(path / "model.safetensors"))
+    state = load_weights(path / "model.safetensors", student_way_out(path))
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
-        raise NaskdError(f"weights in {path / 'model.safetensors'} do not match student.json: {e}") from None
+        raise NaskdError(f"weights in {path / 'model.safetensors'} do not match student.json "
+                         f"({str(e).strip().splitlines()[0][:200]}); {student_way_out(path)}") from None
     model.eval()
-    return model, AutoTokenizer.from_pretrained(str(path)), info
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+    except Exception as e:  # noqa: BLE001  the Rust tokenizers library raises plain Exceptions
+        raise NaskdError(f"the tokenizer files of {path} cannot be loaded ({str(e).strip()[:160]}); "
+                         f"{student_way_out(path)}") from None
+    return model, tokenizer, info

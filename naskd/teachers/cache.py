@@ -64,12 +64,29 @@ class TeacherOutputs:
                 [[0], np.cumsum([len(w) for w in data.word_starts])]).astype(np.int64)
         self._arrays: dict[str, np.ndarray] = {}
 
+    def expected_rows(self, item: str) -> int:
+        """Length of the first axis of ``item`` for this split: rows, words (tagging logits) or tokens."""
+        if item == "logits":
+            return self.n if self.word_offsets is None else int(self.word_offsets[-1])
+        return int(self.token_offsets[-1]) if item.endswith("_tokens") else self.n
+
     def array(self, item: str) -> np.ndarray:
+        """The cached array of ``item``, memory-mapped. Raises ``KeyError`` when the entry lacks it and
+        :class:`NaskdError` (naming the file and the entry to delete) when the file is truncated, corrupt,
+        holds pickled objects, or has another length than this split needs."""
         if item not in self._arrays:
             path = self.folder / f"{item}.npy"
             if not path.is_file():
                 raise KeyError(item)
-            self._arrays[item] = np.load(path, mmap_mode="r")
+            try:
+                arr = np.load(path, mmap_mode="r")          # allow_pickle stays False: no object arrays
+            except (ValueError, EOFError, OSError) as e:
+                # numpy's own message may advise allow_pickle=True: not repeated
+                raise corrupt_entry(path, f"{type(e).__name__}: truncated or not a .npy array") from None
+            want = self.expected_rows(item)
+            if arr.ndim == 0 or arr.shape[0] != want or arr.dtype.kind != "f":
+                raise corrupt_entry(path, f"shape {tuple(arr.shape)} {arr.dtype}, expected {want} float rows")
+            self._arrays[item] = arr
         return self._arrays[item]
 
     @property
@@ -98,6 +115,13 @@ class TeacherOutputs:
         for b, i in enumerate(rows):
             out[b, : lens[b]] = arr[offsets[i]: offsets[i + 1]]
         return torch.from_numpy(out)
+
+
+def corrupt_entry(path: Path, why: str) -> NaskdError:
+    """The error for an unreadable file of a cache entry: the way out is to delete that entry (recomputed on
+    the next run)."""
+    return NaskdError(f"teacher output cache file {path} is unreadable ({why}); delete that cache entry "
+                      f"(rm -r {path.parent}) and run again: it is recomputed from the teacher")
 
 
 class ConcatOutputs:
@@ -176,12 +200,17 @@ class TeacherCache:
             # a cache miss must not change the caller's random stream (building the teacher draws
             # random init weights), or a run would differ depending on what was cached
             with torch.random.fork_rng(devices=[]):
-                    self._compute(Path(teacher_dir), data, folder, reqs, "logits" in missing,
+                self._compute(Path(teacher_dir), data, folder, reqs, "logits" in missing,
                               torch.device(device), batch_size, split)
-        return TeacherOutputs(folder, data)
+        outputs = TeacherOutputs(folder, data)
+        for item in wanted:                   # a truncated or corrupt array is reported now, not mid-training
+            outputs.array(item)
+        return outputs
 
     def _compute(self, teacher_dir: Path, data: Encoded, folder: Path, reqs: list[HiddenRequest],
                  want_logits: bool, device: torch.device, batch_size: int, split: str) -> None:
+        meta_path = folder / "meta.json"
+        meta = _read_meta(meta_path)          # before the teacher pass: a corrupt record is reported first
         model, tokenizer, info = load_teacher(teacher_dir)
         model.to(device).eval()
         pad_id = tokenizer.pad_token_id or 0
@@ -239,10 +268,21 @@ class TeacherCache:
             arr.flush()
             del arr
             os.replace(path, folder / f"{item}.npy")
-        meta_path = folder / "meta.json"
-        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {"passes": []}
         meta.update({"teacher": str(teacher_dir.resolve()), "task": data.task, "examples": n,
                      "max_length": data.meta.get("max_length")})
         meta["passes"].append({"items": sorted(tmp), "seconds": round(time.perf_counter() - t0, 2),
                                "device": str(device), "split": split})
         write_json(meta_path, meta)
+
+
+def _read_meta(path: Path) -> dict:
+    """The record of an entry's teacher passes (``{"passes": [...]}`` when there is none yet)."""
+    if not path.is_file():
+        return {"passes": []}
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as e:
+        raise corrupt_entry(path, f"{type(e).__name__}: not JSON") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("passes"), list):
+        raise corrupt_entry(path, "not a record of teacher passes")
+    return meta

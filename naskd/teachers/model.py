@@ -78,17 +78,91 @@ def load_encoder_and_tokenizer(name_or_path: str):
     src = resolve_base_model(name_or_path)
     if not Path(src).exists() and not _hub_reachable():
         raise _hub_error(name_or_path, ConnectionError("the Hub is unreachable"))
+    local = Path(src).exists()
+    again = "download or copy the model folder again"
+    if local:                                 # a damaged file is named before anything is loaded
+        folder = Path(src)
+        if (folder / "model.safetensors").is_file():
+            check_weights(folder / "model.safetensors", again)
+        check_json_files(folder, [n for n in ("config.json", "tokenizer.json", "tokenizer_config.json")
+                                  if (folder / n).is_file()], again)
     try:
         encoder = _drop_pooler(AutoModel.from_pretrained(src))
         tokenizer = AutoTokenizer.from_pretrained(src)
-    except OSError as e:
-        if Path(src).exists():
-            raise NaskdError(f"could not load a model from {src}: {e}") from None
-        raise _hub_error(name_or_path, e) from None
+    except Exception as e:  # noqa: BLE001  transformers, safetensors and tokenizers raise many kinds
+        if local:     # whatever a local folder's files make transformers raise is about those files
+            raise NaskdError(f"could not load a model from {src} ({type(e).__name__}: {_first_line(e)}): its "
+                             f"config.json, weights or tokenizer files are corrupt or incomplete; {again}") from None
+        if isinstance(e, OSError):
+            raise _hub_error(name_or_path, e) from None
+        raise
     if not getattr(tokenizer, "is_fast", False):
         raise NaskdError(f"teacher {name_or_path} has no fast tokenizer (tokenizer.json); naskd needs one "
                          "for word alignment")
     return encoder, tokenizer
+
+
+def _first_line(e: Exception, limit: int = 200) -> str:
+    text = str(e).strip().splitlines()
+    return (text[0][:limit] if text else "") or type(e).__name__
+
+
+def check_weights(path: str | os.PathLike, way_out: str) -> None:
+    """Raise :class:`NaskdError` (naming ``path`` and ``way_out``) unless ``path`` is a readable safetensors
+    file: its header parses and covers the whole file (a truncated or garbage file fails here, before any
+    work). Remembered per (path, size, mtime)."""
+    from safetensors import SafetensorError, safe_open
+
+    p = Path(path)
+    try:
+        st = p.stat()
+        key = ("weights", str(p.resolve()), st.st_size, st.st_mtime_ns)
+        if key in _FP:
+            return
+        with safe_open(str(p), framework="pt") as f:
+            f.keys()
+    except (SafetensorError, OSError) as e:
+        raise NaskdError(f"{p} is not a readable safetensors file ({_first_line(e)}): it is truncated or "
+                         f"corrupt; {way_out}") from None
+    _FP[key] = True
+
+
+def load_weights(path: str | os.PathLike, way_out: str) -> dict:
+    """The tensors of the safetensors file ``path`` (CPU); :class:`NaskdError` when it cannot be read."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    check_weights(path, way_out)
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as e:
+        raise NaskdError(f"{path} is not a readable safetensors file ({_first_line(e)}); {way_out}") from None
+
+
+def check_json_files(folder: Path, names, way_out: str) -> None:
+    """Raise :class:`NaskdError` naming the first of ``names`` in ``folder`` that is not a UTF-8 JSON object
+    (``config.json``, ``tokenizer.json``: files Hugging Face would otherwise fail on with a traceback)."""
+    import json
+
+    for name in names:
+        p = folder / name
+        try:
+            st = p.stat()
+            key = ("json", str(p.resolve()), st.st_size, st.st_mtime_ns)
+            if key in _FP:
+                continue
+            ok = isinstance(json.loads(p.read_text(encoding="utf-8")), dict)
+        except (OSError, ValueError) as e:     # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            raise NaskdError(f"{p} cannot be read ({type(e).__name__}: {_first_line(e, 120)}): it is truncated "
+                             f"or corrupt; {way_out}") from None
+        if not ok:
+            raise NaskdError(f"{p} is not a JSON object; it is corrupt; {way_out}")
+        _FP[key] = True
+
+
+def teacher_way_out(run_dir: str | os.PathLike) -> str:
+    return (f"fine-tune the teacher again (`naskd teacher --out {run_dir} --overwrite`) or pass --teacher "
+            "an intact teacher run")
 
 
 def _drop_pooler(encoder):
@@ -175,12 +249,28 @@ def read_teacher_info(run_dir: str | os.PathLike, task: str | None = None) -> di
     info_path = run_dir / "teacher.json"
     if not run_dir.is_dir():
         raise NaskdError(f"teacher run {run_dir} does not exist; create one with `naskd teacher --task ...`")
-    info = read_json(info_path, missing=f"{run_dir} is not a teacher run of `naskd teacher` (no teacher.json)")
+    try:
+        info = read_json(info_path, missing=f"{run_dir} is not a teacher run of `naskd teacher` (no teacher.json)")
+    except UnicodeDecodeError:
+        raise NaskdError(f"{info_path} is not UTF-8 JSON: it is corrupt; {teacher_way_out(run_dir)}") from None
+    if not isinstance(info, dict):
+        raise NaskdError(f"{info_path} is not a JSON object; it does not describe a teacher run")
     if info.get("naskd") != "teacher":
         raise NaskdError(f"{info_path} does not describe a teacher run")
     missing = [f for f in ("model.safetensors", "config.json", "tokenizer.json") if not (run_dir / f).is_file()]
     if missing:
         raise NaskdError(f"teacher run {run_dir} is incomplete: missing {', '.join(missing)}")
+    absent = [k for k in ("task", "kind", "num_labels", "num_layers", "hidden_size") if k not in info]
+    if absent:
+        raise NaskdError(f"{info_path} lacks {', '.join(absent)}: it is corrupt or from another tool; "
+                         f"{teacher_way_out(run_dir)}")
+    for k in ("num_labels", "num_layers", "hidden_size"):
+        v = info[k]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise NaskdError(f"{info_path}: {k} {v!r} is not a whole number of at least 1; it is corrupt; "
+                             f"{teacher_way_out(run_dir)}")
+    check_weights(run_dir / "model.safetensors", teacher_way_out(run_dir))
+    check_json_files(run_dir, ("config.json", "tokenizer.json"), teacher_way_out(run_dir))
     if task is not None and info.get("task") != get_task(task).name:
         raise NaskdError(f"teacher run {run_dir} was fine-tuned for task {info.get('task')}, not {task}")
     return info
@@ -188,21 +278,28 @@ def read_teacher_info(run_dir: str | os.PathLike, task: str | None = None) -> di
 
 def load_teacher(run_dir: str | os.PathLike, task: str | None = None):
     """Rebuild a fine-tuned teacher and its tokenizer from a run directory (no pickle)."""
-    from safetensors.torch import load_file
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     run_dir = Path(run_dir)
     info = read_teacher_info(run_dir, task)
-    config = AutoConfig.from_pretrained(str(run_dir))
-    encoder = _drop_pooler(AutoModel.from_config(config))
+    way_out = teacher_way_out(run_dir)
+    try:
+        config = AutoConfig.from_pretrained(str(run_dir))
+        encoder = _drop_pooler(AutoModel.from_config(config))
+    except (OSError, ValueError, KeyError) as e:
+        raise NaskdError(f"{run_dir / 'config.json'} does not describe a model ({_first_line(e)}); {way_out}") from None
     model = TeacherModel(encoder, info["kind"], info["num_labels"], info.get("pooling", "mean"))
-    state = load_file(str(run_dir / "model.safetensors"))
+    state = load_weights(run_dir / "model.safetensors", way_out)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
-        raise NaskdError(f"weights in {run_dir / 'model.safetensors'} do not match its config: {e}") from None
+        raise NaskdError(f"weights in {run_dir / 'model.safetensors'} do not match its config "
+                         f"({_first_line(e)}); {way_out}") from None
     model.eval()
-    tokenizer = AutoTokenizer.from_pretrained(str(run_dir))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(run_dir))
+    except Exception as e:  # noqa: BLE001  the Rust tokenizers library raises plain Exceptions
+        raise NaskdError(f"the tokenizer files of {run_dir} cannot be loaded ({_first_line(e)}); {way_out}") from None
     return model, tokenizer, info
 
 

@@ -177,3 +177,26 @@ def test_bench_models_take_turns_block_by_block_and_pass_by_pass():
     assert passes == ["a", "b", "b", "a", "a", "b"]                   # one pass each, turns rotating
     assert b.row["torch b1 ms"] >= 3.0 > a.row["torch b1 ms"]
     assert a.row["torch b128 ex/s"] > b.row["torch b128 ex/s"] > 0
+
+
+def test_export_bad_models_and_destinations(student, tmp_path, capsys):
+    """Issue 19, kind 6: `naskd export` to a destination it cannot write, or of a --model that is a file, ends in
+    one line (exit 2) before the model is loaded or anything is written."""
+    (tmp_path / "afile").write_text("x")
+    cases = [
+        (["--model", str(student / "model.safetensors"), "-o", str(tmp_path / "a.onnx")],
+         f"--model {student / 'model.safetensors'} is a file; pass the directory that holds it"),
+        (["--model", str(tmp_path / "nowhere"), "-o", str(tmp_path / "a.onnx")], "does not exist"),
+        (["--model", str(student), "-o", str(tmp_path)], f"{tmp_path} is a directory; name a file to write with -o"),
+        (["--model", str(student), "-o", str(tmp_path), "--overwrite"], "is a directory"),
+        (["--model", str(student), "-o", str(tmp_path / "afile" / "m.onnx")], "afile is a file, not a folder"),
+        (["--model", str(student), "-o", "/proc/naskd-test.onnx"], "cannot write /proc/naskd-test.onnx"),
+        (["--model", str(student), "-o", str(tmp_path / "afile")], "afile already exists; pass --overwrite"),
+    ]
+    for args, expect in cases:
+        assert main(["export", "--format", "onnx", *args]) == 2, args
+        err = capsys.readouterr().err
+        lines = [ln for ln in err.splitlines() if ln.strip()]
+        assert len(lines) == 1 and lines[0].startswith("naskd export: error: ") and "Traceback" not in err, err
+        assert expect in lines[0], (args, lines[0])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"] and (tmp_path / "afile").read_text() == "x"
