@@ -46,9 +46,11 @@ def save_student(path: str | os.PathLike, model, tokenizer, *, task: str, extra:
 
 
 def student_way_out(path: str | os.PathLike) -> str:
-    run = Path(path).parent if Path(path).name == "student" else Path(path)
-    return (f"retrain the student (`naskd retrain ... --out {run} --overwrite`) or copy an intact student "
-            "directory in its place")
+    """How to get an intact student back at ``path`` (its run directory named where it is a run's student/)."""
+    path = Path(path)
+    run = f"--out {path.parent}" if path.name == "student" else "--out <its run directory>"
+    return (f"retrain the student (`naskd retrain ... {run} --overwrite`) or copy an intact student directory "
+            "in its place")
 
 
 def build_student(info: dict, path: Path, source: str = "student.json"):
