@@ -41,6 +41,9 @@ def test_retrain_with_two_processes(tiny_teacher, tmp_path):
     resumed = load_file(str(part / "student/model.safetensors"))
     for k in saved:
         torch.testing.assert_close(saved[k], resumed[k], rtol=0, atol=0)
+    # the rows counted before the stop (3 steps of 2 batches of 8) carry over into the resumed epoch
+    assert m["rows_trained_per_epoch"] == [64, 64]
+    assert json.loads((part / "metrics.json").read_text())["rows_trained_per_epoch"] == [64, 64]
 
 
 def test_teacher_with_two_processes(tmp_path):
