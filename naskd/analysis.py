@@ -21,7 +21,8 @@ from .distill.functional import cka, masked_mean
 from .errors import NaskdError
 from .teachers.cache import HiddenRequest, TeacherCache
 from .teachers.model import read_teacher_info
-from .utils.io import prepare_run_dir, write_json
+from .utils.io import write_json
+from .utils.rundir import check_run_dir, data_root_or_none, prepare_run_dir
 
 
 @torch.no_grad()
@@ -84,8 +85,16 @@ def cka_analysis(model_dir: str, teacher_dir: str, *, task: str | None = None, d
 
 
 def run_analyze_cka(args_model: str, teacher: str, *, out: str | None, overwrite: bool, **kw) -> dict:
+    from .students.io import read_student_info
+    from .teachers.cache import default_cache_dir
+
+    task = kw.get("task") or read_student_info(args_model)["task"]
+    guard = dict(command="analyze", overwrite=overwrite, resume=False,
+                 reads=[args_model, teacher, default_cache_dir(kw.get("cache_dir")), data_root_or_none(kw.get("data_dir"))])
+    out = Path(out or f"runs/{task}-analyze")
+    check_run_dir(out, **guard)               # before the analysis
     result = cka_analysis(args_model, teacher, **kw)
-    run_dir = prepare_run_dir(Path(out or f"runs/{result['task']}-analyze"), overwrite=overwrite, resume=False)
+    run_dir = prepare_run_dir(out, **guard)
     write_json(run_dir / "cka.json", result)
     write_json(run_dir / "metrics.json", {k: v for k, v in result.items() if k not in ("matrix", "layerwise")})
     result["_out"] = str(run_dir / "cka.json")

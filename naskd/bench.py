@@ -26,7 +26,8 @@ from .errors import NaskdError
 from .modeldir import LoadedModel, load_model
 from .network import count_parameters
 from .predict import evaluate_model
-from .utils.io import prepare_run_dir, write_json, write_text
+from .utils.io import write_json, write_text
+from .utils.rundir import data_root_or_none, prepare_run_dir
 from .utils.progress import bar
 
 
@@ -244,7 +245,8 @@ def run_bench(models: list[str], *, data_dir=None, out=None, overwrite: bool = F
     threads = before if threads is None else threads
     if threads < 1:
         raise NaskdError(f"--threads must be at least 1, got {threads}")
-    run_dir = prepare_run_dir(Path(out or f"runs/{loaded[0].task}-bench"), overwrite=overwrite, resume=False)
+    run_dir = prepare_run_dir(Path(out or f"runs/{loaded[0].task}-bench"), command="bench", overwrite=overwrite,
+                              resume=False, reads=[*models, data_root_or_none(data_dir)])
     torch.set_num_threads(threads)
     try:
         subjects = []

@@ -85,7 +85,8 @@ def cmd_tune(args) -> int:
             **parse_set(args.set)}
     base = {k: v for k, v in base.items() if v is not None}
     r = run_tune(base, trials=args.trials, out=args.out, storage=args.storage, study_name=args.study_name,
-                 space=tuple(x for x in args.space.split(",") if x), seed=args.seed, prune=args.prune)
+                 space=tuple(x for x in args.space.split(",") if x), seed=args.seed, prune=args.prune,
+                 overwrite=args.overwrite, resume=args.resume)
     print(f"[tune] best {r['metric']} {r['best_value']:.4f} (trial {r['best_trial']}); settings "
           f"{r['best_settings']}; wrote {r['_out']}")
     return 0
@@ -102,10 +103,11 @@ def cmd_plot(args) -> int:
 def cmd_derive(args) -> int:
     from .search.derive import derive
 
+    from .utils.rundir import check_output_file
+
+    # the search run's own files are its record: a new file may go there, an existing one is never replaced
+    out = check_output_file(args.output, overwrite=args.overwrite, reads=[args.run], inside=[args.run])
     g = derive(args.run, epoch=args.epoch, top_k=args.top_k, max_identity=args.max_identity)
-    out = args.output
-    if out.exists() and not args.overwrite:
-        raise NaskdError(f"{out} exists; pass --overwrite to replace it or name another file with -o")
     g.save(out)
     print(f"[derive] {g.describe()}\n[derive] wrote {out}")
     return 0
@@ -152,13 +154,20 @@ def cmd_bench(args) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a user error on one line (the usage is one ``--help`` away)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .augment.run import AugmentConfig
     from .search.run import SearchConfig
     from .students.retrain import RetrainConfig
     from .teachers.finetune import TeacherConfig
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="naskd", description="Neural architecture search under knowledge distillation for NLP students.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -242,6 +251,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"sampler seed ({C.SEED.bounds()})")
     p.add_argument("--prune", action=argparse.BooleanOptionalAction, default=True, help="median pruning per epoch")
     p.add_argument("--out", default=None, help="directory of the trials (default runs/<task>-tune)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier study in --out (and its trials in "
+                                                            "--storage)")
+    p.add_argument("--resume", action="store_true", help="continue the study in --out (same settings and --storage; "
+                                                         "--trials may grow); also how a second worker joins it")
     p.set_defaults(func=_checked(p, cmd_tune))
 
     p = sub.add_parser("plot", help="draw a found cell, or the alphas over the search epochs")
@@ -281,16 +294,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(e: BaseException) -> str:
+    """The error's message on one line (a user error is one line on stderr)."""
+    return " ".join(str(e).split())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    import warnings
+
+    # a warning about the user's data is one line too, not Python's location and source line
+    warnings.formatwarning = lambda message, category, *a, **k: f"naskd {args.command}: warning: {message}\n"
     finished = False
     try:
         rc = args.func(args)
         finished = rc == 0
         return rc
     except NaskdError as e:
-        print(f"naskd {args.command}: error: {e}", file=sys.stderr)
+        print(f"naskd {args.command}: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if e.filename is None and not isinstance(e, (PermissionError, FileNotFoundError)):
+            raise                             # no path the user can act on: a bug, keep the traceback
+        where = f" {e.filename}" if e.filename is not None else ""
+        print(f"naskd {args.command}: error: cannot use{where}: {e.strerror or e} (a file or folder named on the "
+              "command line, or one it writes to: check the path, its permissions and free space)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"naskd {args.command}: interrupted; continue with --resume", file=sys.stderr)

@@ -37,7 +37,8 @@ def run_evaluate(model_path, *, task: str | None = None, split: str = "dev", fil
     from .errors import NaskdError
     from .modeldir import load_model
     from .predict import evaluate_model
-    from .utils.io import prepare_run_dir, write_json, write_text
+    from .utils.io import write_json, write_text
+    from .utils.rundir import data_root_or_none, prepare_run_dir
     from .utils.runtime import pick_device
 
     loaded = load_model(model_path)
@@ -49,7 +50,8 @@ def run_evaluate(model_path, *, task: str | None = None, split: str = "dev", fil
         source = f"{file} ({used})"
     else:
         cols, source = read_columns(spec, data_dir, split), f"{spec.name} {split} split"
-    run_dir = prepare_run_dir(Path(out or f"runs/{spec.name}-evaluate"), overwrite=overwrite, resume=False)
+    run_dir = prepare_run_dir(Path(out or f"runs/{spec.name}-evaluate"), command="evaluate", overwrite=overwrite,
+                              resume=False, reads=[model_path, file, None if file else data_root_or_none(data_dir)])
     dev = encode(spec, cols, loaded.tokenizer, loaded.max_length if max_length is None else max_length)
     dev_device = pick_device(device)
     model = loaded.model.to(dev_device).eval()

@@ -39,7 +39,11 @@ def suggest(trial, names: tuple[str, ...]) -> dict:
 
 
 def run_tune(base: dict, *, trials: int, out: str | None, storage: str | None, study_name: str | None,
-             space: tuple[str, ...] = SPACES, seed: int = 0, prune: bool = True) -> dict:
+             space: tuple[str, ...] = SPACES, seed: int = 0, prune: bool = True, overwrite: bool = False,
+             resume: bool = False) -> dict:
+    """Run (or, with ``resume``, continue) the study; write ``<out>/tune.json``. A second study into an
+    existing ``out`` is refused unless ``resume`` (same settings; ``trials`` may grow) or ``overwrite`` (which
+    also deletes the study of that name from a persistent ``storage``)."""
     import optuna
 
     from .students.retrain import resolve_retrain_config, retrain
@@ -57,9 +61,20 @@ def run_tune(base: dict, *, trials: int, out: str | None, storage: str | None, s
         space = tuple(x for x in space if x != "kd")   # the soft/hard/pkd mix is a sentence-task recipe
     root = Path(out or f"runs/{spec.name}-tune")
     check_storage(storage, root)                   # a URL that cannot work is refused before the run directory
-    root.mkdir(parents=True, exist_ok=True)
     name = study_name or f"naskd-{spec.name}"
+    if resume and storage is None:
+        raise NaskdError("--resume continues a study kept in a database; an in-memory study ends with its "
+                         "process: pass the --storage it ran with, or start again with --overwrite")
+    db = storage[len("sqlite:///"):] if storage and storage.startswith("sqlite:///") else None
+    settings = {"base": base, "trials": trials, "space": list(space), "seed": seed, "prune": prune,
+                "storage": storage, "study_name": name}
+    from .utils.rundir import prepare_run_dir, reads_of
+
+    prepare_run_dir(root, command="tune", overwrite=overwrite, resume=resume, settings=settings,
+                    reads=reads_of(probe, db))
     opened = open_storage(storage)
+    if overwrite and storage is not None and name in optuna.study.get_all_study_names(storage):
+        optuna.delete_study(study_name=name, storage=storage)   # the run being replaced: its trials go too
     study = optuna.create_study(study_name=name, storage=opened, direction="maximize", load_if_exists=True,
                                 sampler=optuna.samplers.TPESampler(seed=seed),
                                 pruner=optuna.pruners.MedianPruner(n_warmup_steps=1) if prune

@@ -19,7 +19,9 @@ def test_tune_shares_a_sqlite_study_and_resumes(tiny_teacher, tmp_path, capsys):
             "--set", "max_train_examples=32", "--set", "max_eval_examples=32", "--set", "batch_size=16",
             "--set", "checkpoint_every=0", "--no-prune"]
     assert main(args + ["--trials", "2"]) == 0
-    assert main(args + ["--trials", "3"]) == 0          # continues the stored study: one more trial
+    assert main(args + ["--trials", "3"]) == 2          # not without being asked
+    assert "--resume" in capsys.readouterr().err
+    assert main(args + ["--trials", "3", "--resume"]) == 0   # continues the stored study: one more trial
     study = optuna.load_study(study_name="t", storage=db)
     assert len(study.trials) == 3
     res = json.loads((tmp_path / "tune/tune.json").read_text())

@@ -23,7 +23,8 @@ from ..data.encode import encode
 from ..data.readers import load_split, subsample
 from ..data.tasks import TAGGING, get_task
 from ..errors import ConfigError, NaskdError
-from ..utils.io import atomic_path, prepare_run_dir, write_json, write_text
+from ..utils.io import atomic_path, write_json, write_text
+from ..utils.rundir import check_run_dir, prepare_run_dir, reads_of, run_settings
 from ..utils.progress import bar
 from .generate import AugmentSettings, augment_texts
 from .pos import default_tagger
@@ -121,6 +122,10 @@ def run_augment(cfg: AugmentConfig, *, overwrite: bool = False, resume: bool = F
 
     t_start = time.time()
     spec = get_task(cfg.task)
+    out = Path(cfg.out or f"runs/{spec.name}-augment")
+    guard = dict(command="augment", overwrite=overwrite, resume=resume, reads=reads_of(cfg),
+                 settings=run_settings(cfg))
+    check_run_dir(out, **guard)               # before any work (the POS tagger may be trained next)
     teacher_dir = _teacher_run(spec, cfg.teacher)
     info = read_teacher_info(teacher_dir, spec.name)
     tokenizer = AutoTokenizer.from_pretrained(str(teacher_dir))
@@ -132,10 +137,10 @@ def run_augment(cfg: AugmentConfig, *, overwrite: bool = False, resume: bool = F
     # the hidden states the chosen criteria need for a student of --layers cells
     kd = DistillationLoss(cfg.kd, kd_context(spec, info, cfg.layers, int(info["hidden_size"])))
     requests = kd.teacher_requests()
-    out = Path(cfg.out or f"runs/{spec.name}-augment")
-    run_dir = prepare_run_dir(out, overwrite=overwrite, resume=resume)
-    write_text(run_dir / "config.yaml", yaml.safe_dump({**C.to_dict(cfg), "teacher": str(teacher_dir),
-                                                        "n_iter_used": settings.n_iter}, sort_keys=False))
+    run_dir = prepare_run_dir(out, **guard)
+    if not resume:                            # the record of what ran: never rewritten by a resume
+        write_text(run_dir / "config.yaml", yaml.safe_dump({**C.to_dict(cfg), "teacher": str(teacher_dir),
+                                                            "n_iter_used": settings.n_iter}, sort_keys=False))
     done = run_dir / "data" / "generated.json"
     if done.is_file():
         gen = json.loads(done.read_text())

@@ -20,7 +20,8 @@ import yaml
 
 from .. import config as C
 from ..data.encode import bucket_batches
-from ..data.tasks import TAGGING, get_task, task_dir
+from ..data.readers import load_split
+from ..data.tasks import TAGGING, get_task
 from ..distill import DistillationLoss, parse_kd, parse_pairs
 from ..errors import ConfigError, NaskdError
 from ..genotype import parameter_free_share, parse
@@ -31,7 +32,8 @@ from ..predict import evaluate_model
 from ..space.spec import load_space
 from ..supernet import Supernet
 from ..train import CHECKPOINT, LoopState, adamw, load_checkpoint, save_checkpoint
-from ..utils.io import append_jsonl, prepare_run_dir, write_json, write_text
+from ..utils.io import append_jsonl, write_json, write_text
+from ..utils.rundir import check_run_dir, prepare_run_dir, reads_of, run_settings
 from ..utils.progress import bar
 from ..utils.runtime import pick_device, seed_everything
 from .architect import Architect
@@ -154,8 +156,9 @@ def run_search(cfg: SearchConfig, *, overwrite: bool = False, resume: bool = Fal
     spec = get_task(cfg.task)
     space = cfg.resolved_space()
     out = Path(cfg.out or f"runs/{spec.name}-search")
-    if not resume and out.exists() and any(out.iterdir()) and not overwrite:
-        prepare_run_dir(out, overwrite=False, resume=False)  # raises the standard message
+    guard = dict(command="search", overwrite=overwrite, resume=resume, reads=reads_of(cfg),
+                 settings=run_settings(cfg))
+    check_run_dir(out, **guard)               # before any work (a default teacher may be fine-tuned next)
     teacher_dir = resolve_teacher_run(spec.name, cfg.teacher, cfg.data_dir)
     from ..teachers.model import read_teacher_info
 
@@ -164,10 +167,12 @@ def run_search(cfg: SearchConfig, *, overwrite: bool = False, resume: bool = Fal
     ctx = kd_context(spec, info, cfg.layers, width, teacher_dir, temperature=cfg.temperature,
                      pkd_pairs=cfg.pairs, fsd_memory=cfg.fsd_memory, seed=cfg.seed)
     kd = DistillationLoss(cfg.kd, ctx)                 # validates pairs against the teacher, before work
-    task_dir(spec, cfg.data_dir)              # the data is there: checked before the run directory is made
-    run_dir = prepare_run_dir(out, overwrite=overwrite, resume=resume)
-    write_text(run_dir / "config.yaml", yaml.safe_dump(
-        {**C.to_dict(cfg), "teacher": str(teacher_dir), "resolved_space": space.to_dict()}, sort_keys=False))
+    for split in ("train", "dev"):            # the data is there and readable: checked before the run directory
+        load_split(spec, cfg.data_dir, split)  # is made (reading a split again later costs a fraction of a second)
+    run_dir = prepare_run_dir(out, **guard)
+    if not resume:                            # the record of what ran: never rewritten by a resume
+        write_text(run_dir / "config.yaml", yaml.safe_dump(
+            {**C.to_dict(cfg), "teacher": str(teacher_dir), "resolved_space": space.to_dict()}, sort_keys=False))
     device = pick_device(cfg.device)
 
     data = prepare(spec.name, teacher_dir, data_dir=cfg.data_dir, max_train_examples=cfg.max_train_examples,

@@ -10,7 +10,7 @@ from ..data.tasks import get_task
 from ..errors import NaskdError
 from ..genotype import Genotype
 from ..teachers.model import check_json_files, check_weights, load_weights
-from ..utils.io import read_json, save_safetensors, write_json
+from ..utils.io import atomic_path, read_json, save_pretrained_atomic, save_safetensors, write_json
 from .fixed import FixedStudent
 
 STUDENT_FORMAT = 1
@@ -36,9 +36,10 @@ def save_student(path: str | os.PathLike, model, tokenizer, *, task: str, extra:
     path.mkdir(parents=True, exist_ok=True)
     arch, fields = architecture_of(model)
     save_safetensors(path / "model.safetensors", model.state_dict(), metadata={"format": "naskd-student"})
-    tokenizer.save_pretrained(str(path))
+    save_pretrained_atomic(tokenizer, path)
     if arch == "truncated_teacher":
-        model.encoder.config.to_json_file(str(path / "config.json"))
+        with atomic_path(path / "config.json") as tmp:
+            model.encoder.config.to_json_file(str(tmp))
     info = {"naskd": "student", "format": STUDENT_FORMAT, "architecture": arch, "task": task,
             "kind": model.kind, "num_labels": model.num_labels, **fields}
     info.update(extra or {})

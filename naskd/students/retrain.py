@@ -13,7 +13,8 @@ import yaml
 
 from .. import config as C
 from ..data.encode import bucket_batches, epoch_rows
-from ..data.tasks import TAGGING, get_task, task_dir
+from ..data.readers import load_split
+from ..data.tasks import TAGGING, get_task
 from ..distill import DistillationLoss, parse_kd, parse_pairs
 from ..errors import ConfigError, NaskdError
 from ..genotype import Genotype, sample_genotype
@@ -25,7 +26,8 @@ from ..space.spec import load_space
 from ..teachers.model import read_teacher_info
 from ..train import adamw, fit
 from ..utils import dist
-from ..utils.io import prepare_run_dir, write_json, write_text
+from ..utils.io import save_npy, write_json, write_text
+from ..utils.rundir import check_run_dir, reads_of, run_settings
 from ..utils.runtime import pick_device, seed_everything
 from .fixed import FixedStudent
 from .io import save_student
@@ -243,8 +245,9 @@ def retrain(cfg: RetrainConfig, *, overwrite: bool = False, resume: bool = False
     spec = get_task(cfg.task)
     genotype = _genotype_for(cfg)
     out = Path(cfg.out or f"runs/{spec.name}-retrain")
-    if not resume and out.exists() and any(out.iterdir()) and not overwrite:
-        prepare_run_dir(out, overwrite=False, resume=False)
+    guard = dict(command="retrain", overwrite=overwrite, resume=resume, reads=reads_of(cfg),
+                 settings=run_settings(cfg))
+    check_run_dir(out, **guard)               # before any work (a default teacher may be fine-tuned next)
     teacher_dir = resolve_teacher_run(spec.name, cfg.teacher, cfg.data_dir)
     info = read_teacher_info(teacher_dir, spec.name)
     if cfg.student == "truncated_teacher":
@@ -264,9 +267,10 @@ def retrain(cfg: RetrainConfig, *, overwrite: bool = False, resume: bool = False
                      fsd_memory=cfg.fsd_memory, seed=cfg.seed)
     kd = DistillationLoss(cfg.kd, ctx)
     device = pick_device(cfg.device)          # under torchrun this joins the process group
-    task_dir(spec, cfg.data_dir)              # the data is there: checked before the run directory is made
-    run_dir = dist.run_directory(out, overwrite=overwrite, resume=resume)
-    if dist.is_main():
+    for split in ("train", "dev"):            # the data is there and readable: checked before the run directory
+        load_split(spec, cfg.data_dir, split)  # is made (reading a split again later costs a fraction of a second)
+    run_dir = dist.run_directory(out, **guard)
+    if dist.is_main() and not resume:         # the record of what ran: never rewritten by a resume
         write_text(run_dir / "config.yaml", yaml.safe_dump(
             {**C.to_dict(cfg), "teacher": str(teacher_dir),
              "resolved_genotype": genotype.to_dict() if genotype is not None else None}, sort_keys=False))
@@ -320,7 +324,7 @@ def retrain(cfg: RetrainConfig, *, overwrite: bool = False, resume: bool = False
                             "student": cfg.student, "description": what,
                             "max_length": data.train.meta.get("max_length")})
         if spec.kind != TAGGING:
-            np.save(run_dir / "dev_logits.npy", np.asarray(evaluate.last, dtype=np.float32))
+            save_npy(run_dir / "dev_logits.npy", np.asarray(evaluate.last, dtype=np.float32))
         else:                                 # Viterbi paths, for span-level paired comparisons
             write_json(run_dir / "dev_predictions.json",
                        [[spec.labels[int(t)] for t in np.asarray(p).reshape(-1)] for p in evaluate.last])

@@ -20,7 +20,7 @@ import torch
 
 from ..data.encode import Encoded, bucket_batches, collate
 from ..errors import NaskdError
-from ..utils.io import atomic_path, write_json
+from ..utils.io import atomic_path, clean_stale_temps, temp_name, write_json
 from ..utils.progress import bar
 from ..utils.runtime import to_device
 from .model import load_teacher, read_teacher_info, teacher_fingerprint
@@ -223,8 +223,10 @@ class TeacherCache:
         C = int(info["num_labels"])
         tmp: dict[str, tuple[Path, np.ndarray]] = {}
 
+        clean_stale_temps(folder, recursive=False)      # arrays of a killed labelling of this entry
+
         def open_tmp(item, shape, dtype):
-            path = folder / f".{item}.{os.getpid()}.tmp.npy"
+            path = folder / f"{temp_name(item + '.npy')}memmap.tmp.npy"
             tmp[item] = (path, np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape))
 
         if want_logits:

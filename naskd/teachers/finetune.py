@@ -20,7 +20,8 @@ from ..errors import NaskdError
 from ..predict import evaluate_model
 from ..train import adamw, fit
 from ..utils import dist
-from ..utils.io import write_json, write_text
+from ..utils.io import save_npy, write_json, write_text
+from ..utils.rundir import check_run_dir, reads_of, run_settings
 from ..utils.runtime import pick_device, seed_everything
 from .model import DEFAULT_TEACHER, TeacherModel, load_encoder_and_tokenizer, save_teacher
 
@@ -90,11 +91,12 @@ def finetune_teacher(cfg: TeacherConfig, *, overwrite: bool = False, resume: boo
     train_cols = load_split(spec, cfg.data_dir, "train")
     dev_cols = load_split(spec, cfg.data_dir, "dev")
     out = Path(cfg.out or f"runs/{spec.name}-teacher")
-    if resume and cfg.out is None and not out.exists():
-        raise NaskdError(f"--resume: no run at {out}")
+    guard = dict(command="teacher", overwrite=overwrite, resume=resume, reads=reads_of(cfg),
+                 settings=run_settings(cfg))
+    check_run_dir(out, **guard)
     device = pick_device(cfg.device)          # under torchrun this joins the process group
-    run_dir = dist.run_directory(out, overwrite=overwrite, resume=resume)
-    if dist.is_main():
+    run_dir = dist.run_directory(out, **guard)
+    if dist.is_main() and not resume:         # the record of what ran: never rewritten by a resume
         write_text(run_dir / "config.yaml", yaml.safe_dump(C.to_dict(cfg), sort_keys=False))
     seed_everything(cfg.seed)
 
@@ -144,7 +146,7 @@ def finetune_teacher(cfg: TeacherConfig, *, overwrite: bool = False, resume: boo
         save_teacher(run_dir, model, tokenizer, spec, cfg.teacher,
                      extra={"recipe": C.to_dict(cfg), "dev": metrics})
         if spec.kind != TAGGING:
-            np.save(run_dir / "dev_logits.npy", np.asarray(evaluate.last, dtype=np.float32))
+            save_npy(run_dir / "dev_logits.npy", np.asarray(evaluate.last, dtype=np.float32))
 
     result = fit(model=model, optimizer=optimizer, scheduler=scheduler, epochs=cfg.epochs,
                  batches_for_epoch=lambda e: bucket_batches(lengths, cfg.batch_size, seed=cfg.seed, epoch=e,

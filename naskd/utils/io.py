@@ -1,7 +1,11 @@
-"""Atomic file writes and run directories.
+"""Atomic file writes, stale temporary files, and run directories.
 
 Every output goes to a temporary file in the destination folder and is renamed into place, so a
-killed process leaves either the old file or the new one, never half of one.
+killed process leaves either the old file or the new one, never half of one. The temporary names carry
+the host and process id (``.NAME.naskd~HOST~PID~XXXX.tmp``) so that :func:`clean_stale_temps` can remove
+those of processes that died (a SIGKILL leaves full-size checkpoints and cache arrays behind) without
+touching those of a process still writing. Files get the mode an ordinary ``open()`` would give them
+(0666 less the umask), not ``mkstemp``'s 0600.
 """
 from __future__ import annotations
 
@@ -9,24 +13,77 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
 from ..errors import NaskdError
 
+_HOST = re.sub(r"[^A-Za-z0-9_.-]", "_", socket.gethostname() or "host")[:64]
+_TEMP = re.compile(r"\.naskd~(?P<host>[^~]+)~(?P<pid>\d+)~[^~/]*\.tmp(?:\.[A-Za-z0-9]+)?$")
+
+
+def temp_name(name: str) -> str:
+    """The prefix of a temporary file for ``name`` written by this process (see :func:`clean_stale_temps`)."""
+    return f".{name}.naskd~{_HOST}~{os.getpid()}~"
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:              # another user's live process
+        return True
+    return True
+
+
+def clean_stale_temps(folder: str | os.PathLike, *, recursive: bool = True) -> list[Path]:
+    """Remove the temporary files that killed naskd processes left in ``folder``; return them.
+
+    A temporary file is stale when it was made on this host by a process that no longer runs; those of
+    live processes and of other hosts (a shared file system) are left alone."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for p in (folder.rglob(".*.tmp*") if recursive else folder.glob(".*.tmp*")):
+        m = _TEMP.search(p.name)
+        if not m or m["host"] != _HOST or _alive(int(m["pid"])):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+            removed.append(p)
+    return removed
+
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it is renamed onto ``path``."""
+def atomic_path(path: str | os.PathLike, *, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it is renamed onto ``path`` (mode 0666 less the
+    umask). ``suffix`` is appended to the temporary name for writers that insist on an extension."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=temp_name(path.name), suffix=".tmp" + suffix, dir=path.parent)
+    except OSError as e:
+        raise NaskdError(f"cannot write {path}: {e.strerror or e}; choose another output location") from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
@@ -91,6 +148,29 @@ def save_torch(path: str | os.PathLike, obj: Any) -> None:
         torch.save(obj, tmp)
 
 
+def save_npy(path: str | os.PathLike, array) -> None:
+    """``numpy.save`` through a temporary file."""
+    import numpy as np
+
+    with atomic_path(path, suffix=".npy") as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, np.asarray(array))
+
+
+def save_pretrained_atomic(obj, folder: str | os.PathLike) -> None:
+    """``obj.save_pretrained(folder)`` (a tokenizer or config), each file renamed into place whole."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=temp_name(folder.name), suffix=".tmp", dir=folder) as tmp:
+        obj.save_pretrained(tmp)
+        for f in sorted(Path(tmp).rglob("*")):
+            if f.is_file():
+                dest = folder / f.relative_to(tmp)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                os.chmod(f, 0o666 & ~_umask())
+                os.replace(f, dest)
+
+
 def save_safetensors(path: str | os.PathLike, tensors: dict, metadata: dict | None = None) -> None:
     from safetensors.torch import save_file
 
@@ -108,30 +188,3 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
                 break
             h.update(b)
     return h.hexdigest()
-
-
-def prepare_run_dir(out: str | os.PathLike, *, overwrite: bool, resume: bool) -> Path:
-    """Create the run directory, refusing to clobber an existing one.
-
-    - new directory: created;
-    - existing and ``resume``: kept as is (the caller reads its checkpoint);
-    - existing and ``overwrite``: emptied;
-    - existing otherwise: :class:`NaskdError` naming both ways out.
-    """
-    out = Path(out)
-    if resume and overwrite:
-        raise NaskdError("--resume and --overwrite contradict each other; pick one")
-    if out.exists() and any(out.iterdir()):
-        if resume:
-            return out
-        if overwrite:
-            shutil.rmtree(out)
-        else:
-            raise NaskdError(
-                f"run directory {out} already exists; pass --resume to continue it, "
-                f"--overwrite to replace it, or --out to write elsewhere"
-            )
-    elif resume:
-        raise NaskdError(f"--resume given but {out} holds no run to resume")
-    out.mkdir(parents=True, exist_ok=True)
-    return out
