@@ -305,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     import warnings
 
     # a warning about the user's data is one line too, not Python's location and source line
+    python_format = warnings.formatwarning
     warnings.formatwarning = lambda message, category, *a, **k: f"naskd {args.command}: warning: {message}\n"
     finished = False
     try:
@@ -325,6 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"naskd {args.command}: interrupted; continue with --resume", file=sys.stderr)
         return 130
     finally:
+        warnings.formatwarning = python_format
         from .utils import dist
 
         # under torchrun every rank leaves the group before exiting; after a failure without waiting for

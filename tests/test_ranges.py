@@ -116,7 +116,7 @@ def test_every_out_of_range_flag_fails_before_the_run_directory(tmp_path, capsys
 # the issue's examples, one by one (the table above covers them too; these read as the issue does)
 @pytest.mark.parametrize("argv,message", [
     (["search", "--lr", "nan"], "setting 'lr' must be a finite number > 0, got nan"),
-    (["retrain", "--lr", "-0.001"], "setting 'lr' must be a finite number > 0, got -0.001"),
+    (["retrain", "--lr", "-0.001"], "setting 'lr' must be a finite number >= 0, got -0.001"),   # 0: score an --init
     (["teacher", "--lr=-1e-5"], "setting 'lr' must be a finite number > 0, got -1e-05"),
     (["retrain", "--dropout", "1.5"], "setting 'dropout' must be a finite number in [0, 1), got 1.5"),
     (["search", "--temperature", "0"], "setting 'temperature' must be a finite number > 0, got 0.0"),

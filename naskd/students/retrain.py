@@ -86,7 +86,7 @@ class RetrainConfig:
                                                        "seeded passes over all of them) instead of all: dev is scored "
                                                        "and the best kept after each; for long augmented sets", low=1)
     batch_size: int = C.field(32, help="batch size", low=1)
-    lr: float = C.field(1e-3, help="peak learning rate (AdamW, linear warm-up and decay)", low=0, low_open=True)
+    lr: float = C.field(1e-3, help="peak learning rate (AdamW, linear warm-up and decay)", low=0)
     weight_decay: float = C.field(1e-2, help="weight decay", low=0)
     warmup_ratio: float = C.field(0.05, help="warm-up fraction", low=0, high=1, high_open=True)
     dropout: float = C.field(0.1, help="dropout", low=0, high=1, high_open=True)

@@ -18,6 +18,7 @@ from naskd.students.retrain import resolve_retrain_config
 from naskd.teachers.model import load_teacher
 
 from ..conftest import DATA
+from .test_retrain import GENOTYPE
 
 
 def argv(teacher, out, *extra):
@@ -32,12 +33,14 @@ def _dev_batch(tok, n=6):
     return collate(dev, list(range(n)))
 
 
-def test_bilstm_recipe_is_tang_et_al_and_flags_override():
+def test_bilstm_recipe_is_tang_et_al_and_flags_override(tmp_path):
     cfg = resolve_retrain_config({"student": "bilstm_soft"})
     assert (cfg.kd, cfg.optimizer, cfg.lr, cfg.batch_size) == ("logit_mse", "adadelta", 1.0, 50)
     cfg = resolve_retrain_config({"student": "bilstm_soft", "lr": "0.5", "bilstm_hidden": "300"})
     assert cfg.lr == 0.5 and cfg.bilstm_hidden == 300 and cfg.optimizer == "adadelta"
-    assert resolve_retrain_config({"genotype": "g.json"}).optimizer == "adamw"
+    g = tmp_path / "g.json"
+    g.write_text(json.dumps(GENOTYPE))
+    assert resolve_retrain_config({"genotype": str(g)}).optimizer == "adamw"
     with pytest.raises(ConfigError, match="--genotype FILE is required"):
         resolve_retrain_config({})
     with pytest.raises(ConfigError, match="must be one of"):

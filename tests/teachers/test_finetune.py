@@ -138,4 +138,4 @@ def test_help_documents_defaults(capsys):
     for flag in ("--task", "--data-dir", "--out", "--overwrite", "--resume", "--seed", "--epochs",
                  "--max-train-examples", "--device", "--config", "--stop-after-steps"):
         assert flag in text
-    assert "(default: 42)" in text
+    assert "(default: 42; in [0, " in text and "(default: 3; >= 1)" in text      # defaults and ranges
