@@ -20,7 +20,7 @@ from naskd.utils.io import atomic_path, clean_stale_temps, save_npy, save_pretra
 from naskd.utils.rundir import MARKER, check_output_file, prepare_run_dir, read_marker
 
 from .conftest import DATA
-from .students.test_retrain import GENOTYPE
+from .students.test_retrain import GENOTYPE, argv, genotype  # noqa: F401 (a fixture)
 
 
 def tree(root: Path) -> dict:
@@ -38,17 +38,10 @@ def refused(capsys, argv) -> str:
     return lines[0]
 
 
-@pytest.fixture()
-def genotype(tmp_path):
-    f = tmp_path / "genotype.json"
-    f.write_text(json.dumps(GENOTYPE))
-    return f
-
-
 def retrain_argv(teacher, genotype, out, *extra):
-    return ["retrain", "--task", "sst2", "--teacher", str(teacher), "--genotype", str(genotype),
-            "--data-dir", str(DATA), "--max-train-examples", "32", "--max-eval-examples", "16", "--epochs", "1",
-            "--batch-size", "8", "--out", str(out), *extra]
+    """test_retrain's command line, smaller (later flags win)."""
+    return argv(teacher, genotype, out, "--max-train-examples", "32", "--max-eval-examples", "16", "--epochs", "1",
+                *extra)
 
 
 @pytest.fixture(scope="module")
