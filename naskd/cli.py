@@ -102,7 +102,6 @@ def cmd_plot(args) -> int:
 
 def cmd_derive(args) -> int:
     from .search.derive import derive
-
     from .utils.rundir import check_output_file
 
     # the search run's own files are its record: a new file may go there, an existing one is never replaced
