@@ -8,7 +8,6 @@ Criterion parameters
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import warnings
 from pathlib import Path
@@ -19,41 +18,10 @@ from torch import nn
 from .data.tasks import TAGGING
 from .errors import NaskdError
 from .modeldir import LoadedModel, load_model
-from .utils.io import atomic_path
+from .utils.io import writing
+from .utils.rundir import check_output_file
 
 FORMATS = ("onnx", "torchscript")
-
-
-def check_output_file(dest: str | os.PathLike, *, overwrite: bool, flag: str = "-o") -> Path:
-    """Check, before any work, that the file ``dest`` may be written: not a directory, not an existing file
-    unless ``overwrite``, and its nearest existing folder is a writable folder (not a file, not read-only).
-    Returns ``dest`` as a Path; raises :class:`NaskdError` naming the way out."""
-    dest = Path(dest)
-    if dest.is_dir():
-        raise NaskdError(f"{dest} is a directory; name a file to write with {flag}")
-    if dest.exists() and not overwrite:
-        raise NaskdError(f"{dest} already exists; pass --overwrite to replace it or {flag} to write elsewhere")
-    folder = dest.absolute().parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    if not folder.is_dir():
-        raise NaskdError(f"cannot write {dest}: {folder} is a file, not a folder; choose another {flag}")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise NaskdError(f"cannot write {dest}: no permission to write in {folder}; choose another {flag}")
-    return dest
-
-
-@contextlib.contextmanager
-def writing(dest: str | os.PathLike, flag: str = "-o"):
-    """``atomic_path(dest)`` with operating-system failures (a read-only or full filesystem, a folder that
-    cannot be made, /proc) reported as one :class:`NaskdError` naming ``dest``; nothing is left behind."""
-    try:
-        with atomic_path(dest) as tmp:
-            yield tmp
-    except OSError as e:
-        why = e.strerror or type(e).__name__
-        raise NaskdError(f"cannot write {dest}: {why}{f' ({e.filename})' if e.filename else ''}; choose "
-                         f"another {flag}") from None
 
 
 class LogitsOnly(nn.Module):

@@ -168,11 +168,8 @@ class Genotype:
         if Path(path).is_dir():
             raise NaskdError(f"genotype {path} is a directory; name its genotype file, e.g. "
                              f"{Path(path) / 'genotype.json'}")
-        try:
-            d = read_json(path, missing=f"genotype file {path} does not exist")
-        except UnicodeDecodeError as e:
-            raise NaskdError(f"genotype file {path} is not UTF-8 JSON (byte 0x{e.object[e.start]:02x} at "
-                             f"offset {e.start}); name the genotype.json `naskd search` wrote") from None
+        d = read_json(path, missing=f"genotype file {path} does not exist",
+                      way_out="name the genotype.json `naskd search` wrote")
         if isinstance(d, dict) and isinstance(d.get("genotype"), dict):
             d = d["genotype"]
         return cls.from_dict(d, str(path))

@@ -48,7 +48,7 @@ def image_format(path: str | os.PathLike) -> str:
 
 def _save(fig, path):
     """Write ``fig`` to ``path`` atomically (a temporary file in the same folder, renamed into place)."""
-    from .export import writing
+    from .utils.io import writing
 
     path = Path(path)
     try:
@@ -159,7 +159,7 @@ def plot_path(target: str | os.PathLike, out: str | os.PathLike, alphas: bool = 
     to the image file ``out`` (its suffix names the format; written atomically). :class:`NaskdError`, before
     anything is read or drawn, for a format matplotlib cannot write, an ``out`` that exists (without
     ``overwrite``), is a directory or cannot be written; then for a missing or malformed input."""
-    from .export import check_output_file
+    from .utils.rundir import check_output_file
 
     image_format(out)
     check_output_file(out, overwrite=overwrite)

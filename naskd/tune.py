@@ -60,12 +60,11 @@ def run_tune(base: dict, *, trials: int, out: str | None, storage: str | None, s
     if spec.kind == TAGGING and "kd" in space:
         space = tuple(x for x in space if x != "kd")   # the soft/hard/pkd mix is a sentence-task recipe
     root = Path(out or f"runs/{spec.name}-tune")
-    check_storage(storage, root)                   # a URL that cannot work is refused before the run directory
+    db = check_storage(storage, root)              # a URL that cannot work is refused before the run directory
     name = study_name or f"naskd-{spec.name}"
     if resume and storage is None:
         raise NaskdError("--resume continues a study kept in a database; an in-memory study ends with its "
                          "process: pass the --storage it ran with, or start again with --overwrite")
-    db = storage[len("sqlite:///"):] if storage and storage.startswith("sqlite:///") else None
     settings = {"base": base, "trials": trials, "space": list(space), "seed": seed, "prune": prune,
                 "storage": storage, "study_name": name}
     from .utils.rundir import prepare_run_dir, reads_of
@@ -73,8 +72,8 @@ def run_tune(base: dict, *, trials: int, out: str | None, storage: str | None, s
     prepare_run_dir(root, command="tune", overwrite=overwrite, resume=resume, settings=settings,
                     reads=reads_of(probe, db))
     opened = open_storage(storage)
-    if overwrite and storage is not None and name in optuna.study.get_all_study_names(storage):
-        optuna.delete_study(study_name=name, storage=storage)   # the run being replaced: its trials go too
+    if overwrite and opened is not None and name in optuna.study.get_all_study_names(opened):
+        optuna.delete_study(study_name=name, storage=opened)    # the run being replaced: its trials go too
     study = optuna.create_study(study_name=name, storage=opened, direction="maximize", load_if_exists=True,
                                 sampler=optuna.samplers.TPESampler(seed=seed),
                                 pruner=optuna.pruners.MedianPruner(n_warmup_steps=1) if prune
@@ -139,13 +138,14 @@ def _shown(url: str) -> str:
         return url
 
 
-def check_storage(storage: str | None, root: Path | None = None) -> None:
+def check_storage(storage: str | None, root: Path | None = None) -> Path | None:
     """Refuse an Optuna ``--storage`` URL that cannot work, without opening it (nothing is created): one
     that does not parse, names an unknown database, lacks its Python driver, or (SQLite) puts the file in
     a folder that does not exist and that the run directory ``root`` will not create. ``None`` (in
-    memory) passes. Raises :class:`NaskdError`."""
+    memory) passes. Returns the SQLite database file (a path the run reads), else None. Raises
+    :class:`NaskdError`."""
     if storage is None:
-        return
+        return None
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
@@ -172,6 +172,8 @@ def check_storage(storage: str | None, root: Path | None = None) -> None:
         if not folder.is_dir() and not made:
             raise NaskdError(f"--storage {_shown(storage)}: the folder {folder} does not exist; create it or "
                              "put the database file elsewhere")
+        return Path(url.database).expanduser()
+    return None
 
 
 def open_storage(storage: str | None):

@@ -1,7 +1,6 @@
 import json
 
 import optuna
-import pytest
 
 from naskd.cli import main
 

@@ -5,7 +5,7 @@ A task is plain data. Adding one is a call to :func:`register_task`; nothing els
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import NaskdError

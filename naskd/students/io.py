@@ -9,7 +9,7 @@ from pathlib import Path
 from ..data.tasks import get_task
 from ..errors import NaskdError
 from ..genotype import Genotype
-from ..teachers.model import check_json_files, check_weights, load_weights
+from ..teachers.model import check_json_files, check_record, check_weights, load_weights
 from ..utils.io import atomic_path, read_json, save_pretrained_atomic, save_safetensors, write_json
 from .fixed import FixedStudent
 
@@ -107,24 +107,15 @@ def read_student_info(path: str | os.PathLike) -> dict:
     if (path / "student").is_dir() and not (path / "student.json").is_file():
         path = path / "student"
     info_path = path / "student.json"
-    try:
-        info = read_json(info_path, missing=f"{path} is not a naskd student directory (no student.json)")
-    except UnicodeDecodeError:
-        raise NaskdError(f"{info_path} is not UTF-8 JSON: it is corrupt; {student_way_out(path)}") from None
+    info = read_json(info_path, missing=f"{path} is not a naskd student directory (no student.json)",
+                     way_out=f"it is corrupt; {student_way_out(path)}")
     if not isinstance(info, dict) or info.get("naskd") not in (None, "student"):
         raise NaskdError(f"{info_path} does not describe a naskd student; {student_way_out(path)}")
     missing = [f for f in ("model.safetensors", "tokenizer.json") if not (path / f).is_file()]
     if missing:
         raise NaskdError(f"student directory {path} is incomplete: missing {', '.join(missing)}")
-    absent = [k for k in ("task", "kind", "num_labels") if k not in info]
-    if absent:
-        raise NaskdError(f"{info_path} lacks {', '.join(absent)}: it is corrupt or from another version; "
-                         f"{student_way_out(path)}")
-    for k in _SIZES:
-        v = info.get(k)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-            raise NaskdError(f"{info_path}: {k} {v!r} is not a whole number of at least 1; it is corrupt; "
-                             f"{student_way_out(path)}")
+    check_record(info, info_path, required=("task", "kind", "num_labels"), sizes=_SIZES,
+                 way_out=student_way_out(path))
     # truncated or corrupt files end here, before any work, for every reader (evaluate, bench, export, --init)
     check_weights(path / "model.safetensors", student_way_out(path))
     check_json_files(path, ("tokenizer.json",), student_way_out(path))

@@ -20,7 +20,7 @@ import torch
 
 from ..data.encode import Encoded, bucket_batches, collate
 from ..errors import NaskdError
-from ..utils.io import atomic_path, clean_stale_temps, temp_name, write_json
+from ..utils.io import clean_stale_temps, temp_name, write_json
 from ..utils.progress import bar
 from ..utils.runtime import to_device
 from .model import load_teacher, read_teacher_info, teacher_fingerprint

@@ -1,7 +1,6 @@
 """`naskd teacher`: fine-tune a Hugging Face encoder on a task and write a teacher run directory."""
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path

@@ -160,6 +160,19 @@ def check_json_files(folder: Path, names, way_out: str) -> None:
         _FP[key] = True
 
 
+def check_record(info: dict, source, *, required, sizes, way_out: str) -> None:
+    """Raise :class:`NaskdError` (naming ``source`` and ``way_out``) unless the saved record ``info``
+    (teacher.json, student.json) has every key of ``required`` and each of ``sizes`` it holds is a whole
+    number >= 1 (a corrupt or hand-edited file ends here, not in a traceback later)."""
+    absent = [k for k in required if k not in info]
+    if absent:
+        raise NaskdError(f"{source} lacks {', '.join(absent)}: it is corrupt or from another version; {way_out}")
+    for k in sizes:
+        v = info.get(k)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise NaskdError(f"{source}: {k} {v!r} is not a whole number of at least 1; it is corrupt; {way_out}")
+
+
 def teacher_way_out(run_dir: str | os.PathLike) -> str:
     return (f"fine-tune the teacher again (`naskd teacher --out {run_dir} --overwrite`) or pass --teacher "
             "an intact teacher run")
@@ -250,10 +263,8 @@ def read_teacher_info(run_dir: str | os.PathLike, task: str | None = None) -> di
     info_path = run_dir / "teacher.json"
     if not run_dir.is_dir():
         raise NaskdError(f"teacher run {run_dir} does not exist; create one with `naskd teacher --task ...`")
-    try:
-        info = read_json(info_path, missing=f"{run_dir} is not a teacher run of `naskd teacher` (no teacher.json)")
-    except UnicodeDecodeError:
-        raise NaskdError(f"{info_path} is not UTF-8 JSON: it is corrupt; {teacher_way_out(run_dir)}") from None
+    info = read_json(info_path, missing=f"{run_dir} is not a teacher run of `naskd teacher` (no teacher.json)",
+                     way_out=f"it is corrupt; {teacher_way_out(run_dir)}")
     if not isinstance(info, dict):
         raise NaskdError(f"{info_path} is not a JSON object; it does not describe a teacher run")
     if info.get("naskd") != "teacher":
@@ -261,15 +272,8 @@ def read_teacher_info(run_dir: str | os.PathLike, task: str | None = None) -> di
     missing = [f for f in ("model.safetensors", "config.json", "tokenizer.json") if not (run_dir / f).is_file()]
     if missing:
         raise NaskdError(f"teacher run {run_dir} is incomplete: missing {', '.join(missing)}")
-    absent = [k for k in ("task", "kind", "num_labels", "num_layers", "hidden_size") if k not in info]
-    if absent:
-        raise NaskdError(f"{info_path} lacks {', '.join(absent)}: it is corrupt or from another tool; "
-                         f"{teacher_way_out(run_dir)}")
-    for k in ("num_labels", "num_layers", "hidden_size"):
-        v = info[k]
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise NaskdError(f"{info_path}: {k} {v!r} is not a whole number of at least 1; it is corrupt; "
-                             f"{teacher_way_out(run_dir)}")
+    check_record(info, info_path, required=("task", "kind", "num_labels", "num_layers", "hidden_size"),
+                 sizes=("num_labels", "num_layers", "hidden_size"), way_out=teacher_way_out(run_dir))
     check_weights(run_dir / "model.safetensors", teacher_way_out(run_dir))
     check_json_files(run_dir, ("config.json", "tokenizer.json"), teacher_way_out(run_dir))
     if task is not None and info.get("task") != get_task(task).name:

@@ -90,6 +90,20 @@ def atomic_path(path: str | os.PathLike, *, suffix: str = "") -> Iterator[Path]:
             tmp_path.unlink()
 
 
+@contextlib.contextmanager
+def writing(dest: str | os.PathLike, flag: str = "-o") -> Iterator[Path]:
+    """:func:`atomic_path` for a file the user named with ``flag``: operating-system failures while it is
+    written (a read-only or full file system, a folder that cannot be made, /proc) become one
+    :class:`NaskdError` naming ``dest``; nothing is left behind."""
+    try:
+        with atomic_path(dest) as tmp:
+            yield tmp
+    except OSError as e:
+        why = e.strerror or type(e).__name__
+        raise NaskdError(f"cannot write {dest}: {why}{f' ({e.filename})' if e.filename else ''}; choose "
+                         f"another {flag}") from None
+
+
 def write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
@@ -106,16 +120,20 @@ def append_jsonl(path: str | os.PathLike, obj: Any) -> None:
         f.flush()
 
 
-def read_json(path: str | os.PathLike, *, missing: str, error=NaskdError) -> Any:
+def read_json(path: str | os.PathLike, *, missing: str, error=NaskdError, way_out: str | None = None) -> Any:
     """The JSON document in ``path``; ``error(missing)`` when there is no such file, and an ``error`` naming
-    the file and the parse problem when it is not JSON."""
+    the file and the problem (not UTF-8: the byte and its offset; not JSON: the parser's message), followed
+    by ``way_out``, when it cannot be read."""
     p = Path(path)
     if not p.is_file():
         raise error(missing)
+    tail = f"; {way_out}" if way_out else ""
     try:
-        return json.loads(p.read_text())
+        return json.loads(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise error(f"{p} is not UTF-8 JSON (byte 0x{e.object[e.start]:02x} at offset {e.start}){tail}") from None
     except json.JSONDecodeError as e:
-        raise error(f"{p} is not valid JSON: {e}") from None
+        raise error(f"{p} is not valid JSON: {e}{tail}") from None
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:

@@ -54,16 +54,26 @@ def _within(a: Path, b: Path) -> bool:
     return a == b or b in a.parents
 
 
-def read_marker(folder: str | os.PathLike) -> dict | None:
-    """The marker of the run in ``folder``, or None when there is none (or it is unreadable)."""
-    p = Path(folder) / MARKER
-    if not p.is_file():
+def _read_mapping(path: Path, parse) -> dict | None:
+    """The mapping ``parse`` reads from the text of ``path``; None when the file is missing, unreadable,
+    not text, not parseable or not a mapping."""
+    if not path.is_file():
         return None
     try:
-        m = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        data = parse(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):            # UnicodeDecodeError, JSONDecodeError are ValueErrors
         return None
-    return m if isinstance(m, dict) and isinstance(m.get("command"), str) else None
+    except Exception as e:                   # yaml.YAMLError
+        if type(e).__module__.startswith("yaml"):
+            return None
+        raise
+    return data if isinstance(data, dict) else None
+
+
+def read_marker(folder: str | os.PathLike) -> dict | None:
+    """The marker of the run in ``folder``, or None when there is none (or it is unreadable)."""
+    m = _read_mapping(Path(folder) / MARKER, json.loads)
+    return m if m is not None and isinstance(m.get("command"), str) else None
 
 
 def _norm(v):
@@ -78,16 +88,10 @@ def changed_settings(saved: dict, new: dict, may_change: Iterable[str] = RESUME_
 
 
 def _legacy_settings(folder: Path) -> dict | None:
+    """The settings in ``config.yaml`` of a run made before markers existed."""
     import yaml
 
-    p = folder / "config.yaml"
-    if not p.is_file():
-        return None
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return None
-    return data if isinstance(data, dict) else None
+    return _read_mapping(folder / "config.yaml", yaml.safe_load)
 
 
 def _protected(out: Path, reads: Iterable) -> str | None:
@@ -108,10 +112,18 @@ def _protected(out: Path, reads: Iterable) -> str | None:
     return None
 
 
-def _nearest_existing(p: Path) -> Path:
-    while not p.exists() and p.parent != p:
-        p = p.parent
-    return p
+def _check_writable(p: Path, shown, way_out: str) -> None:
+    """:class:`NaskdError` unless files can be written in the folder ``p`` (resolved; made if missing): it,
+    or its nearest existing ancestor, must be a folder this process may write in (read-only file systems
+    included)."""
+    base = p
+    while not base.exists() and base.parent != base:
+        base = base.parent
+    if not base.is_dir():
+        raise NaskdError(f"cannot write {shown}: {base} is a file, not a folder; {way_out}")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise NaskdError(f"cannot write {shown}: {base} is not writable (permissions or a read-only file "
+                         f"system); {way_out}")
 
 
 def check_run_dir(out: str | os.PathLike, *, command: str, overwrite: bool, resume: bool, reads: Iterable = (),
@@ -128,12 +140,7 @@ def check_run_dir(out: str | os.PathLike, *, command: str, overwrite: bool, resu
     out = _real(out_arg)
     if out.exists() and not out.is_dir():
         raise NaskdError(f"--out {out_arg} is a file, not a directory; name a directory for the run")
-    base = _nearest_existing(out)
-    if not base.is_dir():
-        raise NaskdError(f"--out {out_arg}: {base} is a file, so no directory can be made under it; name another --out")
-    if not os.access(base, os.W_OK | os.X_OK):
-        raise NaskdError(f"--out {out_arg}: {base} is not writable (permissions or a read-only file system); "
-                         "name another --out")
+    _check_writable(out, f"--out {out_arg}", "name another --out")
     nonempty = out.is_dir() and any(out.iterdir())
     marker = read_marker(out) if out.is_dir() else None
     if resume:
@@ -219,7 +226,7 @@ def check_output_file(path: str | os.PathLike, *, overwrite: bool, reads: Iterab
     p = Path(path)
     rp = _real(p)
     if rp.is_dir():
-        raise NaskdError(f"{flag} {p} is a directory; name a file")
+        raise NaskdError(f"{p} is a directory; name a file to write with {flag}")
     for r in reads:
         if r is not None and str(r) != "" and _real(r) == rp:
             raise NaskdError(f"{flag} {p} is {r}, which this command reads; name another file")
@@ -228,13 +235,8 @@ def check_output_file(path: str | os.PathLike, *, overwrite: bool, reads: Iterab
             raise NaskdError(f"{flag} {p} is a file of {d}, which this command reads; it is never replaced: "
                              "name another file")
     if rp.exists() and not overwrite:
-        raise NaskdError(f"{p} already exists; pass --overwrite to replace it or name another file with {flag}")
-    base = _nearest_existing(rp.parent)
-    if not base.is_dir():
-        raise NaskdError(f"{flag} {p}: {base} is a file, so no directory can be made under it; name another file")
-    if not os.access(base, os.W_OK | os.X_OK):
-        raise NaskdError(f"{flag} {p}: {base} is not writable (permissions or a read-only file system); "
-                         "name another file")
+        raise NaskdError(f"{p} already exists; pass --overwrite to replace it or {flag} to write elsewhere")
+    _check_writable(rp.parent, p, f"choose another {flag}")
     return p
 
 
