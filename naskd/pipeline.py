@@ -172,16 +172,16 @@ def batch_to(batch: dict, device) -> dict:
 def prepare(task: str, teacher_dir: Path, *, data_dir, max_train_examples: int | None,
             max_eval_examples: int | None, seed: int, requests: list[HiddenRequest], cache_dir=None,
             device="cpu", need_teacher: bool = True, max_length: int | None = None,
-            augmented: str | None = None) -> DistillData:
+            augmented: str | None = None, splits: tuple | None = None) -> DistillData:
     """Tokenised train/dev splits and the teacher's cached outputs for the training split. With
     ``augmented`` (a `naskd augment` run), the training split also holds the synthetic examples made
-    from the kept training rows, without gold labels (``has_label`` False)."""
+    from the kept training rows, without gold labels (``has_label`` False). ``splits``: the (train, dev)
+    columns when the caller has read them already (:func:`naskd.data.readers.load_split`)."""
     spec = get_task(task)
     info = read_teacher_info(teacher_dir, spec.name)
     if max_length is None:
         max_length = int(info.get("recipe", {}).get("max_length", 128))
-    train_cols = load_split(spec, data_dir, "train")
-    dev_cols = load_split(spec, data_dir, "dev")
+    train_cols, dev_cols = splits or (load_split(spec, data_dir, "train"), load_split(spec, data_dir, "dev"))
     train_cols = train_cols.select(subsample(len(train_cols), max_train_examples, seed))
     dev_cols = dev_cols.select(subsample(len(dev_cols), max_eval_examples, seed))
     tokenizer = AutoTokenizer.from_pretrained(str(teacher_dir))

@@ -167,8 +167,8 @@ def run_search(cfg: SearchConfig, *, overwrite: bool = False, resume: bool = Fal
     ctx = kd_context(spec, info, cfg.layers, width, teacher_dir, temperature=cfg.temperature,
                      pkd_pairs=cfg.pairs, fsd_memory=cfg.fsd_memory, seed=cfg.seed)
     kd = DistillationLoss(cfg.kd, ctx)                 # validates pairs against the teacher, before work
-    for split in ("train", "dev"):            # the data is there and readable: checked before the run directory
-        load_split(spec, cfg.data_dir, split)  # is made (reading a split again later costs a fraction of a second)
+    # the data is there and readable: read before the run directory is made
+    splits = (load_split(spec, cfg.data_dir, "train"), load_split(spec, cfg.data_dir, "dev"))
     run_dir = prepare_run_dir(out, **guard)
     if not resume:                            # the record of what ran: never rewritten by a resume
         write_text(run_dir / "config.yaml", yaml.safe_dump(
@@ -179,7 +179,7 @@ def run_search(cfg: SearchConfig, *, overwrite: bool = False, resume: bool = Fal
                    max_eval_examples=cfg.max_eval_examples, seed=cfg.data_seed, requests=kd.teacher_requests(),
                    cache_dir=cfg.cache_dir, device=device, need_teacher=kd.needs_teacher,
                    augmented=resolve_augmented(cfg, spec, teacher_dir),
-                   max_length=cfg.max_length)
+                   max_length=cfg.max_length, splits=splits)
     kd.setup(data.train_outputs, data.train)
     n = len(data.train)
     perm = np.random.default_rng([cfg.seed, 2]).permutation(n)

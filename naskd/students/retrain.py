@@ -267,8 +267,8 @@ def retrain(cfg: RetrainConfig, *, overwrite: bool = False, resume: bool = False
                      fsd_memory=cfg.fsd_memory, seed=cfg.seed)
     kd = DistillationLoss(cfg.kd, ctx)
     device = pick_device(cfg.device)          # under torchrun this joins the process group
-    for split in ("train", "dev"):            # the data is there and readable: checked before the run directory
-        load_split(spec, cfg.data_dir, split)  # is made (reading a split again later costs a fraction of a second)
+    # the data is there and readable: read before the run directory is made
+    splits = (load_split(spec, cfg.data_dir, "train"), load_split(spec, cfg.data_dir, "dev"))
     run_dir = dist.run_directory(out, **guard)
     if dist.is_main() and not resume:         # the record of what ran: never rewritten by a resume
         write_text(run_dir / "config.yaml", yaml.safe_dump(
@@ -278,7 +278,8 @@ def retrain(cfg: RetrainConfig, *, overwrite: bool = False, resume: bool = False
         data = prepare(spec.name, teacher_dir, data_dir=cfg.data_dir, max_train_examples=cfg.max_train_examples,
                        max_eval_examples=cfg.max_eval_examples, seed=cfg.data_seed, requests=kd.teacher_requests(),
                        cache_dir=cfg.cache_dir, device=device, need_teacher=kd.needs_teacher,
-                       augmented=resolve_augmented(cfg, spec, teacher_dir), max_length=cfg.max_length)
+                       augmented=resolve_augmented(cfg, spec, teacher_dir), max_length=cfg.max_length,
+                       splits=splits)
     kd.setup(data.train_outputs, data.train)
     model.to(device)
     kd.to(device)
