@@ -89,8 +89,8 @@ def run_analyze_cka(args_model: str, teacher: str, *, out: str | None, overwrite
     from .teachers.cache import default_cache_dir
 
     task = kw.get("task") or read_student_info(args_model)["task"]
-    guard = dict(command="analyze", overwrite=overwrite, resume=False,
-                 reads=[args_model, teacher, default_cache_dir(kw.get("cache_dir")), data_root_or_none(kw.get("data_dir"))])
+    reads = [args_model, teacher, default_cache_dir(kw.get("cache_dir")), data_root_or_none(kw.get("data_dir"))]
+    guard = dict(command="analyze", overwrite=overwrite, resume=False, reads=reads)
     out = Path(out or f"runs/{task}-analyze")
     check_run_dir(out, **guard)               # before the analysis
     result = cka_analysis(args_model, teacher, **kw)
