@@ -183,7 +183,9 @@ def fit(*, model: torch.nn.Module, optimizer, scheduler, epochs: int,
         on_epoch: Callable[[int, dict], None] | None = None,
         resume: bool = False, stop_after_steps: int | None = None, checkpoint_every: int = 0,
         grad_clip: float | None = 1.0, extra: dict | None = None, desc: str = "train",
-        log_every: int = 50, ema_decay: float | None = None) -> FitResult:
+        log_every: int = 50, ema_decay: float | None = None, before_step: Callable | None = None,
+        more_optimizers: dict | None = None, more_schedulers: dict | None = None,
+        rows_in: Callable = len, postfix: Callable[[], dict] | None = None) -> FitResult:
     """Train ``model``; evaluate each epoch; call ``on_best`` when ``main_metric`` improves.
 
     ``loss_fn(batch) -> (loss, logs)`` runs the forward pass; ``make_batch(rows)`` collates a batch
@@ -197,6 +199,15 @@ def fit(*, model: torch.nn.Module, optimizer, scheduler, epochs: int,
     With ``ema_decay`` an exponential moving average of the weights is kept: ``evaluate`` and ``on_best``
     see the averaged weights (what is scored is what is saved), the raw weights' scores are recorded beside
     them as ``raw_<metric>``, and training goes on from the raw weights.
+
+    A search strategy plugs its own step in here and the loop does the rest (checkpoints, resume, NaN
+    checks, logging, progress, ``stop_after_steps``): ``before_step(batch)`` runs before the weight
+    step's forward (DARTS' architecture update; its logs join the step's), ``more_optimizers`` /
+    ``more_schedulers`` are checkpointed beside the main ones (the architecture optimiser),
+    ``rows_in(rows)`` counts the rows of one batch of ``batches_for_epoch``, and ``postfix()`` adds
+    values to the progress bar. Every batch carries ``_step`` (the global step, 0-based), ``_epoch``,
+    ``_epochs`` and ``_progress``, so a strategy's random choices can be a function of where training
+    stands (a resumed run makes the same ones).
     """
     run_dir = Path(run_dir)
     extra = extra or {}
@@ -216,7 +227,8 @@ def fit(*, model: torch.nn.Module, optimizer, scheduler, epochs: int,
     averaged = weight_average(model, ema_decay) if ema_decay else None
     if averaged is not None:
         modules["ema"] = averaged
-    ck = dict(modules=modules, optimizers={"main": optimizer}, schedulers={"main": scheduler})
+    ck = dict(modules=modules, optimizers={"main": optimizer, **(more_optimizers or {})},
+              schedulers={"main": scheduler, **(more_schedulers or {})})
     if resume:
         state = LoopState(**load_checkpoint(ck_path, **ck))
     log_path = run_dir / "log.jsonl"
@@ -240,10 +252,13 @@ def fit(*, model: torch.nn.Module, optimizer, scheduler, epochs: int,
             else:
                 batch = to_device(make_batch(rows), device)
                 # where training stands, for criteria with schedules (structured KD's lambda)
-                batch.update(_epoch=state.epoch, _epochs=epochs,
+                batch.update(_epoch=state.epoch, _epochs=epochs, _step=state.global_step,
                              _progress=(state.epoch * len(batches) + state.step_in_epoch) / (epochs * len(batches)))
-                rows_here += len(rows) if hasattr(rows, "__len__") else 1      # a batch of one row index
+                rows_here += rows_in(rows) if hasattr(rows, "__len__") else 1      # a batch of one row index
+            before = before_step(batch) if before_step is not None and batch is not None else None
             loss, logs = step_fn(batch)
+            if before:
+                logs = {**before, **logs}
             if not torch.isfinite(loss):
                 pbar.close()
                 raise NaskdError(
@@ -258,6 +273,8 @@ def fit(*, model: torch.nn.Module, optimizer, scheduler, epochs: int,
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()
+            for sched in (more_schedulers or {}).values():
+                sched.step()
             if averaged is not None:
                 averaged.update_parameters(model)
             state.step_in_epoch += 1
@@ -266,7 +283,7 @@ def fit(*, model: torch.nn.Module, optimizer, scheduler, epochs: int,
             lv = loss.item()
             ema = lv if ema is None else 0.98 * ema + 0.02 * lv
             pbar.update(1)
-            pbar.set_postfix(loss=f"{ema:.4f}", refresh=False)
+            pbar.set_postfix(loss=f"{ema:.4f}", **(postfix() if postfix is not None else {}), refresh=False)
             if state.global_step % log_every == 0 and dist.is_main():
                 append_jsonl(log_path, {"epoch": state.epoch, "step": state.global_step, "loss": lv,
                                         "lr": optimizer.param_groups[0]["lr"],

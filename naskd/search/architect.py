@@ -10,14 +10,29 @@ w' = w - xi * grad_w L_train(w, alpha):
 
 with the Hessian-vector product by a central finite difference: for v = grad_w' L_val(w', alpha) and
 eps = 0.01 / ||v||, (grad_alpha L_train(w + eps v) - grad_alpha L_train(w - eps v)) / (2 eps). (The divisor
-is 2*eps; some public implementations get it wrong.) Both evaluations of the difference replay the same
-dropout masks, otherwise the difference would measure dropout noise, not curvature.
+is 2*eps; some public implementations get it wrong.) Both evaluations of the difference replay the
+dropout masks of the first L_train evaluation, on every device (the CPU generator and each CUDA device's),
+otherwise the difference would measure dropout noise, not curvature.
 """
 from __future__ import annotations
 
 from typing import Callable
 
 import torch
+
+
+def rng_snapshot() -> dict:
+    """The CPU generator's state and, where CUDA is initialised, every CUDA device's: what draws dropout masks."""
+    snap = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        snap["cuda"] = torch.cuda.get_rng_state_all()
+    return snap
+
+
+def rng_restore(snap: dict) -> None:
+    torch.set_rng_state(snap["cpu"])
+    if "cuda" in snap:
+        torch.cuda.set_rng_state_all(snap["cuda"])
 
 
 def _grads(loss: torch.Tensor, params: list, **kw) -> list[torch.Tensor]:
@@ -56,7 +71,7 @@ class Architect:
         return float(loss.detach())
 
     def unrolled_gradient(self, train_batch: dict, val_batch: dict):
-        rng = torch.get_rng_state()
+        rng = rng_snapshot()
         g_train = _grads(self.loss_fn(train_batch), self.weights)
         backup = [w.detach().clone() for w in self.weights]
         with torch.no_grad():                                  # virtual step to w'
@@ -71,18 +86,18 @@ class Architect:
         hvp = self.hessian_vector_product(v, train_batch, rng, backup)
         return [da - self.xi * h for da, h in zip(d_alpha, hvp)], val_loss
 
-    def hessian_vector_product(self, v: list, batch: dict, rng: torch.Tensor, backup: list) -> list:
+    def hessian_vector_product(self, v: list, batch: dict, rng: dict, backup: list) -> list:
         norm = torch.sqrt(sum((x.double() ** 2).sum() for x in v))
         eps = self.fd_eps / float(norm) if float(norm) > 0 else self.fd_eps
         with torch.no_grad():
             for w, x in zip(self.weights, v):
                 w.add_(eps * x)
-        torch.set_rng_state(rng)
+        rng_restore(rng)
         g_plus = _grads(self.loss_fn(batch), self.alphas)
         with torch.no_grad():
             for w, x in zip(self.weights, v):
                 w.sub_(2 * eps * x)
-        torch.set_rng_state(rng)
+        rng_restore(rng)
         g_minus = _grads(self.loss_fn(batch), self.alphas)
         with torch.no_grad():
             for w, b in zip(self.weights, backup):

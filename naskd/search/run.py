@@ -1,15 +1,12 @@
-"""`naskd search`: differentiable architecture search under distillation.
+"""`naskd search`: architecture search under distillation, by the strategy ``--strategy`` names.
 
-The training subsample is split in two halves: weights are trained on one, alphas on the other (DARTS'
-bilevel split). Each step is one architecture update (Architect, first or second order) on an
-architecture-half batch, then one weight update on a weight-half batch; both minimise the same
-distillation loss. Each epoch the genotype is derived and written with the full alphas.
+Shared here: the configuration, the teacher, the data with cached teacher outputs, the criteria and the
+run directory; the strategy (naskd.search.strategy: darts, spos, random) trains through the one loop
+(:func:`naskd.train.fit`) and writes its results.
 """
 from __future__ import annotations
 
-import math
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -19,38 +16,40 @@ import torch
 import yaml
 
 from .. import config as C
-from ..data.encode import bucket_batches
 from ..data.readers import load_split
-from ..data.tasks import TAGGING, get_task
+from ..data.tasks import get_task
 from ..distill import DistillationLoss, parse_kd, parse_pairs
 from ..errors import ConfigError, NaskdError
-from ..genotype import parameter_free_share, parse
-from ..network import teacher_embedding_tables
-from ..pipeline import (DEFAULT_KD, DEFAULT_TAGGING_KD, batch_to, default_kd, kd_context, prepare,
-                        resolve_augmented, resolve_teacher_run)
-from ..predict import evaluate_model
+from ..genotype import parse
+from ..pipeline import DEFAULT_KD, DEFAULT_TAGGING_KD, default_kd, kd_context, prepare, resolve_augmented, resolve_teacher_run
 from ..space.spec import load_space
-from ..supernet import Supernet
-from ..train import CHECKPOINT, LoopState, adamw, load_checkpoint, save_checkpoint
-from ..utils.io import append_jsonl, write_json, write_text
+from ..utils.io import write_json, write_text
 from ..utils.rundir import check_run_dir, prepare_run_dir, reads_of, run_settings
-from ..utils.progress import bar
 from ..utils.runtime import pick_device, seed_everything
-from .architect import Architect
 
+DEFAULT_STRATEGY = "darts"
+STRATEGY_HELP = ("search strategy: darts (differentiable, cell spaces), spos (single-path one-shot supernet, then "
+                 "NSGA-II over inherited weights on a selection split carved from train; cell, macro and teacher "
+                 "spaces) or random (standalone proxy training of sampled architectures at an equal share of "
+                 "spos' budget). The default is darts, the strategy the shipped results were measured with, "
+                 "until the comparison of issue 21 shows which ranks best")
 
 
 @dataclass
 class SearchConfig:
     task: str = C.field("sst2", help="task")
+    strategy: str = C.field(DEFAULT_STRATEGY, help=STRATEGY_HELP)
     teacher: Optional[str] = C.field(None, help="teacher run directory from `naskd teacher` (default: "
                                                 "runs/<task>-teacher, fine-tuned first if missing)")
     data_dir: Optional[str] = C.field(None, help="data root or task folder; default $NASKD_DATA_DIR")
     out: Optional[str] = C.field(None, help="run directory (default runs/<task>-search)")
     cache_dir: Optional[str] = C.field(None, help="teacher output cache (default $NASKD_CACHE_DIR or "
                                                   "~/.cache/naskd)")
-    space: str = C.field("nas_kd", help="search space: a name in search_spaces/ or a YAML path")
-    layers: int = C.field(6, help="cells in the supernet (M_s)", low=1)
+    space: str = C.field("nas_kd", help="search space: a name in search_spaces/ (nas_kd, adabert: cell spaces; "
+                                        "macro: depth, layer ops and widths, embedding width, with bilstm_soft "
+                                        "inside; teacher: the teacher's first k layers) or a YAML path")
+    layers: int = C.field(6, help="cells of a cell space (M_s); macro and teacher spaces declare their depths",
+                          low=1)
     width: Optional[int] = C.field(None, help="hidden width (default: the space's, 64 for nas_kd; the "
                                               "paper's setting is 768 on a GPU)", low=1)
     nodes: Optional[int] = C.field(None, help="intermediate nodes per cell (default: the space's)", low=1)
@@ -65,17 +64,37 @@ class SearchConfig:
     fsd_memory: Optional[int] = C.field(None, help="fsd_global memory size (default 100, 300 for large tasks)", low=1)
     epochs: int = C.field(6, help="search epochs", low=1)
     batch_size: int = C.field(32, help="batch size (each half)", low=1)
-    lr: float = C.field(5e-4, help="weight learning rate (AdamW, cosine decay); at 2e-3 the 6-cell supernet "
-                                   "stayed at chance on SST-2", low=0, low_open=True)
+    lr: Optional[float] = C.field(None, help="weight learning rate (AdamW, cosine decay; default 5e-4 for darts, "
+                                             "at 2e-3 the 6-cell supernet stayed at chance on SST-2; 1e-3 for spos "
+                                             "and random, 5e-5 on the teacher space)", low=0, low_open=True)
     weight_decay: float = C.field(1e-2, help="weight decay", low=0)
     arch_lr: float = C.field(3e-3, help="architecture learning rate (Adam, betas 0.5/0.999)", low=0, low_open=True)
     arch_weight_decay: float = C.field(1e-3, help="architecture weight decay", low=0)
     xi: Optional[float] = C.field(None, help="second order: virtual step size (default: --lr)", low=0, low_open=True)
     dropout: float = C.field(0.1, help="dropout", low=0, high=1, high_open=True)
-    max_train_examples: Optional[int] = C.field(6000, help="seeded training subsample, split in two halves "
-                                                           "(none: all the data); the default keeps a 6-cell "
-                                                           "search on a 2-core CPU under 20 minutes; at least 4, two "
-                                                           "halves of two", low=4)
+    max_train_examples: Optional[int] = C.field(None, help="seeded training subsample (default: 6000 for darts, "
+                                                           "split in two halves, which keeps a 6-cell search on a "
+                                                           "2-core CPU under 20 minutes; all the data for spos and "
+                                                           "random, the selection split carved from it)", low=4)
+    selection_examples: int = C.field(5000, help="spos, random: rows carved (seeded by --data-seed) from the "
+                                                 "training rows to choose architectures on; never trained on, "
+                                                 "and dev is never used to choose", low=1)
+    sampling: str = C.field("uniform", help="spos: the path of each step, uniform over every dimension (SPOS, Guo "
+                                            "et al. 2020) or fair (each option of each dimension equally often in "
+                                            "every block of steps, FairNAS, Chu et al. 2021)",
+                            choices=["uniform", "fair"])
+    trials: int = C.field(200, help="spos: architectures evaluated with inherited weights by the discrete search "
+                                    "(Optuna NSGA-II: selection score x predicted latency); --resume may raise it",
+                          low=1)
+    population: int = C.field(40, help="spos: NSGA-II population size", low=2)
+    candidates: int = C.field(8, help="random: architectures sampled within the constraint, each trained "
+                                      "standalone on 1/candidates of spos' training rows (--epochs passes)", low=1)
+    speedup: Optional[float] = C.field(None, help="spos, random: at least this many times the teacher's batch-128 "
+                                                  "CPU throughput, predicted from the measured latency table; "
+                                                  "without it (or --latency-ms) the whole Pareto front is returned",
+                                       low=0, low_open=True)
+    latency_threads: Optional[int] = C.field(None, help="spos, random: CPU threads the constraint is measured at "
+                                                        "(default: up to 2, as this machine has)", low=1)
     max_eval_examples: Optional[int] = C.field(None, help="seeded dev subsample", low=1)
     max_length: Optional[int] = C.field(None, help="maximum sub-tokens (default: the teacher's recipe)", low=8)
     top_k: int = C.field(2, help="incoming edges kept per node when deriving the genotype", low=1)
@@ -89,10 +108,11 @@ class SearchConfig:
     augmented: Optional[str] = C.field(None, help="a `naskd augment` run: train on the teacher's outputs for the "
                                                   "original plus synthetic examples (hard-label terms skip synthetic ones)")
     augment: bool = C.field(False, help="build the default augmentation of the training rows first (or reuse it)")
-    latency_ms: Optional[float] = C.field(None, help="latency-aware search: target batch-1 forward time (ms, on "
-                                                     "this machine, at the dev median length) of the derived "
-                                                     "student; the architecture loss gains latency_weight * "
-                                                     "relu(E[latency] / target - 1)", low=0, low_open=True)
+    latency_ms: Optional[float] = C.field(None, help="batch-1 forward time (ms, on this machine) the student must "
+                                                     "meet: spos and random, a hard constraint on the predicted time "
+                                                     "over the dev length distribution; darts, a penalty "
+                                                     "latency_weight * relu(E[latency] / target - 1) at the dev "
+                                                     "median length", low=0, low_open=True)
     latency_speedup: Optional[float] = C.field(None, help="latency-aware search with the target set to the "
                                                           "teacher's batch-1 time divided by this",
                                                low=0, low_open=True)
@@ -106,12 +126,32 @@ class SearchConfig:
     log_every: int = C.field(20, help="write metrics.jsonl every N steps", low=1)
 
     def validate(self) -> None:
+        from .strategy import get_strategy
+
         spec = get_task(self.task)
-        self.kd = self.kd or default_kd(spec.name)
+        strategy = get_strategy(self.strategy)
+        kind = self.space_kind()
+        strategy.check(self, kind)
+        if self.kd is None:
+            # a space whose depth and width vary (macro, teacher) has no fixed layer pairs for PKD: logits only
+            self.kd = default_kd(spec.name) if kind == "cell" else "logit_mse"
         # numbers are checked against their fields' declared ranges (naskd.config.resolve) before this
         parse_kd(self.kd)
         if self.latency_ms is not None and self.latency_speedup is not None:
             raise ConfigError("give --latency-ms or --latency-speedup, not both")
+        if self.speedup is not None and self.latency_ms is not None:
+            raise ConfigError("give --speedup (batch-128 throughput) or --latency-ms (batch 1), not both")
+        if self.strategy != "darts":
+            for name in ("latency_speedup", "latency_table", "per_cell_alphas"):
+                if getattr(self, name):
+                    raise ConfigError(f"--{name.replace('_', '-')} is a darts setting; --strategy {self.strategy} "
+                                      "takes --speedup or --latency-ms and measures its own latency table")
+            if kind != "cell":
+                from ..space.oneshot import load_oneshot_space
+
+                if kind != "teacher":            # the teacher space needs the teacher: checked once it is known
+                    load_oneshot_space(self.space).check()
+                return
         space = self.resolved_space()
         if self.latency_table is not None:
             from .latency import LatencyTable
@@ -124,6 +164,16 @@ class SearchConfig:
         space.check()
         if self.top_k > space.nodes + 1:
             pass  # nodes with fewer inputs keep all they have
+
+    def space_kind(self) -> str:
+        """The kind the space file declares (``kind:``; cell when absent)."""
+        from ..assets import asset_path
+
+        data = C.load_yaml(asset_path("search_spaces", self.space))
+        kind = data.get("kind", "cell")
+        if not isinstance(kind, str):
+            raise ConfigError(f"search space {self.space}: 'kind' must be a name, got {kind!r}")
+        return kind
 
     def resolved_space(self):
         from dataclasses import replace
@@ -147,6 +197,7 @@ def resolve_search_config(flags: dict, config_file: str | None = None) -> Search
 
 def run_search(cfg: SearchConfig, *, overwrite: bool = False, resume: bool = False) -> dict:
     from ..utils import dist
+    from .strategy import SearchEnv, get_strategy
 
     if dist.launched():
         raise NaskdError("naskd search runs in one process (the architect's gradients are not reduced across "
@@ -154,7 +205,8 @@ def run_search(cfg: SearchConfig, *, overwrite: bool = False, resume: bool = Fal
     t_start = time.time()
     seed_everything(cfg.seed)  # before anything draws random numbers (criterion projections too)
     spec = get_task(cfg.task)
-    space = cfg.resolved_space()
+    strategy = get_strategy(cfg.strategy)
+    kind = cfg.space_kind()
     out = Path(cfg.out or f"runs/{spec.name}-search")
     guard = dict(command="search", overwrite=overwrite, resume=resume, reads=reads_of(cfg),
                  settings=run_settings(cfg))
@@ -163,214 +215,56 @@ def run_search(cfg: SearchConfig, *, overwrite: bool = False, resume: bool = Fal
     from ..teachers.model import read_teacher_info
 
     info = read_teacher_info(teacher_dir, spec.name)
-    width = space.width
-    ctx = kd_context(spec, info, cfg.layers, width, teacher_dir, temperature=cfg.temperature,
+    if cfg.strategy == "darts":
+        space = cfg.resolved_space()
+        layers, width = cfg.layers, space.width
+    else:
+        space = oneshot_space(cfg, spec, teacher_dir, info)
+        layers, width = space.fixed_shape() or (cfg.layers, 64)
+    ctx = kd_context(spec, info, layers, width, teacher_dir, temperature=cfg.temperature,
                      pkd_pairs=cfg.pairs, fsd_memory=cfg.fsd_memory, seed=cfg.seed)
     kd = DistillationLoss(cfg.kd, ctx)                 # validates pairs against the teacher, before work
+    if cfg.strategy != "darts" and space.fixed_shape() is None and kd.teacher_requests():
+        raise ConfigError(f"--kd {cfg.kd} matches student layers to teacher layers, but the depth and width of "
+                          f"the {cfg.space} space's students vary; use criteria on logits (e.g. --kd logit_mse or "
+                          "soft_ce=0.5,hard_ce=0.5)")
     # the data is there and readable: read before the run directory is made
     splits = (load_split(spec, cfg.data_dir, "train"), load_split(spec, cfg.data_dir, "dev"))
     run_dir = prepare_run_dir(out, **guard)
     if not resume:                            # the record of what ran: never rewritten by a resume
         write_text(run_dir / "config.yaml", yaml.safe_dump(
-            {**C.to_dict(cfg), "teacher": str(teacher_dir), "resolved_space": space.to_dict()}, sort_keys=False))
+            {**C.to_dict(cfg), "teacher": str(teacher_dir), "space_kind": kind,
+             "resolved_space": space.to_dict()}, sort_keys=False))
     device = pick_device(cfg.device)
-
-    data = prepare(spec.name, teacher_dir, data_dir=cfg.data_dir, max_train_examples=cfg.max_train_examples,
+    subsample = cfg.max_train_examples if cfg.max_train_examples is not None or cfg.strategy != "darts" else 6000
+    data = prepare(spec.name, teacher_dir, data_dir=cfg.data_dir, max_train_examples=subsample,
                    max_eval_examples=cfg.max_eval_examples, seed=cfg.data_seed, requests=kd.teacher_requests(),
                    cache_dir=cfg.cache_dir, device=device, need_teacher=kd.needs_teacher,
                    augmented=resolve_augmented(cfg, spec, teacher_dir),
                    max_length=cfg.max_length, splits=splits)
     kd.setup(data.train_outputs, data.train)
-    n = len(data.train)
-    perm = np.random.default_rng([cfg.seed, 2]).permutation(n)
-    w_half, a_half = np.sort(perm[: n // 2]), np.sort(perm[n // 2:])
-    lengths = data.train.lengths
+    env = SearchEnv(cfg=cfg, spec=spec, teacher_dir=Path(teacher_dir), teacher_info=info, data=data, kd=kd,
+                    run_dir=run_dir, device=device, resume=resume, space=space, t_start=t_start)
+    return strategy(env).run()
 
-    seed_everything(cfg.seed)
-    model = Supernet(space, layers=cfg.layers, width=width, kind=spec.kind, num_labels=spec.num_labels,
-                     vocab_size=len(data.tokenizer), per_cell_alphas=cfg.per_cell_alphas, dropout=cfg.dropout,
-                     seed=cfg.seed)
-    emb_note = model.embeddings.init_from_teacher(teacher_embedding_tables(teacher_dir))
-    model.to(device)
-    kd.to(device)
-    weights = model.weights() + [p for p in kd.parameters() if p.requires_grad]
-    w_opt = adamw(weights, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    a_opt = torch.optim.Adam(model.alphas(), lr=cfg.arch_lr, betas=(0.5, 0.999),
-                             weight_decay=cfg.arch_weight_decay)
 
-    def epoch_batches(epoch):
-        bw = bucket_batches(lengths[w_half], cfg.batch_size, seed=cfg.seed, epoch=epoch)
-        ba = bucket_batches(lengths[a_half], cfg.batch_size, seed=cfg.seed + 1, epoch=epoch)
-        steps = min(len(bw), len(ba))
-        return [(w_half[bw[i]], a_half[ba[i]]) for i in range(steps)]
+def oneshot_space(cfg: SearchConfig, spec, teacher_dir, info):
+    """The one-shot space ``cfg.space`` names, bound to the task and the teacher (checked)."""
+    from transformers import AutoTokenizer
 
-    steps_per_epoch = len(epoch_batches(0))
-    total_steps = steps_per_epoch * cfg.epochs
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        w_opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps)))
-    autocast = dict(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    from ..space.oneshot import BuildContext, load_oneshot_space
 
-    def loss_fn(batch):
-        with torch.autocast(**autocast):
-            out = model(**batch)
-            loss, logs = kd(out, batch["teacher"] if "teacher" in batch else {}, batch)
-        if spec.kind == TAGGING:   # word accuracy of the emissions' argmax (a cheap progress signal)
-            keep = out["word_mask"]
-            batch["_acc"] = float((out["logits"].argmax(-1) == batch["labels"])[keep].float().mean())
-        elif spec.kind != "regression":
-            hit = out["logits"].argmax(-1) == batch["labels"]
-            if "has_label" in batch:          # synthetic examples have no gold label
-                hit = hit[batch["has_label"]]
-            batch["_acc"] = float(hit.float().mean()) if hit.numel() else float("nan")
-        batch["_logs"] = logs
-        return loss
+    vocab = len(AutoTokenizer.from_pretrained(str(teacher_dir)))
+    ctx = BuildContext.for_task(spec, vocab, teacher_dir, info, dropout=cfg.dropout, seed=cfg.seed)
+    if cfg.space_kind() == "cell":
+        from ..space.cell_oneshot import CellSpace
 
-    latency = latency_setup(cfg, space, model, data, spec, teacher_dir, run_dir, width, device, resume)
-    architect = Architect(loss_fn, weights, model.alphas(), a_opt, order=cfg.order, xi=cfg.xi or cfg.lr,
-                          weight_decay=cfg.weight_decay, penalty=latency.penalty if latency else None)
-    n_params = sum(p.numel() for p in model.weights())
-    print(f"[search] {spec.name}: {n} training examples ({len(w_half)} weights / {len(a_half)} architecture"
-          f"{'; subsample of ' + str(cfg.max_train_examples) if cfg.max_train_examples else ''}), "
-          f"{len(data.dev)} dev; space {space.name} ({len(space.ops)} ops, {space.nodes} nodes), {cfg.layers} "
-          f"cells, width {width}, {n_params / 1e6:.2f}M supernet weights; order {cfg.order}; kd {cfg.kd}; "
-          f"teacher {teacher_dir} ({info['num_layers']} layers); {emb_note}; {cfg.epochs} epochs x "
-          f"{steps_per_epoch} steps on {device}; run directory {run_dir}", flush=True)
-
-    ck_path = run_dir / CHECKPOINT
-    ck = dict(modules={"model": model, "kd": kd}, optimizers={"w": w_opt, "a": a_opt}, schedulers={"w": sched})
-    state = LoopState()
-    if resume:
-        state = LoopState(**load_checkpoint(ck_path, **ck))
-    log_path = run_dir / "metrics.jsonl"
-    steps_here = 0
-    stopped = False
-    genotype = None
-
-    def evaluate_dev():
-        return evaluate_model(model, spec, data.dev, batch_size=128, device=device, pad_id=data.pad_id)[0]
-
-    while state.epoch < cfg.epochs:
-        batches = epoch_batches(state.epoch)
-        model.train()
-        kd.train()
-        pbar = bar(len(batches), f"search epoch {state.epoch + 1}/{cfg.epochs}", initial=state.step_in_epoch)
-        t0 = time.perf_counter()
-        acc_sum = acc_n = 0
-        ema = None
-        while state.step_in_epoch < len(batches):
-            rows_w, rows_a = batches[state.step_in_epoch]
-            bw = batch_to(data.make_batch(rows_w), device)
-            ba = batch_to(data.make_batch(rows_a), device)
-            for b in (bw, ba):   # where the search stands, for criteria with schedules
-                b.update(_epoch=state.epoch, _epochs=cfg.epochs,
-                         _progress=(state.epoch * len(batches) + state.step_in_epoch) / (cfg.epochs * len(batches)))
-            # architecture step on the architecture half (alphas only)
-            val_loss = architect.step(bw, ba)
-            # weight step on the weight half (weights only)
-            for p in model.alphas():
-                p.requires_grad_(False)
-            loss = loss_fn(bw)
-            if not torch.isfinite(loss):
-                pbar.close()
-                raise NaskdError(f"search loss became {loss.item()} at epoch {state.epoch + 1}, step "
-                                 f"{state.step_in_epoch + 1}; lower --lr / --arch-lr; the last checkpoint is kept")
-            w_opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(weights, cfg.grad_clip)
-            w_opt.step()
-            sched.step()
-            for p in model.alphas():
-                p.requires_grad_(True)
-            state.step_in_epoch += 1
-            state.global_step += 1
-            steps_here += 1
-            if "_acc" in ba:
-                acc_sum += ba["_acc"]
-                acc_n += 1
-            lv = float(loss.detach())
-            ema = lv if ema is None else 0.95 * ema + 0.05 * lv
-            ent = model.alpha_entropy()
-            pbar.update(1)
-            pbar.set_postfix(loss=f"{ema:.3f}", arch_acc=f"{acc_sum / max(1, acc_n):.3f}", H=f"{ent:.3f}",
-                             refresh=False)
-            if state.global_step % cfg.log_every == 0:
-                append_jsonl(log_path, {"epoch": state.epoch, "step": state.global_step, "loss_w": lv,
-                                        "loss_a": val_loss, "latency_penalty": architect.last_penalty,
-                                        "arch_acc": ba.get("_acc"), "alpha_entropy": ent,
-                                        "lr": sched.get_last_lr()[0], **bw.get("_logs", {})})
-            stop = cfg.stop_after_steps is not None and steps_here >= cfg.stop_after_steps
-            if stop or state.global_step % cfg.checkpoint_every == 0:
-                state.train_seconds += time.perf_counter() - t0
-                t0 = time.perf_counter()
-                save_checkpoint(ck_path, state=state, **ck)
-            if stop:
-                stopped = True
-                break
-        pbar.close()
-        if stopped:
-            break
-        state.train_seconds += time.perf_counter() - t0
-        dev = evaluate_dev()
-        genotype = parse(model.arch["ops"], model.arch["agg"], space, layers=cfg.layers, width=width, k=cfg.top_k,
-                         max_identity=cfg.max_identity)
-        entry = {"epoch": state.epoch + 1, "dev": dev, "arch_acc": acc_sum / max(1, acc_n),
-                 "alpha_entropy": model.alpha_entropy(), "genotype": genotype.to_dict(),
-                 "alphas": {"ops": model.op_weights().tolist(), "agg": model.agg_weights().tolist(),
-                            "op_names": list(space.ops), "agg_names": list(space.aggregators)}}
-        lat_text = ""
-        if latency:
-            entry["latency"] = latency.summary(genotype)
-            lat_text = (f"; latency estimate {entry['latency']['genotype_ms']:.2f} ms (expected "
-                        f"{entry['latency']['expected_ms']:.2f}, target {latency.target_text})")
-        state.history.append(entry)
-        write_json(run_dir / "history.json", state.history)
-        genotype.save(run_dir / "genotype.json")
-        append_jsonl(log_path, {"epoch": state.epoch + 1, "dev": dev, "genotype": genotype.describe()})
-        print(f"[search] epoch {state.epoch + 1}/{cfg.epochs}: supernet dev {dev}, arch-half acc "
-              f"{entry['arch_acc']:.4f}, alpha entropy {entry['alpha_entropy']:.3f}; genotype "
-              f"{genotype.describe()}{lat_text}", flush=True)
-        state.epoch += 1
-        state.step_in_epoch = 0
-        save_checkpoint(ck_path, state=state, **ck)
-
-    result = {"command": "search", "task": spec.name, "status": "stopped" if stopped else "finished",
-              "epochs_done": state.epoch, "steps": state.global_step, "train_examples": n,
-              "subsample": cfg.max_train_examples, "space": space.name, "layers": cfg.layers, "width": width,
-              "order": cfg.order, "kd": cfg.kd, "teacher": str(teacher_dir),
-              "search_seconds": round(state.train_seconds, 1),
-              "wall_seconds_this_process": round(time.time() - t_start, 1),
-              "supernet_weights": n_params}
-    if state.history:
-        last = state.history[-1]
-        g = last["genotype"]
-        from ..genotype import Genotype
-
-        genotype = Genotype.from_dict(g)
-        share = parameter_free_share(genotype)
-        result.update(genotype=g, genotype_text=genotype.describe(), dev=last["dev"],
-                      parameter_free_share=share)
-        if "latency" in last:
-            result["latency"] = lat = last["latency"]
-            if lat.get("target_ms") is not None:
-                lat["within_target"] = lat["genotype_ms"] <= lat["target_ms"]
-                within = [h["epoch"] for h in state.history
-                          if h.get("latency", {}).get("genotype_ms", float("inf")) <= lat["target_ms"]]
-                if not lat["within_target"]:
-                    msg = (f"the derived student's estimate {lat['genotype_ms']:.2f} ms is over the target "
-                           f"{lat['target_ms']:.2f} ms (the search moves around the target once near it); "
-                           + (f"epochs {within} derived students within it (history.json), or " if within else "")
-                           + "search longer or with a larger --latency-weight")
-                    print(f"[search] warning: {msg}", flush=True)
-                    result["latency_warning"] = msg
-        if share > 0.5:
-            msg = (f"the derived cell is dominated by parameter-free ops ({share:.0%} of its edges: "
-                   "DARTS' known collapse onto skip connections); consider more epochs at a lower --arch-lr, "
-                   "--order 2, or a space without identity")
-            warnings.warn(msg)
-            print(f"[search] warning: {msg}", flush=True)
-            result["warning"] = msg
-    write_json(run_dir / "metrics.json", result)
-    return result
+        space = CellSpace(cfg.resolved_space(), layers=cfg.layers)
+    else:
+        space = load_oneshot_space(cfg.space, ctx=ctx)
+    space.check()
+    space.ctx = ctx
+    return space
 
 
 class _Latency:

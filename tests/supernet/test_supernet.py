@@ -85,9 +85,29 @@ def test_second_order_finite_difference_matches_exact_hypergradient():
         _check_hypergradient()
 
 
-def _check_hypergradient():
+def test_second_order_replays_dropout_masks(monkeypatch):
+    """With dropout on, the finite difference must see the masks of the first L_train evaluation (the exact
+    hypergradient differentiates that L_train); without the replay it measures mask noise instead."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    import naskd.search.architect as A
+
+    with sdpa_kernel(SDPBackend.MATH):
+        rel = _check_hypergradient(dropout=0.3)
+        monkeypatch.setattr(A, "rng_restore", lambda snap: None)     # no replay: fresh masks each pass
+        with pytest.raises(AssertionError):
+            _check_hypergradient(dropout=0.3)
+    assert rel < 1e-2
+
+
+def _check_hypergradient(dropout: float = 0.0):
     net = tiny_net(torch.float64)
+    for m in net.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = dropout
+    net.train()
     xi = 0.05
+    torch.manual_seed(123)                # the exact reference and the architect draw the same masks
     tb, vb = batch(0), batch(1)
     names = [n for n, _ in net.named_parameters()]
     alpha_names = [n for n in names if n.startswith("arch.")]
@@ -101,6 +121,7 @@ def _check_hypergradient():
         if gi is not None:
             unrolled[n] = params[n] - xi * gi
     exact = torch.autograd.grad(kd_loss(net, vb, unrolled), [params[n] for n in alpha_names])
+    torch.manual_seed(123)
     arch = Architect(lambda b: kd_loss(net, b), [params[n] for n in weight_names],
                      [params[n] for n in alpha_names], torch.optim.SGD([params[n] for n in alpha_names], lr=0.0),
                      order=2, xi=xi, fd_eps=1e-5)
@@ -118,6 +139,7 @@ def _check_hypergradient():
                                                    for k, v in unrolled.items()}), [params[n] for n in alpha_names])
     n_vec = torch.cat([x.flatten() for x in naive])
     assert (e - n_vec).norm() / e.norm() > 5 * rel
+    return float(rel)
 
 
 def test_regression_head():
