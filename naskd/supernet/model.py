@@ -3,6 +3,11 @@
 Architecture parameters live in ``self.arch`` (``ops``: (E, K) shared by all cells, or (layers, E, K)
 per cell; ``agg``: (A,)), apart from the weights: :meth:`alphas` and :meth:`weights` feed two optimisers.
 The model never picks a device.
+
+One-shot (SPOS) use: ``forward(..., path=genotype)`` runs the single path of a genotype (each node sums
+only its chosen edges, each through that edge's module of the chosen op; the chosen aggregator), without
+the alphas; :meth:`Supernet.student` is the :class:`~naskd.students.fixed.FixedStudent` of that path with
+the inherited weights.
 """
 from __future__ import annotations
 
@@ -36,9 +41,17 @@ class SearchCell(CellBase):
     def __init__(self, space: SearchSpace, width: int, dropout: float = 0.1):
         super().__init__(width, space.nodes, dropout)
         self.edges = edge_list(space.nodes)
+        self.edge_index = {e: k for k, e in enumerate(self.edges)}
+        self.op_index = {name: k for k, name in enumerate(space.ops)}
         self.mixed = nn.ModuleList(MixedOp(space.ops, width) for _ in self.edges)
 
+    def edge_op(self, i: int, j: int, op: str) -> nn.Module:
+        """The module of op ``op`` on the edge from input ``j`` to node ``i``."""
+        return self.mixed[self.edge_index[(i, j)]].ops[self.op_index[op]]
+
     def node(self, i, states, mask, weights):
+        if isinstance(weights, tuple):       # a single path: a genotype's cell, ((op, input), ...) per node
+            return sum(self.edge_op(i, j, op)(states[j], mask) for op, j in weights[i])
         total = 0.0
         for k, (node, j) in enumerate(self.edges):
             if node == i:
@@ -53,6 +66,8 @@ class Supernet(nn.Module):
         super().__init__()
         space.check(width)
         self.space, self.layers, self.width, self.kind = space, layers, width, kind
+        self.num_labels, self.vocab_size, self.max_positions = num_labels, vocab_size, max_positions
+        self.dropout = dropout
         self.embeddings = Embeddings(vocab_size, width, max_positions, dropout=dropout)
         self.cells = nn.ModuleList(SearchCell(space, width, dropout) for _ in range(layers))
         self.aggregate = None if kind == TAGGING else MixedAggregator(space.aggregators, width)
@@ -83,20 +98,34 @@ class Supernet(nn.Module):
     def agg_weights(self) -> torch.Tensor:
         return torch.softmax(self.arch["agg"], dim=-1)
 
-    def forward(self, input_ids, attention_mask, token_type_ids=None, word_starts=None, word_mask=None, **_):
+    def forward(self, input_ids, attention_mask, token_type_ids=None, word_starts=None, word_mask=None,
+                path=None, **_):
+        """input_ids, attention_mask, token_type_ids (B, L); word_starts, word_mask (B, W) for tagging.
+        ``path`` None: every edge the softmax(alpha)-weighted mixture of its ops (DARTS). ``path`` a
+        :class:`~naskd.genotype.Genotype` of this supernet (see :meth:`check_path`, ValueError otherwise):
+        only its chosen edges and aggregator run, unweighted, as in its :meth:`student`.
+        Returns ``logits`` (B, C), (B,) for regression or (B, W, T) emissions for tagging, ``states``
+        (layers + 1) x (B, L, D), ``mask`` (B, L) bool (tagging: also ``word_mask`` and ``crf``)."""
+        if path is not None:
+            self.check_path(path)
         mask = attention_mask.bool()
         tok = Tokens(mask)                   # what the ops derive from the mask, built once for all of them
         emb = zero_padding(self.embeddings(input_ids, token_type_ids), tok)
-        w_ops = self.op_weights()
+        w_ops = self.op_weights() if path is None else None
         states = [emb]
         s0 = s1 = emb
         for c, cell in enumerate(self.cells):
-            w = w_ops[c] if self.per_cell_alphas else w_ops
+            if path is not None:
+                w = path.cell(c)
+            else:
+                w = w_ops[c] if self.per_cell_alphas else w_ops
             s0, s1 = s1, cell(s0, s1, tok, w)
             states.append(s1)
         s1 = zero_padding(self.final_norm(s1), tok)
         if self.kind == TAGGING:
             logits = self.head(states=s1, word_starts=word_starts)
+        elif path is not None:
+            logits = self.head(pooled=self.aggregate.aggs[self.aggregate.names.index(path.aggregator)](s1, tok))
         else:
             logits = self.head(pooled=self.aggregate(s1, tok, self.agg_weights()))
         out = {"logits": logits, "states": states, "mask": mask}
@@ -104,6 +133,63 @@ class Supernet(nn.Module):
             out["word_mask"] = word_mask if word_mask is not None else word_starts.new_ones(word_starts.shape).bool()
             out["crf"] = self.crf
         return out
+
+    def check_path(self, g) -> None:
+        """Raise ValueError unless the genotype ``g`` is a path of this supernet: the same nodes, layers and
+        width, one shared cell or one per layer, each edge an op of the space other than ``none`` reading an
+        input 0..node+1 (at most once per node), the aggregator one of the space's (sentence tasks)."""
+        if (g.nodes, g.layers, g.width) != (self.space.nodes, self.layers, self.width):
+            raise ValueError(f"genotype of {g.nodes} nodes, {g.layers} layers, width {g.width} is not a path of a "
+                             f"supernet of {self.space.nodes} nodes, {self.layers} layers, width {self.width}")
+        if len(g.cells) not in (1, self.layers):
+            raise ValueError(f"{len(g.cells)} cell descriptions for {self.layers} layers")
+        ops = set(self.space.ops) - {"none"}
+        for c in range(len(g.cells)):
+            cell = g.cell(c)
+            if len(cell) != self.space.nodes:
+                raise ValueError(f"cell {c} has {len(cell)} nodes, the supernet {self.space.nodes}")
+            for i, node in enumerate(cell):
+                inputs = [j for _, j in node]
+                if not node or len(set(inputs)) != len(inputs):
+                    raise ValueError(f"cell {c} node {i}: needs at least one edge and distinct inputs, got {node}")
+                for op, j in node:
+                    if op not in ops:
+                        raise ValueError(f"cell {c} node {i}: op {op!r} is not one of the supernet's "
+                                         f"({', '.join(sorted(ops))})")
+                    if isinstance(j, bool) or not isinstance(j, int) or not 0 <= j < i + 2:
+                        raise ValueError(f"cell {c} node {i} cannot read input {j!r} (valid: 0..{i + 1})")
+        if self.kind != TAGGING and g.aggregator not in self.space.aggregators:
+            raise ValueError(f"aggregator {g.aggregator!r} is not one of the supernet's "
+                             f"({', '.join(self.space.aggregators)})")
+
+    @torch.no_grad()
+    def student(self, g):
+        """The standalone :class:`~naskd.students.fixed.FixedStudent` of the path ``g`` (see
+        :meth:`check_path`), its weights copied from this supernet's: embeddings, each cell's norms and
+        linear maps, each chosen edge's op module, the chosen aggregator, the final norm, head and CRF.
+        In eval mode its outputs equal ``self(path=g, ...)``'s. It is in training mode and on the
+        supernet's device and dtype; it shares no tensor with the supernet."""
+        from ..students.fixed import FixedStudent
+
+        self.check_path(g)
+        p = next(self.parameters())
+        st = FixedStudent(g, kind=self.kind, num_labels=self.num_labels, vocab_size=self.vocab_size,
+                          max_positions=self.max_positions, width=self.width, dropout=self.dropout)
+        st.to(device=p.device, dtype=p.dtype)
+        pairs = [(st.embeddings, self.embeddings), (st.final_norm, self.final_norm), (st.head, self.head)]
+        if self.crf is not None:
+            pairs.append((st.crf, self.crf))
+        if self.aggregate is not None:
+            pairs.append((st.aggregate, self.aggregate.aggs[self.aggregate.names.index(g.aggregator)]))
+        for c, (fixed, cell) in enumerate(zip(st.cells, self.cells)):
+            for name in ("norm0", "norm1", "pre0", "pre1", "out"):
+                pairs.append((getattr(fixed, name), getattr(cell, name)))
+            for i, node in enumerate(g.cell(c)):
+                for e, (op, j) in enumerate(node):
+                    pairs.append((fixed.ops[i][e], cell.edge_op(i, j, op)))
+        for dst, src in pairs:
+            dst.load_state_dict(src.state_dict(), strict=True)
+        return st
 
     def alpha_entropy(self) -> float:
         """Mean entropy (nats) of the edges' op distributions: log K at the start, 0 when decided."""
