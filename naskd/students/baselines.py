@@ -93,7 +93,9 @@ class TruncatedTeacher(TeacherModel):
 
 
 def truncated_teacher(teacher_dir: str | Path, k: int, *, dropout: float = 0.1) -> TruncatedTeacher:
-    """The first ``k`` layers (and the embeddings and head) of a fine-tuned teacher run."""
+    """The first ``k`` layers (and the embeddings and head) of a fine-tuned teacher run of M_t layers,
+    1 <= k <= M_t (k = M_t: the whole teacher, as the teacher search space's deepest member);
+    :class:`NaskdError` naming the range otherwise."""
     from safetensors.torch import load_file
     from transformers import AutoConfig, AutoModel
 
@@ -101,8 +103,8 @@ def truncated_teacher(teacher_dir: str | Path, k: int, *, dropout: float = 0.1) 
 
     info = read_teacher_info(teacher_dir)
     m_t = int(info["num_layers"])
-    if not 1 <= k < m_t:
-        raise NaskdError(f"--truncate-k must be in 1..{m_t - 1} for a {m_t}-layer teacher, got {k}")
+    if not 1 <= k <= m_t:
+        raise NaskdError(f"--truncate-k must be in 1..{m_t} for a {m_t}-layer teacher, got {k}")
     config = AutoConfig.from_pretrained(str(teacher_dir))
     config.num_hidden_layers = k
     model = TruncatedTeacher(_drop_pooler(AutoModel.from_config(config)), info["kind"], info["num_labels"],

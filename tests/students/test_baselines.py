@@ -84,8 +84,12 @@ def test_truncated_teacher_keeps_the_first_layers(tiny_teacher):
     assert len(got) == 2
     for g, w in zip(got, want[:2]):
         torch.testing.assert_close(g, w)
-    with pytest.raises(NaskdError, match="1..1"):
-        truncated_teacher(teacher, 2)
+    whole = truncated_teacher(teacher, 2).eval()          # k = M_t: the whole teacher
+    with torch.no_grad():
+        torch.testing.assert_close(whole(**b)["logits"], full(**b)["logits"], rtol=0, atol=0)
+    for k in (0, 3):
+        with pytest.raises(NaskdError, match=r"1\.\.2 for a 2-layer teacher"):
+            truncated_teacher(teacher, k)
 
 
 def test_random_genotypes_are_valid_uniform_draws():
