@@ -18,6 +18,7 @@ STUDENT_FORMAT = 1
 
 def architecture_of(model) -> tuple[str, dict]:
     from .baselines import BiLSTMStudent, TruncatedTeacher
+    from .macro import MacroStudent
 
     if isinstance(model, FixedStudent):
         return "genotype", {"width": model.width, "vocab_size": model.embeddings.word.num_embeddings,
@@ -25,6 +26,9 @@ def architecture_of(model) -> tuple[str, dict]:
                             "embed_width": model.embeddings.embed_width, "genotype": model.genotype.to_dict()}
     if isinstance(model, BiLSTMStudent):
         return "bilstm", {"pair": model.pair, "vocab_size": model.word.num_embeddings, **model.sizes}
+    if isinstance(model, MacroStudent):
+        return "macro", {"pair": model.pair, "vocab_size": model.word.num_embeddings,
+                         "genotype": model.genotype.to_dict()}
     if isinstance(model, TruncatedTeacher):
         return "truncated_teacher", {"pooling": model.pooling, "layers": model.num_layers,
                                      "width": model.hidden_size}
@@ -79,6 +83,15 @@ def _build_student(info: dict, path: Path, source: str):
 
         return BiLSTMStudent(vocab_size=info["vocab_size"], kind=info["kind"], num_labels=info["num_labels"],
                              pair=info["pair"], embed=info["embed"], hidden=info["hidden"], relu=info["relu"])
+    if arch == "macro":
+        from ..space.macro import MacroGenotype
+        from .macro import MacroStudent
+
+        genotype = MacroGenotype.from_dict(info["genotype"], f"{source}: its genotype")
+        if not isinstance(info["pair"], bool):
+            raise TypeError(f"'pair' must be true or false, got {info['pair']!r}")
+        return MacroStudent(genotype, vocab_size=info["vocab_size"], kind=info["kind"],
+                            num_labels=info["num_labels"], pair=info["pair"])
     if arch == "truncated_teacher":
         from transformers import AutoConfig, AutoModel
 
@@ -95,7 +108,7 @@ def _build_student(info: dict, path: Path, source: str):
                              f"{student_way_out(path)}") from None
         return TruncatedTeacher(encoder, info["kind"], info["num_labels"], info.get("pooling", "mean"))
     raise NaskdError(f"{source}: unknown student architecture '{arch}' (known: genotype, bilstm, "
-                     "truncated_teacher)")
+                     "truncated_teacher, macro)")
 
 
 # sizes a student.json may hold; each, where present, a whole number >= 1

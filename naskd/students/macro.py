@@ -73,17 +73,18 @@ def check_layer(op: str, width: int) -> None:
 
 # --- the arithmetic, on weights passed in ------------------------------------------------------------
 
-def conv_apply(x, tok: Tokens, kernel: int, weight, bias, norm_weight, norm_bias, depthwise=None):
-    """x (B, L, in) -> (B, L, out): conv (``weight`` (out, in, k), or with ``depthwise`` (in, 1, k) first
-    and ``weight`` (out, in, 1)) over x zeroed at padding, ReLU, LayerNorm; zero at padding."""
+def conv_apply(x, tok: Tokens, kernel: int, width: int, weight, bias, norm_weight, norm_bias, depthwise=None):
+    """x (B, L, in) -> (B, L, width): conv (``weight`` (width, in, k), or with ``depthwise`` (in, 1, k) first
+    and ``weight`` (width, in, 1)) over x zeroed at padding, ReLU, LayerNorm; zero at padding. ``width``
+    and ``kernel`` are Python ints, so traced graphs keep them constant."""
     xt = zero_padding(x, tok).transpose(1, 2)                                   # (B, in, L)
     if depthwise is not None:
-        xt = F.conv1d(xt, depthwise, None, padding=kernel // 2, groups=depthwise.size(0))
+        xt = F.conv1d(xt, depthwise, None, padding=kernel // 2, groups=int(depthwise.shape[0]))
         y = F.conv1d(xt, weight, bias)
     else:
         y = F.conv1d(xt, weight, bias, padding=kernel // 2)
-    y = torch.relu(y.transpose(1, 2))                                           # (B, L, out)
-    return zero_padding(F.layer_norm(y, (y.size(-1),), norm_weight, norm_bias), tok)
+    y = torch.relu(y.transpose(1, 2))                                           # (B, L, width)
+    return zero_padding(F.layer_norm(y, (width,), norm_weight, norm_bias), tok)
 
 
 def key_bias(tok: Tokens, heads: int, dtype: torch.dtype) -> torch.Tensor:
@@ -100,15 +101,15 @@ def key_bias(tok: Tokens, heads: int, dtype: torch.dtype) -> torch.Tensor:
     return cache[key]
 
 
-def attention_apply(x, tok: Tokens, heads: int, in_weight, in_bias, qkv_weight, qkv_bias, proj_weight,
-                    proj_bias, norm_weight, norm_bias):
-    """x (B, L, in) -> (B, L, D): u = x W_in^T + b (D = in_weight rows); multi-head self-attention over u
+def attention_apply(x, tok: Tokens, heads: int, width: int, in_weight, in_bias, qkv_weight, qkv_bias,
+                    proj_weight, proj_bias, norm_weight, norm_bias):
+    """x (B, L, in) -> (B, L, D): u = x W_in^T + b (D = ``width``, a Python int); multi-head self-attention over u
     (``qkv_weight`` (3D, D): the q, k, v blocks in turn, each heads x D/heads; keys masked at padding);
     LayerNorm(u + proj(attention)); zero at padding."""
     u = F.linear(x, in_weight, in_bias)                                          # (B, L, D)
     B, L = x.shape[0], x.shape[1]
-    D = in_weight.size(0)
-    h, d = heads, in_weight.size(0) // heads
+    D = width
+    h, d = heads, width // heads
     qkv = F.linear(u, qkv_weight, qkv_bias).view(B, L, 3, h, d).permute(2, 0, 3, 1, 4).reshape(3, B * h, L, d)
     q, k, v = qkv.unbind(0)                                                      # (B*h, L, d) each
     scores = torch.baddbmm(key_bias(tok, h, x.dtype), q, k.transpose(1, 2), alpha=d ** -0.5)   # (B*h, L, L)
@@ -196,7 +197,7 @@ class MacroConv(nn.Module):
 
     def __init__(self, in_width: int, width: int, kernel: int, depthwise: bool = False):
         super().__init__()
-        self.kernel = kernel
+        self.kernel, self.width = kernel, width
         if depthwise:
             self.depthwise = nn.Conv1d(in_width, in_width, kernel, padding=kernel // 2, groups=in_width, bias=False)
             self.conv = nn.Conv1d(in_width, width, 1)
@@ -208,7 +209,7 @@ class MacroConv(nn.Module):
     def forward(self, x, mask):
         tok = mask if isinstance(mask, Tokens) else Tokens(mask)
         dw = None if self.depthwise is None else self.depthwise.weight
-        return conv_apply(x, tok, self.kernel, self.conv.weight, self.conv.bias, self.norm.weight,
+        return conv_apply(x, tok, self.kernel, self.width, self.conv.weight, self.conv.bias, self.norm.weight,
                           self.norm.bias, dw)
 
 
@@ -219,7 +220,7 @@ class MacroAttention(nn.Module):
         super().__init__()
         if heads < 1 or width % heads:
             raise ConfigError(f"attn{heads}: width {width} is not divisible by {heads} heads")
-        self.heads = heads
+        self.heads, self.width = heads, width
         self.inp = nn.Linear(in_width, width)
         self.qkv = nn.Linear(width, 3 * width)
         self.proj = nn.Linear(width, width)
@@ -227,8 +228,8 @@ class MacroAttention(nn.Module):
 
     def forward(self, x, mask):
         tok = mask if isinstance(mask, Tokens) else Tokens(mask)
-        return attention_apply(x, tok, self.heads, self.inp.weight, self.inp.bias, self.qkv.weight, self.qkv.bias,
-                               self.proj.weight, self.proj.bias, self.norm.weight, self.norm.bias)
+        return attention_apply(x, tok, self.heads, self.width, self.inp.weight, self.inp.bias, self.qkv.weight,
+                               self.qkv.bias, self.proj.weight, self.proj.bias, self.norm.weight, self.norm.bias)
 
 
 def build_layer(op: str, in_width: int, width: int) -> nn.Module:

@@ -81,8 +81,8 @@ class SlicedConv(MacroConv):
 
     def run(self, x, tok: Tokens, in_w: int, out_w: int):
         w = self._weights(in_w, out_w)
-        return conv_apply(x, tok, self.kernel, w["conv.weight"], w["conv.bias"], w["norm.weight"], w["norm.bias"],
-                          w.get("depthwise.weight"))
+        return conv_apply(x, tok, self.kernel, out_w, w["conv.weight"], w["conv.bias"], w["norm.weight"],
+                          w["norm.bias"], w.get("depthwise.weight"))
 
     def sliced_state(self, in_w: int, out_w: int) -> dict:
         return self._weights(in_w, out_w)
@@ -100,8 +100,8 @@ class SlicedAttention(MacroAttention):
 
     def run(self, x, tok: Tokens, in_w: int, out_w: int):
         w = self._weights(in_w, out_w)
-        return attention_apply(x, tok, self.heads, w["inp.weight"], w["inp.bias"], w["qkv.weight"], w["qkv.bias"],
-                               w["proj.weight"], w["proj.bias"], w["norm.weight"], w["norm.bias"])
+        return attention_apply(x, tok, self.heads, out_w, w["inp.weight"], w["inp.bias"], w["qkv.weight"],
+                               w["qkv.bias"], w["proj.weight"], w["proj.bias"], w["norm.weight"], w["norm.bias"])
 
     def sliced_state(self, in_w: int, out_w: int) -> dict:
         return self._weights(in_w, out_w)

@@ -238,7 +238,8 @@ def test_pair_student_encodes_each_sentence_alone_and_places_states_back():
     g = MacroGenotype("t", 6, (("attn2", 8), ("lstm", 4)), "max", 5)
     m = MacroStudent(g, vocab_size=V, kind="regression", num_labels=1, pair=True).double().eval()
     a, b = [2, 11, 12, 13, 3], [14, 15, 3]
-    out = m(torch.tensor([a + b + [0, 0]]), torch.tensor([[1] * 8 + [0, 0]]), torch.tensor([[0] * 5 + [1] * 3 + [0, 0]]))
+    tt = torch.tensor([[0] * 5 + [1] * 3 + [0, 0]])
+    out = m(torch.tensor([a + b + [0, 0]]), torch.tensor([[1] * 8 + [0, 0]]), tt)
     assert out["logits"].shape == (1,)
     alone_a = m(torch.tensor([a]), torch.ones(1, 5, dtype=torch.long))
     alone_b = m(torch.tensor([b]), torch.ones(1, 3, dtype=torch.long))
