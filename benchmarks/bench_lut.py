@@ -1,0 +1,185 @@
+"""How well does the latency lookup table predict a whole student's CPU time? For each space named, sample
+N genotypes (seeded), measure the table's entries for their parts (naskd.search.lut), and compare the
+predicted time (sum over parts of count x entry, mean over the representative SST-2 lengths) with the
+whole student's time measured by the same protocol, at threads 1/2 and batch 1/128. The target: within
+15% on at least 20 sampled architectures.
+
+Usage:
+  python benchmarks/bench_lut.py --space nas_kd --space macro --space teacher --teacher RUN_DIR \
+      [--genotypes 20] [--seed 0] [--lengths 12 23 38] [--cache]
+
+The teacher run gives the tokenizer (its vocabulary sizes the students) and, for the teacher space, the
+layers; without --teacher the tokenizer of --tokenizer is used. Lengths: --lengths, or the quantiles
+1/6, 1/2, 5/6 of the SST-2 dev split's token lengths under that tokenizer. By default a fresh table is
+measured (parts and models close together in time); --cache uses and fills this machine's cache file.
+Run it alone on a quiet machine (timings). Writes benchmarks/results/lut_accuracy_<space>.{json,md}.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS, markdown_table
+
+from naskd.data.encode import encode
+from naskd.data.readers import load_split
+from naskd.data.tasks import get_task
+from naskd.search.lut import (
+    BATCHES,
+    LatencyLUT,
+    describe_machine,
+    machine_key,
+    machine_threads,
+    representative_lengths,
+)
+from naskd.space.oneshot import BuildContext, load_oneshot_space
+from naskd.utils.io import write_json, write_text
+
+TOLERANCE = 0.15
+
+
+def sample_genotypes(space, n: int, seed: int) -> list:
+    """``n`` distinct genotypes drawn with a seeded generator (fewer when the space is smaller)."""
+    rng = np.random.default_rng(seed)
+    out, seen = [], set()
+    for _ in range(50 * n):
+        g = space.sample(rng)
+        key = repr(g.to_dict()) if hasattr(g, "to_dict") else repr(g)
+        if key not in seen:
+            seen.add(key)
+            out.append(g)
+        if len(out) == n:
+            break
+    return out
+
+
+def summary(rows: list[dict]) -> dict:
+    errs = [abs(r["error %"]) for r in rows]
+    return {"median |error| %": statistics.median(errs), "max |error| %": max(errs),
+            "within 15%": sum(e <= 100 * TOLERANCE for e in errs) / len(errs), "genotypes": len(errs)}
+
+
+def run_space(name: str, args, ctx: BuildContext, lengths: list[int], threads: tuple, batches: tuple,
+              teacher_ms: dict) -> dict:
+    space = load_oneshot_space(name, ctx=ctx)
+    genotypes = sample_genotypes(space, args.genotypes, args.seed)
+    lut = LatencyLUT.open(cache_dir=args.cache_dir) if args.cache else LatencyLUT()
+    t0 = time.perf_counter()
+    measured_entries = lut.ensure(space, genotypes, ctx, lengths, threads=threads, batches=batches,
+                                  desc=f"{name}: part entries")
+    lut_s = time.perf_counter() - t0
+    settings = {(t, b): [] for t in threads for b in batches}
+    t0 = time.perf_counter()
+    for i, g in enumerate(genotypes):
+        torch.manual_seed(args.seed + i)
+        model = space.build_student(g, ctx).eval()
+        for (t, b), rows in settings.items():
+            pred = lut.predict(space, g, ctx, lengths, t, b)
+            meas = LatencyLUT.measure_model(model, ctx, lengths, t, b)
+            rows.append({"genotype": space.describe(g), "predicted ms": pred, "measured ms": meas,
+                         "error %": 100 * (pred - meas) / meas,
+                         "parts": len(space.latency_parts(g, ctx))})
+        del model
+        print(f"{name}: genotype {i + 1}/{len(genotypes)} timed whole", file=sys.stderr, flush=True)
+    model_s = time.perf_counter() - t0
+    out = {"space": name, "genotypes": [g.to_dict() if hasattr(g, "to_dict") else repr(g) for g in genotypes],
+           "lengths": lengths, "entries measured": measured_entries, "seconds measuring entries": lut_s,
+           "seconds measuring models": model_s, "settings": []}
+    for (t, b), rows in settings.items():
+        s = {"threads": t, "batch": b, "rows": rows, "summary": summary(rows),
+             "unit": "ms per sentence" if b == 1 else f"ms per batch of {b}"}
+        if (t, b) in teacher_ms:
+            s["teacher ms"] = teacher_ms[(t, b)]
+        out["settings"].append(s)
+    return out
+
+
+def markdown(res: dict, command: str, header: str) -> str:
+    parts = [f"## Latency lookup table accuracy: space `{res['space']}`", "",
+             f"Made with `{command}`.", "", header, "",
+             (f"{len(res['genotypes'])} genotypes sampled (seeded); lengths {res['lengths']} (tokens); "
+             f"{res['entries measured']} part entries measured in {res['seconds measuring entries']:.0f} s, the "
+             f"whole students in {res['seconds measuring models']:.0f} s. Predicted = sum over parts of count x "
+             "entry, mean over the lengths; measured = the whole student by the same protocol (median of "
+             "forwards after warm-up, eval, no_grad, seeded inputs, all-true masks). error % = (predicted - "
+             "measured) / measured."), ""]
+    for s in res["settings"]:
+        sm = s["summary"]
+        parts += [(f"### {s['threads']} thread{'s' if s['threads'] > 1 else ''}, batch {s['batch']} "
+                  f"({s['unit']})"), ""]
+        rows = s["rows"] + [
+            {"genotype": "**median abs error**", "error %": sm["median |error| %"]},
+            {"genotype": "**max abs error**", "error %": sm["max |error| %"]},
+            {"genotype": f"**share within {100 * TOLERANCE:.0f}%**",
+             "error %": f"{100 * sm['within 15%']:.0f}% of {sm['genotypes']}"}]
+        if "teacher ms" in s:
+            rows.append({"genotype": "teacher (whole, for scale)", "measured ms": s["teacher ms"]})
+        parts += [markdown_table(rows, ["genotype", "predicted ms", "measured ms", "error %"]), ""]
+    return "\n".join(parts)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--space", action="append", required=True, help="a space name or YAML (repeatable)")
+    ap.add_argument("--teacher", default=None, help="a teacher run directory (tokenizer; the teacher space)")
+    ap.add_argument("--tokenizer", default="../shared/models/bert-tiny-splade",
+                    help="the tokenizer when there is no --teacher")
+    ap.add_argument("--genotypes", type=int, default=20)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--lengths", type=int, nargs="*", default=None)
+    ap.add_argument("--threads", type=int, nargs="*", default=None, help="default: 1 and 2 (those the CPU has)")
+    ap.add_argument("--batches", type=int, nargs="*", default=list(BATCHES))
+    ap.add_argument("--max-length", type=int, default=128)
+    ap.add_argument("--data-dir", default=os.environ.get("NASKD_DATA_DIR", "../shared/data"))
+    ap.add_argument("--cache", action="store_true", help="use and fill this machine's cached table")
+    ap.add_argument("--cache-dir", default=None)
+    ap.add_argument("--out", default=str(RESULTS), help="folder for lut_accuracy_<space>.{json,md}")
+    args = ap.parse_args()
+    command = "python benchmarks/bench_lut.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+    from transformers import AutoTokenizer
+
+    spec = get_task("sst2")
+    info = None
+    if args.teacher:
+        from naskd.teachers.model import read_teacher_info
+
+        info = read_teacher_info(args.teacher)
+    tok = AutoTokenizer.from_pretrained(args.teacher or args.tokenizer)
+    ctx = BuildContext.for_task(spec, vocab_size=len(tok), teacher_dir=args.teacher, teacher_info=info)
+    if args.lengths:
+        lengths = list(args.lengths)
+    else:
+        dev = encode(spec, load_split(spec, args.data_dir, "dev"), tok, args.max_length)
+        lengths = representative_lengths(dev.lengths)
+    threads = tuple(args.threads) if args.threads else machine_threads()
+    batches = tuple(args.batches)
+    header = (f"Machine: {describe_machine(machine_key())}. Task SST-2 (dev lengths under the "
+              f"{'teacher' if args.teacher else 'given'} tokenizer, vocabulary {len(tok)}).")
+    teacher_ms = {}
+    if args.teacher:
+        lut = LatencyLUT.open(cache_dir=args.cache_dir) if args.cache else LatencyLUT()
+        teacher_ms = {(t, b): lut.teacher_ms(args.teacher, ctx, lengths, t, b) for t in threads for b in batches}
+    out_dir = Path(args.out)
+    for name in args.space:
+        res = run_space(name, args, ctx, lengths, threads, batches, teacher_ms)
+        res.update(command=command, machine=machine_key(), header=header)
+        md = markdown(res, command, header)
+        stem = Path(name).stem
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_json(out_dir / f"lut_accuracy_{stem}.json", res)
+        write_text(out_dir / f"lut_accuracy_{stem}.md", md + "\n")
+        print(md, flush=True)
+
+
+if __name__ == "__main__":
+    main()
