@@ -26,6 +26,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from ..data.tasks import PAIR, TAGGING
 from ..errors import ConfigError, NaskdError
 from ..students.macro import POOLINGS, check_layer, parse_op
@@ -286,30 +288,36 @@ class MacroSpace(OneShotSpace):
 
     # --- models ---------------------------------------------------------------------------------
     def supernet(self, ctx: BuildContext):
-        """A :class:`naskd.supernet.macro.MacroSupernet` of this space for the task of ``ctx``, its embedding
-        table initialised from ``ctx.teacher_dir``'s when given."""
+        """A :class:`naskd.supernet.macro.MacroSupernet` of this space for the task of ``ctx``, initialised
+        from ``ctx.seed`` (the global RNG is left as it was), its embedding table from ``ctx.teacher_dir``'s
+        when given (``embedding_note`` says how)."""
         from ..network import teacher_embedding_tables
         from ..supernet.macro import MacroSupernet
 
         _sentence_only(ctx)
-        net = MacroSupernet(self, vocab_size=ctx.vocab_size, kind=ctx.kind, num_labels=ctx.num_labels,
-                            pair=ctx.pair, dropout=ctx.dropout)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(ctx.seed)
+            net = MacroSupernet(self, vocab_size=ctx.vocab_size, kind=ctx.kind, num_labels=ctx.num_labels,
+                                pair=ctx.pair, dropout=ctx.dropout)
         if ctx.teacher_dir is not None:
-            net.init_from_teacher(teacher_embedding_tables(ctx.teacher_dir))
+            net.embedding_note = net.init_from_teacher(teacher_embedding_tables(ctx.teacher_dir))
         return net
 
     def build_student(self, genotype: MacroGenotype, ctx: BuildContext):
-        """A fresh :class:`naskd.students.macro.MacroStudent` (word embeddings from the teacher when given)."""
+        """A fresh :class:`naskd.students.macro.MacroStudent` initialised from ``ctx.seed`` (the global RNG is
+        left as it was), its word embeddings from the teacher's when given (``embedding_note`` says how)."""
         from ..network import teacher_embedding_tables
         from ..students.macro import MacroStudent
 
         _sentence_only(ctx)
         if not isinstance(genotype, MacroGenotype):
             raise ConfigError(f"the macro space builds macro genotypes, not a {type(genotype).__name__}")
-        model = MacroStudent(genotype, vocab_size=ctx.vocab_size, kind=ctx.kind, num_labels=ctx.num_labels,
-                             pair=ctx.pair, dropout=ctx.dropout)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(ctx.seed)
+            model = MacroStudent(genotype, vocab_size=ctx.vocab_size, kind=ctx.kind, num_labels=ctx.num_labels,
+                                 pair=ctx.pair, dropout=ctx.dropout)
         if ctx.teacher_dir is not None:
-            model.init_from_teacher(teacher_embedding_tables(ctx.teacher_dir))
+            model.embedding_note = model.init_from_teacher(teacher_embedding_tables(ctx.teacher_dir))
         return model
 
     # --- latency --------------------------------------------------------------------------------

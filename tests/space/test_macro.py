@@ -330,11 +330,28 @@ def test_embeddings_from_the_teacher_are_pca_projections_at_every_width(tmp_path
         centred = fresh.word.weight - fresh.word.weight.mean(0)
         var = centred.pow(2).sum(0)
         assert torch.all(var[:-1] >= var[1:] - 1e-3)        # principal directions, in order of variance
+    assert "6 -> 6" in space.build_student(MacroGenotype("tiny", 6, (("lstm", 4),), "ends", 3), ctx).embedding_note
+    assert "first 8 principal directions" in net.embedding_note
     wide = tiny_space(tmp_path, embed=[6, 20])                # wider than the teacher: zero columns after 16
     net = wide.supernet(ctx)
     assert torch.all(net.word.weight[:, 16:] == 0)
     torch.testing.assert_close(net.word.weight[:, :16] @ net.word.weight[:, :16].T, table @ table.T,
                                rtol=1e-4, atol=1e-3)        # a rotation of the teacher's table
+
+
+def test_builds_are_seeded_by_the_context_and_leave_the_global_rng_alone(tmp_path):
+    space = tiny_space(tmp_path)
+    g = MacroGenotype("tiny", 8, (("attn2", 8), ("lstm", 4)), "max", 5)
+    torch.manual_seed(5)
+    state = torch.get_rng_state()
+    a, b = space.build_student(g, ctx_for("single", seed=1)), space.build_student(g, ctx_for("single", seed=1))
+    c = space.build_student(g, ctx_for("single", seed=2))
+    n1, n2 = space.supernet(ctx_for("pair", seed=1)), space.supernet(ctx_for("pair", seed=1))
+    assert torch.equal(torch.get_rng_state(), state)
+    for k, v in a.state_dict().items():
+        assert torch.equal(v, b.state_dict()[k])
+    assert not torch.equal(a.layers[0].qkv.weight, c.layers[0].qkv.weight)
+    assert all(torch.equal(v, n2.state_dict()[k]) for k, v in n1.state_dict().items())
 
 
 # --- latency parts --------------------------------------------------------------------------------
