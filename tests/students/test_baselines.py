@@ -145,8 +145,9 @@ def test_random_min_params_and_truncate_errors(tiny_teacher, tmp_path, capsys):
                      "--min-params", str(floor), "--stop-after-steps", "1")) == 0
     g_big = Genotype.from_dict(naskd_yaml(tmp_path / "big")["resolved_genotype"])
     assert g_big != g_small and _cell_parameters(g_big, 16) >= floor
-    assert main(argv(teacher, tmp_path / "t", "--student", "truncated_teacher", "--truncate-k", "2")) == 2
-    assert "keeps the whole 2-layer teacher" in capsys.readouterr().err
+    # k = M_t is the whole teacher (the teacher space's deepest member); more layers than it has are refused
+    assert main(argv(teacher, tmp_path / "t", "--student", "truncated_teacher", "--truncate-k", "3")) == 2
+    assert "2-layer teacher" in capsys.readouterr().err
 
 
 def naskd_yaml(run):
