@@ -101,11 +101,20 @@ def cmd_plot(args) -> int:
 
 
 def cmd_derive(args) -> int:
-    from .search.derive import derive
+    from .search.derive import derive, pick_again
     from .utils.rundir import check_output_file
 
     # the search run's own files are its record: a new file may go there, an existing one is never replaced
     out = check_output_file(args.output, overwrite=args.overwrite, reads=[args.run], inside=[args.run])
+    if args.speedup is not None or args.latency_ms is not None or (Path(args.run) / "pareto.json").is_file():
+        if args.epoch is not None or args.top_k is not None or args.max_identity is not None:
+            raise NaskdError("--epoch, --top-k and --max-identity re-derive a darts run's alphas; a spos or random "
+                             "run is picked again from its front with --speedup or --latency-ms")
+        g, c = pick_again(args.run, speedup=args.speedup, latency_ms=args.latency_ms)
+        g.save(out)
+        print(f"[derive] {c['text']}: selection score {c['score']:.4f}, predicted {c['speedup']:.2f}x the teacher's "
+              f"throughput, {c['b1_ms']:.2f} ms at batch 1\n[derive] wrote {out}")
+        return 0
     g = derive(args.run, epoch=args.epoch, top_k=args.top_k, max_identity=args.max_identity)
     g.save(out)
     print(f"[derive] {g.describe()}\n[derive] wrote {out}")
@@ -177,9 +186,11 @@ def build_parser() -> argparse.ArgumentParser:
                                 "--config, then flags.")
 
     _config_command(sub, SearchConfig, cmd_search,
-                    "search", help="differentiable architecture search under distillation",
-                    description="DARTS-style NAS-KD search; writes genotype.json, history.json, "
-                                "metrics.jsonl, checkpoints and the resolved config.")
+                    "search", help="architecture search under distillation (darts, spos, random)",
+                    description="NAS-KD search. darts writes genotype.json, history.json, metrics.jsonl; spos and "
+                                "random write pareto.json (every evaluated architecture), pareto.png, genotype.json "
+                                "(the pick for the constraint) and metrics.json; all write checkpoints and the "
+                                "resolved config.")
 
     _config_command(sub, RetrainConfig, cmd_retrain,
                     "retrain", help="train the student of a genotype from scratch with distillation",
@@ -263,8 +274,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.set_defaults(func=cmd_plot)
 
-    p = sub.add_parser("derive", help="derive a genotype again from a search run's alphas (other rules, epoch)")
-    p.add_argument("run", help="search run directory (its history.json and config.yaml)")
+    p = sub.add_parser("derive", help="derive a genotype again from a search run: a darts run's alphas (other rules, "
+                                      "epoch), or a spos/random run's front under another constraint")
+    p.add_argument("run", help="search run directory (darts: its history.json and config.yaml; spos, random: its "
+                               "pareto.json)")
+    p.add_argument("--speedup", type=C.ranged(float, 0, low_open=True), default=None,
+                   help="spos, random: the most accurate evaluated architecture with at least this many times the "
+                        "teacher's batch-128 throughput (predicted)")
+    p.add_argument("--latency-ms", type=C.ranged(float, 0, low_open=True), default=None,
+                   help="spos, random: the most accurate with at most this many ms at batch 1 (predicted)")
     p.add_argument("-o", "--output", type=Path, required=True, help="genotype JSON to write")
     p.add_argument("--epoch", type=C.ranged(int, 1), default=None,
                    help="the alphas after this epoch, 1-based as history.json counts them: 1 to the epochs the "

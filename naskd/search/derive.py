@@ -56,3 +56,27 @@ def derive(run_dir: str | os.PathLike, *, epoch: int | None = None, top_k: int |
     if k < 1 or k > space.nodes + 1:
         raise NaskdError(f"--top-k must be between 1 and {space.nodes + 1} for {space.nodes} nodes, got {k}")
     return parse(ops, agg, space, layers=layers, width=width, k=k, max_identity=max_identity)
+
+
+def pick_again(run_dir: str | os.PathLike, *, speedup: float | None = None, latency_ms: float | None = None):
+    """(genotype, candidate): the most accurate architecture of a spos or random run's pareto.json meeting
+    the constraint (none: the most accurate), without searching again. NaskdError when the run has no
+    front, or when no evaluated architecture meets the constraint (naming the fastest one's speed)."""
+    from ..space.oneshot import SPACE_KINDS, space_kind
+    from . import pareto as P
+
+    if speedup is not None and latency_ms is not None:
+        raise NaskdError("give --speedup or --latency-ms, not both")
+    run = Path(run_dir)
+    if not (run / "pareto.json").is_file() and (run / "history.json").is_file():
+        raise NaskdError(f"{run} is a darts run: it has alphas, not a front; --speedup and --latency-ms pick from "
+                         "a spos or random run's pareto.json")
+    doc = P.load_front(run)
+    c = P.pick(doc["candidates"], speedup=speedup, latency_ms=latency_ms)
+    kind = doc.get("space_kind", "cell")
+    if kind == "cell":
+        g = Genotype.from_dict(c["genotype"], f"{run / 'pareto.json'}")
+    else:
+        space_kind(kind)
+        g = SPACE_KINDS[kind].genotype_class().from_dict(c["genotype"], f"{run / 'pareto.json'}")
+    return g, c

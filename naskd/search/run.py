@@ -117,8 +117,10 @@ class SearchConfig:
                                                           "teacher's batch-1 time divided by this",
                                                low=0, low_open=True)
     latency_weight: float = C.field(1.0, help="weight of the latency penalty", low=0)
-    latency_table: Optional[str] = C.field(None, help="op times (JSON, as latency.json) instead of profiling "
-                                                      "them here, e.g. measured on the deployment device")
+    latency_table: Optional[str] = C.field(None, help="darts: op times (JSON, as latency.json) instead of "
+                                                      "profiling them here; spos, random: the per-part table to "
+                                                      "read and extend instead of this machine's cached one (it must "
+                                                      "have been measured on this machine and torch version)")
     device: str = C.field("auto", help="auto, cpu or cuda (bf16 autocast on cuda)",
                           choices=["auto", "cpu", "cuda"])
     checkpoint_every: int = C.field(100, help="checkpoint every N steps (and at each epoch end)", low=1)
@@ -142,10 +144,14 @@ class SearchConfig:
         if self.speedup is not None and self.latency_ms is not None:
             raise ConfigError("give --speedup (batch-128 throughput) or --latency-ms (batch 1), not both")
         if self.strategy != "darts":
-            for name in ("latency_speedup", "latency_table", "per_cell_alphas"):
+            for name in ("latency_speedup", "per_cell_alphas"):
                 if getattr(self, name):
                     raise ConfigError(f"--{name.replace('_', '-')} is a darts setting; --strategy {self.strategy} "
                                       "takes --speedup or --latency-ms and measures its own latency table")
+            if self.latency_table is not None:         # another machine's or torch version's: refused now
+                from .lut import LatencyLUT
+
+                LatencyLUT.load(self.latency_table)
             if kind != "cell":
                 from ..space.oneshot import load_oneshot_space
 
@@ -230,6 +236,11 @@ def run_search(cfg: SearchConfig, *, overwrite: bool = False, resume: bool = Fal
                           "soft_ce=0.5,hard_ce=0.5)")
     # the data is there and readable: read before the run directory is made
     splits = (load_split(spec, cfg.data_dir, "train"), load_split(spec, cfg.data_dir, "dev"))
+    if cfg.strategy != "darts":
+        rows = len(splits[0]) if cfg.max_train_examples is None else min(len(splits[0]), cfg.max_train_examples)
+        if cfg.selection_examples > rows // 2:
+            raise ConfigError(f"--selection-examples {cfg.selection_examples} would leave fewer rows to train on "
+                              f"than to select on ({rows} training rows); lower it to at most {rows // 2}")
     run_dir = prepare_run_dir(out, **guard)
     if not resume:                            # the record of what ran: never rewritten by a resume
         write_text(run_dir / "config.yaml", yaml.safe_dump(

@@ -283,6 +283,13 @@ class MacroSpace(OneShotSpace):
                 and genotype.classifier in self.classifier
                 and all(op in self.ops and w in self.widths for op, w in genotype.layers))
 
+    def baselines(self, ctx: BuildContext | None = None) -> dict:
+        """{name: genotype} of the shipped baselines this space holds: ``bilstm_soft`` (Tang et al. 2019's
+        BiLSTM at `naskd retrain --student bilstm_soft`'s default sizes: embedding 300, 150 units per
+        direction, ReLU 200) when its choices are among the space's."""
+        g = MacroGenotype(self.name, 300, (("lstm", 300),), "ends", 200)
+        return {"bilstm_soft": g} if self.contains(g) else {}
+
     def genotype_from_dict(self, d: dict, source: str = "genotype") -> MacroGenotype:
         return MacroGenotype.from_dict(d, source)
 

@@ -18,6 +18,7 @@ from ..data.tasks import TAGGING, get_task
 from ..distill import DistillationLoss, parse_kd, parse_pairs
 from ..errors import ConfigError, NaskdError
 from ..genotype import Genotype, sample_genotype
+from ..space.oneshot import load_genotype
 from ..network import count_parameters, teacher_embedding_tables
 from ..pipeline import (DEFAULT_KD, DEFAULT_TAGGING_KD, batch_to, default_kd, kd_context, prepare,
                         resolve_augmented, resolve_teacher_run)
@@ -123,7 +124,10 @@ class RetrainConfig:
         if self.student != "genotype" and self.genotype:
             raise ConfigError(f"--genotype is for --student genotype, not {self.student}")
         if self.student == "genotype":
-            Genotype.load(self.genotype)      # missing or malformed: refused before any work (tune: any trial)
+            g = load_genotype(self.genotype)  # missing or malformed: refused before any work (tune: any trial)
+            if _kind(g) != "cell" and (self.width is not None or self.embed_width is not None):
+                raise ConfigError(f"--width and --embed-width are for cell genotypes; {self.genotype} is a "
+                                  f"{_kind(g)} genotype, whose widths are its own")
         # numbers are checked against their fields' declared ranges (naskd.config.resolve) before this
         if self.student == "random":
             load_space(self.space)
@@ -137,10 +141,25 @@ class RetrainConfig:
         return parse_pairs(self.pkd_pairs)
 
 
+# the recipe of a genotype of another space kind: a macro student trains on logits (its layers' widths
+# differ, so no layer map for PKD); a teacher-space genotype is a truncated teacher
+KIND_RECIPES = {"macro": {"kd": "logit_mse"}, "teacher": STUDENTS["truncated_teacher"]}
+
+
+def _kind(genotype) -> str:
+    return "cell" if isinstance(genotype, Genotype) else genotype.to_dict().get("kind", "cell")
+
+
 def resolve_retrain_config(flags: dict, config_file: str | None = None) -> RetrainConfig:
     file_layer = C.load_yaml(config_file) if config_file else {}
     student = flags.get("student") or file_layer.get("student") or "genotype"
     recipe = STUDENTS.get(student, {})
+    gfile = flags.get("genotype") or file_layer.get("genotype")
+    if student == "genotype" and gfile:
+        try:
+            recipe = KIND_RECIPES.get(_kind(load_genotype(gfile)), recipe)
+        except NaskdError:
+            pass                              # validate() names the problem
     return C.resolve(RetrainConfig, recipe, file_layer, flags,
                      source_names=[f"recipe of {student}", f"config {config_file}", "command-line flags"])
 
@@ -148,8 +167,9 @@ def resolve_retrain_config(flags: dict, config_file: str | None = None) -> Retra
 def _genotype_for(cfg: RetrainConfig):
     """The genotype a genotype or random student is built from (None for the other baselines)."""
     if cfg.student == "genotype":
-        genotype = Genotype.load(cfg.genotype)
-        genotype.check_width(cfg.width or genotype.width, str(cfg.genotype))
+        genotype = load_genotype(cfg.genotype)
+        if _kind(genotype) == "cell":
+            genotype.check_width(cfg.width or genotype.width, str(cfg.genotype))
         return genotype
     if cfg.student == "random":
         from dataclasses import replace
@@ -180,6 +200,18 @@ def truncate_k(cfg: RetrainConfig, info: dict) -> int:
 
 def build_retrain_student(cfg: RetrainConfig, spec, teacher_dir: Path, genotype, vocab_size: int):
     """The untrained student (embeddings initialised from the teacher), its depth M_s, its width, a note."""
+    if genotype is not None and _kind(genotype) == "macro":
+        from .macro import MacroStudent
+
+        model = MacroStudent(genotype, vocab_size=vocab_size, kind=spec.kind, num_labels=spec.num_labels,
+                             pair=spec.is_pair, dropout=cfg.dropout)
+        note = model.init_from_teacher(teacher_embedding_tables(teacher_dir))
+        return model, genotype.depth, genotype.width, note
+    if genotype is not None and _kind(genotype) == "teacher":
+        from .baselines import truncated_teacher
+
+        model = truncated_teacher(teacher_dir, genotype.k, dropout=cfg.dropout)
+        return model, genotype.k, model.hidden_size, f"the teacher's first {genotype.k} layers and its head"
     tables = teacher_embedding_tables(teacher_dir)
     if cfg.student in ("genotype", "random"):
         width = cfg.width or genotype.width
@@ -252,9 +284,12 @@ def retrain(cfg: RetrainConfig, *, overwrite: bool = False, resume: bool = False
     info = read_teacher_info(teacher_dir, spec.name)
     if cfg.student == "truncated_teacher":
         k = truncate_k(cfg, info)
-        if k >= int(info["num_layers"]):
-            raise ConfigError(f"--truncate-k {k} keeps the whole {info['num_layers']}-layer teacher; it must be "
-                              f"at most {int(info['num_layers']) - 1}")
+        if k > int(info["num_layers"]):
+            raise ConfigError(f"--truncate-k {k} is more layers than the {info['num_layers']}-layer teacher has; it "
+                              f"must be at most {int(info['num_layers'])}")
+    if genotype is not None and _kind(genotype) == "teacher" and genotype.k > int(info["num_layers"]):
+        raise ConfigError(f"{cfg.genotype} keeps {genotype.k} teacher layers; the teacher {teacher_dir} has "
+                          f"{info['num_layers']}")
     # depth and width of the student decide the criteria's layer map and projections; build it first
     seed_everything(cfg.seed)
     from transformers import AutoTokenizer

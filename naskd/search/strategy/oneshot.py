@@ -1,0 +1,449 @@
+"""``--strategy spos`` and ``--strategy random``: architectures ranked on a selection split carved from the
+training rows, with measured CPU latency as the second objective.
+
+spos (Guo et al. 2020, "Single Path One-Shot NAS with uniform sampling"): one supernet per space holds every
+architecture's weights; each training step samples one path (uniformly, or FairNAS' strict fairness, Chu et
+al. 2021) and trains it under the distillation criteria. Then a discrete search over the inherited weights:
+Optuna's NSGA-II (Deb et al. 2002) proposes architectures, each scored on the selection split in seconds,
+against its latency predicted from the measured per-part table (naskd.search.lut; FBNet's lookup table),
+with the constraint (``--speedup`` or ``--latency-ms``) as NSGA-II's constraint function.
+
+random (Li & Talwalkar 2019's baseline): architectures sampled within the constraint, each trained
+standalone on an equal share of the same training rows (the proxy recipe), the best on the selection split
+picked. Both write pareto.json, pareto.png, genotype.json and metrics.json.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+from ...data.encode import bucket_batches, epoch_rows
+from ...errors import NaskdError
+from ...network import count_parameters
+from ...pipeline import batch_to
+from ...predict import evaluate_model
+from ...train import adamw, fit
+from ...utils.io import append_jsonl, write_json
+from ...utils.progress import bar
+from ...utils.runtime import seed_everything
+from .. import pareto as P
+from . import Strategy, register_strategy
+
+PROBES = 4                 # fixed paths scored each supernet epoch (a progress signal, not a choice)
+PROBE_ROWS = 1000
+FEASIBILITY_DRAWS = 100    # genotypes drawn before training to see whether any meets the constraint
+
+
+class _PathModel(nn.Module):
+    """The supernet restricted to one path, with a student's call signature (for evaluate_model)."""
+
+    def __init__(self, net, path):
+        super().__init__()
+        self.net, self.path = net, path
+        self.crf = getattr(net, "crf", None)
+
+    def forward(self, **batch):
+        return self.net(path=self.path, **batch)
+
+
+def _key(g) -> str:
+    return json.dumps(g.to_dict(), sort_keys=True)
+
+
+class _OneShot(Strategy):
+    space_kinds = ("cell", "macro", "teacher")
+
+    # --- shared preparation ------------------------------------------------------------------
+    def setup(self) -> None:
+        env = self.env
+        cfg, data = env.cfg, env.data
+        self.space = env.space
+        self.ctx = env.space.ctx
+        n = len(data.train)
+        labelled = np.arange(n) if data.train.has_label is None else np.nonzero(np.asarray(data.train.has_label))[0]
+        if cfg.selection_examples > len(labelled) // 2:
+            raise NaskdError(f"--selection-examples {cfg.selection_examples} would leave fewer rows to train on than "
+                             f"to select on ({len(labelled)} labelled training rows); lower it to at most "
+                             f"{len(labelled) // 2}")
+        perm = np.random.default_rng([cfg.data_seed, 5]).permutation(labelled)
+        sel = np.sort(perm[: cfg.selection_examples])
+        held = set(np.asarray(data.train.idx)[sel].tolist())       # synthetic rows made from them go too
+        self.train_rows = np.array([r for r in range(n) if int(data.train.idx[r]) not in held], dtype=np.int64)
+        self.selection = data.train.select(sel)
+        self.lengths = data.train.lengths
+        self.metric = env.spec.main_metric
+        self.lr = cfg.lr if cfg.lr is not None else (5e-5 if self.space.kind == "teacher" else 1e-3)
+        self._latency_setup()
+
+    def _latency_setup(self) -> None:
+        import os
+
+        from ..lut import LatencyLUT, representative_lengths
+
+        env, cfg = self.env, self.env.cfg
+        self.threads = cfg.latency_threads or max(1, min(2, os.cpu_count() or 1))
+        self.lut = LatencyLUT.open(cfg.latency_table, cache_dir=cfg.cache_dir)
+        self.lut_lengths = representative_lengths(np.asarray(env.data.dev.lengths))
+        with torch.random.fork_rng(devices=[]):          # timing draws nothing from the search's streams
+            self.teacher = {b: self.lut.teacher_ms(env.teacher_dir, self.ctx, self.lut_lengths, self.threads, b)
+                            for b in (1, 128)}
+        print(f"[search] latency table {self.lut.path} ({self.threads} threads, lengths {self.lut_lengths}); "
+              f"teacher {self.teacher[1]:.2f} ms at batch 1, {self.teacher[128]:.1f} ms per batch of 128", flush=True)
+
+    def latency(self, g) -> dict:
+        with torch.random.fork_rng(devices=[]):
+            self.lut.ensure(self.space, [g], self.ctx, self.lut_lengths, threads=(self.threads,), batches=(1, 128))
+            b1 = self.lut.predict(self.space, g, self.ctx, self.lut_lengths, self.threads, 1)
+            b128 = self.lut.predict(self.space, g, self.ctx, self.lut_lengths, self.threads, 128)
+        return {"b1_ms": b1, "b128_ms": b128, "speedup": self.teacher[128] / b128, "speedup_b1": self.teacher[1] / b1}
+
+    def meets(self, lat: dict) -> bool:
+        cfg = self.env.cfg
+        return P.meets(lat, speedup=cfg.speedup, latency_ms=cfg.latency_ms)
+
+    def violation(self, lat: dict) -> float:
+        """<= 0 when the constraint holds (Optuna's constraint convention)."""
+        cfg = self.env.cfg
+        if cfg.speedup is not None:
+            return lat["b128_ms"] - self.teacher[128] / cfg.speedup
+        if cfg.latency_ms is not None:
+            return lat["b1_ms"] - cfg.latency_ms
+        return 0.0
+
+    def check_feasible(self) -> None:
+        """Before training: some architecture of the space must meet the constraint (checked on a seeded
+        sample; the message names the fastest one seen)."""
+        cfg = self.env.cfg
+        if cfg.speedup is None and cfg.latency_ms is None:
+            return
+        rng = np.random.default_rng([cfg.seed, 41])
+        seen = []
+        for _ in range(FEASIBILITY_DRAWS):
+            g = self.space.sample(rng)
+            lat = self.latency(g)
+            if self.meets(lat):
+                self.feasible = g             # spos evaluates it first: the front then holds a pick
+                return
+            seen.append((lat, g))
+        lat, g = max(seen, key=lambda t: t[0]["speedup"])
+        raise NaskdError(f"no architecture of the {self.space.name} space meets "
+                         f"{P.constraint_text(cfg.speedup, cfg.latency_ms)} (of {FEASIBILITY_DRAWS} sampled, the "
+                         f"fastest, {self.space.describe(g)}, is predicted at {lat['speedup']:.2f}x the teacher's "
+                         f"throughput, {lat['b1_ms']:.2f} ms at batch 1); relax the constraint or widen the space")
+
+    def score(self, model) -> float:
+        env = self.env
+        metrics, _ = evaluate_model(model, env.spec, self.selection, batch_size=256, device=env.device,
+                                    pad_id=env.data.pad_id)
+        return float(metrics[self.metric])
+
+    def record(self, g, score: float, trial: int, baseline: str | None = None) -> dict:
+        lat = self.latency(g)
+        n, n_emb = self._params(g)
+        return {"trial": trial, "genotype": g.to_dict(), "text": self.space.describe(g), "score": score, **lat,
+                "params": n, "params_without_embeddings": n - n_emb, "baseline": baseline}
+
+    def _params(self, g) -> tuple[int, int]:
+        cache = self.__dict__.setdefault("_param_cache", {})
+        k = _key(g)
+        if k not in cache:
+            with torch.random.fork_rng(devices=[]):
+                cache[k] = count_parameters(self.space.build_student(g, self.ctx))
+        return cache[k]
+
+    def baselines(self) -> dict:
+        """{name: genotype} of the space's members that are shipped baselines (drawn on pareto.png)."""
+        fn = getattr(self.space, "baselines", None)
+        return dict(fn(self.ctx)) if callable(fn) else {}
+
+    # --- results -------------------------------------------------------------------------------
+    def finish(self, candidates: list[dict], extra: dict) -> dict:
+        env, cfg = self.env, self.env.cfg
+        P.mark_front(candidates)
+        try:
+            chosen = P.pick(candidates, speedup=cfg.speedup, latency_ms=cfg.latency_ms)
+        except NaskdError as e:               # what was evaluated is kept: pick again from it with derive
+            write_json(env.run_dir / "pareto.json", {**self._doc(candidates), "pick": None})
+            raise NaskdError(f"{e}; every evaluated architecture is in {env.run_dir / 'pareto.json'} (`naskd derive "
+                             f"{env.run_dir} --speedup S -o FILE` picks under another constraint)") from None
+        g = self.space.genotype_from_dict(chosen["genotype"], "the pick")
+        with torch.random.fork_rng(devices=[]):
+            student = self.space.build_student(g, self.ctx)
+            measured = {f"measured_b{b}_ms": self.lut.measure_model(student, self.ctx, self.lut_lengths, self.threads, b)
+                        for b in (1, 128)}
+        chosen.update(measured)
+        front = [c for c in candidates if c["on_front"]]
+        doc = {**self._doc(candidates), "pick": chosen["trial"]}
+        write_json(env.run_dir / "pareto.json", doc)
+        g.save(env.run_dir / "genotype.json")
+        base = {c["baseline"]: c for c in candidates if c.get("baseline")}
+        P.plot_front(candidates, env.run_dir / "pareto.png", metric=self.metric, pick_=chosen, baselines=base,
+                     speedup=cfg.speedup,
+                     title=f"{cfg.strategy} on {env.spec.name}, {self.space.name} space: {len(candidates)} evaluated, "
+                           f"{len(front)} on the front")
+        out = {"command": "search", "strategy": cfg.strategy, "task": env.spec.name, "status": "finished",
+               "space": self.space.name, "space_kind": self.space.kind, "kd": cfg.kd, "teacher": str(env.teacher_dir),
+               "train_rows": len(self.train_rows), "selection_rows": len(self.selection),
+               "evaluated": len(candidates), "front": len(front), "genotype": chosen["genotype"],
+               "genotype_text": chosen["text"], "pick": chosen, "constraint": doc["constraint"],
+               "wall_seconds_this_process": round(time.time() - env.t_start, 1), **extra}
+        write_json(env.run_dir / "metrics.json", out)
+        print(f"[search] {len(candidates)} evaluated, {len(front)} on the front; pick ({doc['constraint']['text']}): "
+              f"{chosen['text']}: selection {self.metric} {chosen['score']:.4f}, predicted {chosen['speedup']:.1f}x "
+              f"the teacher's throughput ({chosen['b128_ms']:.1f} ms per 128, measured {measured['measured_b128_ms']:.1f}; "
+              f"{chosen['b1_ms']:.2f} ms at batch 1, measured {measured['measured_b1_ms']:.2f}); wrote "
+              f"{env.run_dir}/pareto.json, pareto.png, genotype.json", flush=True)
+        return out
+
+    def _doc(self, candidates: list[dict]) -> dict:
+        env, cfg = self.env, self.env.cfg
+        return {"strategy": cfg.strategy, "space": self.space.name, "space_kind": self.space.kind,
+                "task": env.spec.name, "metric": self.metric, "selection_examples": len(self.selection),
+                "threads": self.threads, "lengths": list(map(int, self.lut_lengths)),
+                "latency_table": str(self.lut.path), "teacher": {"b1_ms": self.teacher[1], "b128_ms": self.teacher[128]},
+                "constraint": {"speedup": cfg.speedup, "latency_ms": cfg.latency_ms,
+                               "text": P.constraint_text(cfg.speedup, cfg.latency_ms)},
+                "candidates": candidates}
+
+    def stopped(self, extra: dict) -> dict:
+        out = {"command": "search", "strategy": self.env.cfg.strategy, "task": self.env.spec.name,
+               "status": "stopped", "space": self.space.name,
+               "wall_seconds_this_process": round(time.time() - self.env.t_start, 1), **extra}
+        write_json(self.env.run_dir / "metrics.json", out)
+        return out
+
+
+def _read_jsonl(path) -> list[dict]:
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if line:
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:     # a line cut by a kill: the candidate is evaluated again
+                break
+    return out
+
+
+@register_strategy
+class SPOS(_OneShot):
+    name = "spos"
+    summary = "single-path one-shot supernet, then NSGA-II over inherited weights on a selection split"
+
+    def path(self, step: int):
+        """The path of global step ``step``: a function of (seed, step) alone, so a resumed run samples the same."""
+        cfg = self.env.cfg
+        if cfg.sampling == "uniform":
+            return self.space.sample(np.random.default_rng([cfg.seed, 17, step]))
+        choices = {}
+        for d, (name, opts) in enumerate(self.space.dimensions().items()):
+            m = len(opts)                     # every option once in each block of m steps (strict fairness)
+            perm = np.random.default_rng([cfg.seed, 19, d, step // m]).permutation(m)
+            choices[name] = opts[int(perm[step % m])]
+        return self.space.from_choices(choices)
+
+    def run(self) -> dict:
+        self.setup()
+        env, cfg = self.env, self.env.cfg
+        data, device, kd, run_dir = env.data, env.device, env.kd, env.run_dir
+        self.check_feasible()
+        seed_everything(cfg.seed)
+        net = self.space.supernet(self.ctx).to(device)
+        kd.to(device)
+        params = [p for p in net.parameters() if p.requires_grad] + [p for p in kd.parameters() if p.requires_grad]
+        opt = adamw(params, lr=self.lr, weight_decay=cfg.weight_decay)
+        rows = self.train_rows
+
+        def batches_for_epoch(e):
+            return [rows[b] for b in bucket_batches(self.lengths[rows], cfg.batch_size, seed=cfg.seed, epoch=e)]
+
+        total = len(batches_for_epoch(0)) * cfg.epochs
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+
+        def loss_fn(batch):
+            out = net(path=self.path(batch["_step"]), **batch)
+            return kd(out, batch.get("teacher", {}), batch)
+
+        probes = [self.space.sample(np.random.default_rng([cfg.seed, 23, i])) for i in range(PROBES)]
+        probe_rows = self.selection.select(np.arange(min(PROBE_ROWS, len(self.selection))))
+
+        def evaluate():
+            scores = []
+            for g in probes:
+                m, _ = evaluate_model(_PathModel(net, g), env.spec, probe_rows, batch_size=256, device=device,
+                                      pad_id=data.pad_id)
+                scores.append(float(m[self.metric]))
+            return {"probe_score": float(np.mean(scores)), "probe_min": min(scores), "probe_max": max(scores)}
+
+        n_params = sum(p.numel() for p in net.parameters())
+        print(f"[search] spos on {env.spec.name}: space {self.space.name} ({self.space.kind}, "
+              f"{self.space.size():,} architectures), {n_params / 1e6:.2f}M supernet weights; {len(rows)} training "
+              f"rows, {len(self.selection)} selection rows carved from train (dev is never used to choose); "
+              f"{cfg.sampling} paths; kd {cfg.kd}; lr {self.lr}; {cfg.epochs} epochs x {total // cfg.epochs} steps on "
+              f"{device}; then {cfg.trials} NSGA-II trials; run directory {run_dir}", flush=True)
+        result = fit(model=net, optimizer=opt, scheduler=sched, epochs=cfg.epochs, batches_for_epoch=batches_for_epoch,
+                     make_batch=lambda r: batch_to(data.make_batch(r), device), loss_fn=loss_fn, evaluate=evaluate,
+                     main_metric="probe_score", run_dir=run_dir, device=device, resume=env.resume,
+                     stop_after_steps=cfg.stop_after_steps, checkpoint_every=cfg.checkpoint_every,
+                     grad_clip=cfg.grad_clip, extra={"kd": kd}, desc="spos supernet", log_every=cfg.log_every)
+        train_info = {"supernet_steps": result.state.global_step, "supernet_epochs": result.state.epoch,
+                      "supernet_seconds": round(result.state.train_seconds, 1), "supernet_history": result.state.history,
+                      "supernet_weights": n_params}
+        if result.stopped:
+            return self.stopped(train_info)
+        t0 = time.time()
+        candidates = self.discrete_search(net)
+        return self.finish(candidates, {**train_info, "discrete_search_seconds_this_process": round(time.time() - t0, 1),
+                                        "trials": cfg.trials, "sampler": f"optuna NSGAIISampler(population_size="
+                                                                         f"{cfg.population}, seed={cfg.seed})"})
+
+    def discrete_search(self, net) -> list[dict]:
+        import optuna
+
+        env, cfg = self.env, self.env.cfg
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        dims = self.space.dimensions()
+        # the constraint (<= 0 when met) rides on each trial: Trial.set_constraint since Optuna 5, before that
+        # the sampler's constraints_func reading it back
+        native = hasattr(optuna.trial.Trial, "set_constraint")
+        kw = {} if native else {"constraints_func": lambda t: t.user_attrs["constraint"]}
+        sampler = optuna.samplers.NSGAIISampler(population_size=cfg.population, seed=cfg.seed, **kw)
+        study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+        baselines = self.baselines()
+        for g in list(baselines.values()) + ([self.feasible] if getattr(self, "feasible", None) else []):
+            study.enqueue_trial(self.space.choices_of(g))
+        names = {_key(g): name for name, g in baselines.items()}
+        path = env.run_dir / "candidates.jsonl"
+        recorded = {r["trial"]: r for r in _read_jsonl(path)} if env.resume else {}
+        if not env.resume and path.exists():
+            path.unlink()
+        by_key: dict = {}
+        objective = "b1_ms" if cfg.latency_ms is not None else "b128_ms"
+        candidates = []
+        net.eval()
+        pbar = bar(cfg.trials, "spos discrete search", unit="arch")
+        for t in range(cfg.trials):
+            trial = study.ask()
+            choices = {name: trial.suggest_categorical(name, list(opts)) for name, opts in dims.items()}
+            g = self.space.from_choices(choices)
+            k = _key(g)
+            rec = recorded.get(t)
+            if rec is not None and _key(self.space.genotype_from_dict(rec["genotype"])) == k:
+                c = rec                                  # evaluated before the interruption: the same answer
+            elif k in by_key:
+                c = {**by_key[k], "trial": t}
+                append_jsonl(path, c)
+            else:
+                c = self.record(g, self.score(_PathModel(net, g)), t, names.get(k))
+                append_jsonl(path, c)
+            by_key.setdefault(k, c)
+            if native:
+                trial.set_constraint("latency", self.violation(c))
+            else:
+                trial.set_user_attr("constraint", [self.violation(c)])
+            study.tell(trial, [c["score"], c[objective]])
+            candidates.append(c)
+            pbar.update(1)
+            pbar.set_postfix(best=f"{max(x['score'] for x in candidates):.4f}", refresh=False)
+        pbar.close()
+        # one row per distinct architecture (NSGA-II proposes some more than once)
+        seen, unique = set(), []
+        for c in candidates:
+            k = _key(self.space.genotype_from_dict(c["genotype"]))
+            if k not in seen:
+                seen.add(k)
+                unique.append(c)
+        return unique
+
+
+@register_strategy
+class RandomSearch(_OneShot):
+    name = "random"
+    summary = "architectures sampled within the constraint, each trained standalone on an equal share of the rows"
+
+    def draw(self, i: int):
+        """Candidate ``i``: the first of a seeded stream of draws that meets the constraint."""
+        cfg = self.env.cfg
+        for attempt in range(1000):
+            g = self.space.sample(np.random.default_rng([cfg.seed, 29, i, attempt]))
+            if cfg.speedup is None and cfg.latency_ms is None:
+                return g
+            if self.meets(self.latency(g)):
+                return g
+        raise NaskdError(f"1000 draws of the {self.space.name} space found no architecture meeting "
+                         f"{P.constraint_text(cfg.speedup, cfg.latency_ms)}; relax the constraint")
+
+    def run(self) -> dict:
+        self.setup()
+        env, cfg = self.env, self.env.cfg
+        data, device, kd, run_dir = env.data, env.device, env.kd, env.run_dir
+        self.check_feasible()
+        rows = self.train_rows
+        per_epoch = max(cfg.batch_size, len(rows) // cfg.candidates)
+        path = run_dir / "candidates.jsonl"
+        done = {r["index"]: r for r in _read_jsonl(path)} if env.resume else {}
+        if not env.resume and path.exists():
+            path.unlink()
+        kd_state = {k: v.detach().clone() for k, v in kd.state_dict().items()}
+        print(f"[search] random on {env.spec.name}: space {self.space.name} ({self.space.kind}); {cfg.candidates} "
+              f"candidates, each {cfg.epochs} epochs x {per_epoch} rows of the {len(rows)} training rows (together "
+              f"what spos trains its supernet on); {len(self.selection)} selection rows carved from train; kd "
+              f"{cfg.kd}; lr {self.lr}; run directory {run_dir}", flush=True)
+        steps_here = 0
+        seconds = 0.0
+        candidates = []
+        for i in range(cfg.candidates):
+            g = self.draw(i)
+            if i in done and _key(self.space.genotype_from_dict(done[i]["genotype"])) == _key(g):
+                candidates.append(done[i])
+                seconds += done[i].get("train_seconds", 0.0)
+                continue
+            cand_dir = run_dir / "candidates" / f"{i:03d}"
+            cand_dir.mkdir(parents=True, exist_ok=True)
+            seed_everything(cfg.seed + i)
+            student = self.space.build_student(g, self.ctx).to(device)
+            kd.load_state_dict(kd_state)
+            kd.to(device)
+            params = [p for p in student.parameters() if p.requires_grad] + [p for p in kd.parameters()
+                                                                              if p.requires_grad]
+            opt = adamw(params, lr=self.lr, weight_decay=cfg.weight_decay)
+
+            def batches_for_epoch(e, i=i):
+                picked = rows[epoch_rows(len(rows), per_epoch, seed=cfg.seed, epoch=e * cfg.candidates + i)]
+                return [picked[b] for b in bucket_batches(self.lengths[picked], cfg.batch_size, seed=cfg.seed, epoch=e)]
+
+            total = len(batches_for_epoch(0)) * cfg.epochs
+            sched = torch.optim.lr_scheduler.LambdaLR(
+                opt, lambda s, total=total: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+
+            def loss_fn(batch, student=student):
+                return kd(student(**batch), batch.get("teacher", {}), batch)
+
+            remaining = None if cfg.stop_after_steps is None else cfg.stop_after_steps - steps_here
+            result = fit(model=student, optimizer=opt, scheduler=sched, epochs=cfg.epochs,
+                         batches_for_epoch=batches_for_epoch, make_batch=lambda r: batch_to(data.make_batch(r), device),
+                         loss_fn=loss_fn, evaluate=lambda student=student: {"score": self.score(student)},
+                         main_metric="score", run_dir=cand_dir, device=device,
+                         resume=(cand_dir / "checkpoint.pt").is_file(), stop_after_steps=remaining,
+                         checkpoint_every=cfg.checkpoint_every, grad_clip=cfg.grad_clip, extra={"kd": kd},
+                         desc=f"random candidate {i + 1}/{cfg.candidates}", log_every=cfg.log_every)
+            steps_here += result.state.global_step
+            if result.stopped:
+                return self.stopped({"candidates_done": len(candidates)})
+            c = self.record(g, float(result.best_metrics["score"]), i, None)
+            c.update(index=i, train_seconds=round(result.state.train_seconds, 1), steps=result.state.global_step,
+                     best_epoch=result.state.best_epoch + 1)
+            append_jsonl(path, c)
+            (cand_dir / "checkpoint.pt").unlink(missing_ok=True)    # recorded: its weights are not needed again
+            candidates.append(c)
+            seconds += c["train_seconds"]
+        return self.finish(candidates, {"candidates": cfg.candidates, "rows_per_candidate_epoch": per_epoch,
+                                        "train_seconds": round(seconds, 1)})
