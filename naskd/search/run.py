@@ -241,6 +241,7 @@ def run_search(cfg: SearchConfig, *, overwrite: bool = False, resume: bool = Fal
         if cfg.selection_examples > rows // 2:
             raise ConfigError(f"--selection-examples {cfg.selection_examples} would leave fewer rows to train on "
                               f"than to select on ({rows} training rows); lower it to at most {rows // 2}")
+        latency = oneshot_latency(cfg, spec, teacher_dir, info, space, splits[1])
     run_dir = prepare_run_dir(out, **guard)
     if not resume:                            # the record of what ran: never rewritten by a resume
         write_text(run_dir / "config.yaml", yaml.safe_dump(
@@ -255,8 +256,24 @@ def run_search(cfg: SearchConfig, *, overwrite: bool = False, resume: bool = Fal
                    max_length=cfg.max_length, splits=splits)
     kd.setup(data.train_outputs, data.train)
     env = SearchEnv(cfg=cfg, spec=spec, teacher_dir=Path(teacher_dir), teacher_info=info, data=data, kd=kd,
-                    run_dir=run_dir, device=device, resume=resume, space=space, t_start=t_start)
+                    run_dir=run_dir, device=device, resume=resume, space=space, t_start=t_start,
+                    latency=latency if cfg.strategy != "darts" else None)
     return strategy(env).run()
+
+
+def oneshot_latency(cfg: SearchConfig, spec, teacher_dir, info, space, dev_split):
+    """The latency model of a one-shot search (the machine's table, the teacher's times, the constraint),
+    its constraint checked against the space: before the run directory is made."""
+    from transformers import AutoTokenizer
+
+    from ..data.encode import encode
+    from .strategy.oneshot import Latency
+
+    max_length = cfg.max_length or int(info.get("recipe", {}).get("max_length", 128))
+    dev = encode(spec, dev_split, AutoTokenizer.from_pretrained(str(teacher_dir)), max_length)
+    lat = Latency(cfg, space, teacher_dir, dev.lengths)
+    lat.check_feasible()
+    return lat
 
 
 def oneshot_space(cfg: SearchConfig, spec, teacher_dir, info):

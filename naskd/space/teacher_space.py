@@ -221,6 +221,13 @@ class TeacherSpace(OneShotSpace):
                 and genotype.k in self.layers)
 
     # --- genotypes ----------------------------------------------------------------------------
+    def baselines(self, ctx: BuildContext | None = None) -> dict:
+        """{name: genotype}: ``truncated_teacher`` at `naskd retrain`'s default k = ceil(L / 2) (BERT_k-PKD's
+        student), when the space holds it."""
+        g = self.from_choices({"k": -(-self.teacher_layers // 2)}) if -(-self.teacher_layers // 2) in \
+            self.dimensions()["k"] else None
+        return {"truncated_teacher": g} if g is not None else {}
+
     def genotype_from_dict(self, d: dict, source: str = "genotype") -> TeacherGenotype:
         """:meth:`TeacherGenotype.from_dict` (NaskdError naming ``source``); it need not be in the space."""
         return TeacherGenotype.from_dict(d, source)

@@ -57,6 +57,7 @@ class SearchEnv:
     resume: bool
     space: Any                     # SearchSpace (darts) or a OneShotSpace
     t_start: float
+    latency: Any = None            # one-shot strategies: naskd.search.strategy.oneshot.Latency
 
 
 class Strategy:

@@ -78,63 +78,19 @@ class _OneShot(Strategy):
         self.lengths = data.train.lengths
         self.metric = env.spec.main_metric
         self.lr = cfg.lr if cfg.lr is not None else (5e-5 if self.space.kind == "teacher" else 1e-3)
-        self._latency_setup()
-
-    def _latency_setup(self) -> None:
-        import os
-
-        from ..lut import LatencyLUT, representative_lengths
-
-        env, cfg = self.env, self.env.cfg
-        self.threads = cfg.latency_threads or max(1, min(2, os.cpu_count() or 1))
-        self.lut = LatencyLUT.open(cfg.latency_table, cache_dir=cfg.cache_dir)
-        self.lut_lengths = representative_lengths(np.asarray(env.data.dev.lengths))
-        with torch.random.fork_rng(devices=[]):          # timing draws nothing from the search's streams
-            self.teacher = {b: self.lut.teacher_ms(env.teacher_dir, self.ctx, self.lut_lengths, self.threads, b)
-                            for b in (1, 128)}
-        print(f"[search] latency table {self.lut.path} ({self.threads} threads, lengths {self.lut_lengths}); "
-              f"teacher {self.teacher[1]:.2f} ms at batch 1, {self.teacher[128]:.1f} ms per batch of 128", flush=True)
+        self.lat = env.latency
+        self.lut, self.lut_lengths, self.threads, self.teacher = (self.lat.lut, self.lat.lengths, self.lat.threads,
+                                                                  self.lat.teacher)
+        self.feasible = self.lat.feasible
 
     def latency(self, g) -> dict:
-        with torch.random.fork_rng(devices=[]):
-            self.lut.ensure(self.space, [g], self.ctx, self.lut_lengths, threads=(self.threads,), batches=(1, 128))
-            b1 = self.lut.predict(self.space, g, self.ctx, self.lut_lengths, self.threads, 1)
-            b128 = self.lut.predict(self.space, g, self.ctx, self.lut_lengths, self.threads, 128)
-        return {"b1_ms": b1, "b128_ms": b128, "speedup": self.teacher[128] / b128, "speedup_b1": self.teacher[1] / b1}
+        return self.lat.latency(g)
 
     def meets(self, lat: dict) -> bool:
-        cfg = self.env.cfg
-        return P.meets(lat, speedup=cfg.speedup, latency_ms=cfg.latency_ms)
+        return self.lat.meets(lat)
 
     def violation(self, lat: dict) -> float:
-        """<= 0 when the constraint holds (Optuna's constraint convention)."""
-        cfg = self.env.cfg
-        if cfg.speedup is not None:
-            return lat["b128_ms"] - self.teacher[128] / cfg.speedup
-        if cfg.latency_ms is not None:
-            return lat["b1_ms"] - cfg.latency_ms
-        return 0.0
-
-    def check_feasible(self) -> None:
-        """Before training: some architecture of the space must meet the constraint (checked on a seeded
-        sample; the message names the fastest one seen)."""
-        cfg = self.env.cfg
-        if cfg.speedup is None and cfg.latency_ms is None:
-            return
-        rng = np.random.default_rng([cfg.seed, 41])
-        seen = []
-        for _ in range(FEASIBILITY_DRAWS):
-            g = self.space.sample(rng)
-            lat = self.latency(g)
-            if self.meets(lat):
-                self.feasible = g             # spos evaluates it first: the front then holds a pick
-                return
-            seen.append((lat, g))
-        lat, g = max(seen, key=lambda t: t[0]["speedup"])
-        raise NaskdError(f"no architecture of the {self.space.name} space meets "
-                         f"{P.constraint_text(cfg.speedup, cfg.latency_ms)} (of {FEASIBILITY_DRAWS} sampled, the "
-                         f"fastest, {self.space.describe(g)}, is predicted at {lat['speedup']:.2f}x the teacher's "
-                         f"throughput, {lat['b1_ms']:.2f} ms at batch 1); relax the constraint or widen the space")
+        return self.lat.violation(lat)
 
     def score(self, model) -> float:
         env = self.env
@@ -218,6 +174,71 @@ class _OneShot(Strategy):
         return out
 
 
+class Latency:
+    """The measured latency of a one-shot search: the machine's per-part table (naskd.search.lut), the
+    lengths standing for the task's (quantiles of the dev lengths), the threads of the constraint, the
+    teacher's times, and the constraint. Built before the run directory, so an impossible constraint is
+    refused before any work."""
+
+    def __init__(self, cfg, space, teacher_dir, dev_lengths):
+        import os
+
+        from ..lut import LatencyLUT, representative_lengths
+
+        self.cfg, self.space, self.ctx = cfg, space, space.ctx
+        self.threads = cfg.latency_threads or max(1, min(2, os.cpu_count() or 1))
+        self.lut = LatencyLUT.open(cfg.latency_table, cache_dir=cfg.cache_dir)
+        self.lengths = representative_lengths(np.asarray(dev_lengths))
+        with torch.random.fork_rng(devices=[]):          # timing draws nothing from the search's streams
+            self.teacher = {b: self.lut.teacher_ms(teacher_dir, self.ctx, self.lengths, self.threads, b)
+                            for b in (1, 128)}
+        self.feasible = None
+        print(f"[search] latency table {self.lut.path} ({self.threads} threads, lengths {self.lengths}); teacher "
+              f"{self.teacher[1]:.2f} ms at batch 1, {self.teacher[128]:.1f} ms per batch of 128", flush=True)
+
+    def latency(self, g) -> dict:
+        """Predicted b1_ms (per sentence), b128_ms (per batch of 128), speedup (teacher b128 / b128) and
+        speedup_b1, measuring the parts the table lacks first."""
+        with torch.random.fork_rng(devices=[]):
+            self.lut.ensure(self.space, [g], self.ctx, self.lengths, threads=(self.threads,), batches=(1, 128))
+            b1 = self.lut.predict(self.space, g, self.ctx, self.lengths, self.threads, 1)
+            b128 = self.lut.predict(self.space, g, self.ctx, self.lengths, self.threads, 128)
+        return {"b1_ms": b1, "b128_ms": b128, "speedup": self.teacher[128] / b128, "speedup_b1": self.teacher[1] / b1}
+
+    def meets(self, lat: dict) -> bool:
+        return P.meets(lat, speedup=self.cfg.speedup, latency_ms=self.cfg.latency_ms)
+
+    def violation(self, lat: dict) -> float:
+        """<= 0 when the constraint holds (Optuna's constraint convention)."""
+        cfg = self.cfg
+        if cfg.speedup is not None:
+            return lat["b128_ms"] - self.teacher[128] / cfg.speedup
+        if cfg.latency_ms is not None:
+            return lat["b1_ms"] - cfg.latency_ms
+        return 0.0
+
+    def check_feasible(self) -> None:
+        """Some architecture of the space must meet the constraint (checked on a seeded sample; the message
+        names the fastest one seen). The first feasible draw is kept in ``feasible``."""
+        cfg = self.cfg
+        if cfg.speedup is None and cfg.latency_ms is None:
+            return
+        rng = np.random.default_rng([cfg.seed, 41])
+        seen = []
+        for _ in range(FEASIBILITY_DRAWS):
+            g = self.space.sample(rng)
+            lat = self.latency(g)
+            if self.meets(lat):
+                self.feasible = g             # spos evaluates it first: the front then holds a pick
+                return
+            seen.append((lat, g))
+        lat, g = max(seen, key=lambda t: t[0]["speedup"])
+        raise NaskdError(f"no architecture of the {self.space.name} space meets "
+                         f"{P.constraint_text(cfg.speedup, cfg.latency_ms)} (of {FEASIBILITY_DRAWS} sampled, the "
+                         f"fastest, {self.space.describe(g)}, is predicted at {lat['speedup']:.2f}x the teacher's "
+                         f"throughput, {lat['b1_ms']:.2f} ms at batch 1); relax the constraint or widen the space")
+
+
 def _read_jsonl(path) -> list[dict]:
     if not path.is_file():
         return []
@@ -253,7 +274,6 @@ class SPOS(_OneShot):
         self.setup()
         env, cfg = self.env, self.env.cfg
         data, device, kd, run_dir = env.data, env.device, env.kd, env.run_dir
-        self.check_feasible()
         seed_everything(cfg.seed)
         net = self.space.supernet(self.ctx).to(device)
         kd.to(device)
@@ -385,7 +405,6 @@ class RandomSearch(_OneShot):
         self.setup()
         env, cfg = self.env, self.env.cfg
         data, device, kd, run_dir = env.data, env.device, env.kd, env.run_dir
-        self.check_feasible()
         rows = self.train_rows
         per_epoch = max(cfg.batch_size, len(rows) // cfg.candidates)
         path = run_dir / "candidates.jsonl"

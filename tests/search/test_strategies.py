@@ -1,0 +1,199 @@
+"""Every strategy end to end on tiny spaces: outputs, resume to the same result, the Pareto front and its
+pick, derive from the front, retraining a pick, and the bad inputs of `naskd search --strategy ...`."""
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from naskd.cli import main
+from naskd.errors import NaskdError
+from naskd.search import pareto as P
+from naskd.space.oneshot import load_genotype
+
+from ..conftest import DATA
+
+CELL = {"name": "tinycell", "ops": ["conv3", "identity", "attn4", "lstm", "none"],
+        "aggregators": ["max_pool", "avg_pool"], "nodes": 2, "width": 16}
+MACRO = {"kind": "macro", "name": "tinymacro", "embed": [8, 16], "depth": [1, 2],
+         "ops": ["lstm", "conv3", "attn2"], "widths": [8, 16], "pooling": ["ends", "max", "mean"],
+         "classifier": [8, 16]}
+
+
+@pytest.fixture()
+def spaces(tmp_path):
+    out = {}
+    for name, data in (("cell", CELL), ("macro", MACRO)):
+        f = tmp_path / f"{name}.yaml"
+        f.write_text(yaml.safe_dump(data))
+        out[name] = f
+    return out
+
+
+def argv(teacher, space, out, strategy, *extra):
+    return ["search", "--strategy", strategy, "--task", "sst2", "--teacher", str(teacher), "--data-dir", str(DATA),
+            "--space", str(space), "--layers", "2", "--max-train-examples", "160", "--selection-examples", "48",
+            "--max-eval-examples", "16", "--batch-size", "16", "--epochs", "2", "--trials", "10",
+            "--population", "4", "--candidates", "3", "--latency-threads", "1", "--out", str(out),
+            "--checkpoint-every", "1000", *extra]
+
+
+def candidates(run):
+    return [(c["text"], c["score"], c["b128_ms"]) for c in json.loads((run / "pareto.json").read_text())["candidates"]]
+
+
+@pytest.mark.parametrize("strategy,kind", [("spos", "cell"), ("spos", "macro"), ("random", "macro"),
+                                           ("random", "cell")])
+def test_strategy_end_to_end_and_resume(tiny_teacher, spaces, tmp_path, strategy, kind):
+    teacher, _ = tiny_teacher
+    full, part = tmp_path / "full", tmp_path / "part"
+    assert main(argv(teacher, spaces[kind], full, strategy)) == 0
+    for f in ("pareto.json", "pareto.png", "genotype.json", "metrics.json", "config.yaml"):
+        assert (full / f).is_file(), f
+    doc = json.loads((full / "pareto.json").read_text())
+    cands = doc["candidates"]
+    assert len(cands) == (3 if strategy == "random" else len({c["text"] for c in cands}))
+    for c in cands:
+        assert 0.0 <= c["score"] <= 1.0 and c["b1_ms"] > 0 and c["b128_ms"] > 0
+        assert c["params"] > c["params_without_embeddings"] > 0
+        assert c["speedup"] == pytest.approx(doc["teacher"]["b128_ms"] / c["b128_ms"])
+    # the front is exactly the non-dominated set (brute force) and the pick is the most accurate
+    flags = [not any(o["score"] >= c["score"] and o["b128_ms"] <= c["b128_ms"] and
+                     (o["score"] > c["score"] or o["b128_ms"] < c["b128_ms"]) for o in cands) for c in cands]
+    assert [c["on_front"] for c in cands] == flags
+    pick = next(c for c in cands if c["trial"] == doc["pick"])
+    assert pick["score"] == max(c["score"] for c in cands)
+    g = load_genotype(full / "genotype.json")
+    assert g.to_dict() == pick["genotype"]
+    # interrupted twice (once inside training), resumed: the same evaluated architectures, scores, pick
+    steps = "4" if strategy == "spos" else "7"
+    assert main(argv(teacher, spaces[kind], part, strategy, "--stop-after-steps", steps)) == 0
+    assert json.loads((part / "metrics.json").read_text())["status"] == "stopped"
+    assert main(argv(teacher, spaces[kind], part, strategy, "--resume", "--stop-after-steps", steps)) == 0
+    assert main(argv(teacher, spaces[kind], part, strategy, "--resume")) == 0
+    assert candidates(part) == candidates(full)
+    assert load_genotype(part / "genotype.json") == g
+
+
+def test_spos_discrete_search_resumes_mid_way(tiny_teacher, spaces, tmp_path):
+    """A kill during the discrete search: the recorded evaluations are replayed, the rest evaluated."""
+    teacher, _ = tiny_teacher
+    full, part = tmp_path / "full", tmp_path / "part"
+    assert main(argv(teacher, spaces["cell"], full, "spos")) == 0
+    assert main(argv(teacher, spaces["cell"], part, "spos", "--trials", "4")) == 0
+    lines = (part / "candidates.jsonl").read_text().splitlines()
+    (part / "candidates.jsonl").write_text("\n".join(lines[:3]) + "\n" + lines[3][:20])   # cut mid-line
+    assert main(argv(teacher, spaces["cell"], part, "spos", "--resume")) == 0
+    assert candidates(part) == candidates(full)
+
+
+def test_spos_under_a_constraint_and_derive_from_the_front(tiny_teacher, spaces, tmp_path, capsys):
+    teacher, _ = tiny_teacher
+    out = tmp_path / "s"
+    assert main(argv(teacher, spaces["macro"], out, "spos", "--speedup", "1.5")) == 0
+    doc = json.loads((out / "pareto.json").read_text())
+    pick = next(c for c in doc["candidates"] if c["trial"] == doc["pick"])
+    assert pick["speedup"] >= 1.5
+    assert pick["score"] == max(c["score"] for c in doc["candidates"] if c["speedup"] >= 1.5)
+    assert "measured_b1_ms" in pick and "measured_b128_ms" in pick
+    # picked again without searching: the most accurate at least S times the teacher's throughput
+    s = sorted(c["speedup"] for c in doc["candidates"])[len(doc["candidates"]) // 2]
+    assert main(["derive", str(out), "--speedup", str(s), "-o", str(tmp_path / "g.json")]) == 0
+    g, c = load_genotype(tmp_path / "g.json"), None
+    want = max((c for c in doc["candidates"] if c["speedup"] >= s), key=lambda c: (c["score"], -c["b128_ms"]))
+    assert g.to_dict() == want["genotype"]
+    # a constraint no evaluated architecture meets: one line naming the fastest
+    top = max(c["speedup"] for c in doc["candidates"])
+    capsys.readouterr()
+    assert main(["derive", str(out), "--speedup", str(top * 2), "-o", str(tmp_path / "h.json")]) == 2
+    err = capsys.readouterr().err
+    assert "no evaluated architecture meets" in err and f"{top:.2f}x" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "h.json").exists()
+    # the pick retrains, and the student loads like any other
+    assert main(["retrain", "--genotype", str(out / "genotype.json"), "--teacher", str(teacher), "--data-dir",
+                 str(DATA), "--max-train-examples", "32", "--max-eval-examples", "16", "--epochs", "1",
+                 "--out", str(tmp_path / "rt")]) == 0
+    from naskd.students.io import load_student
+
+    model, _, info = load_student(tmp_path / "rt" / "student")
+    assert info["architecture"] == "macro" and info["kd"] == "logit_mse"
+
+
+def test_macro_space_holds_bilstm_soft_as_a_baseline_point(tiny_teacher, tmp_path):
+    from naskd.space.oneshot import load_oneshot_space
+
+    space = load_oneshot_space("macro")
+    base = space.baselines()
+    assert list(base) == ["bilstm_soft"] and space.contains(base["bilstm_soft"])
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--strategy", "evolution"], "unknown search strategy 'evolution'; known: darts"),
+    (["--strategy", "darts", "--space", "macro"], "--strategy darts searches cell spaces; macro is a macro space"),
+    (["--strategy", "spos", "--latency-speedup", "2"], "--latency-speedup is a darts setting"),
+    (["--strategy", "spos", "--speedup", "2", "--latency-ms", "3"], "not both"),
+    (["--strategy", "darts", "--speedup", "2"], "darts' latency term is at batch 1"),
+    (["--strategy", "spos", "--space", "macro", "--kd", "soft_ce=0.5,pkd=1"], "depth and width of the macro"),
+    (["--strategy", "spos", "--selection-examples", "5000"], "would leave fewer rows to train on"),
+    (["--strategy", "spos", "--speedup", "1000000"], "no architecture of the tinycell space meets at least 1e+06x"),
+])
+def test_bad_inputs_fail_before_training(tiny_teacher, spaces, tmp_path, capsys, extra, message):
+    teacher, _ = tiny_teacher
+    out = tmp_path / "bad"
+    args = argv(teacher, spaces["cell"], out, "spos")
+    i = args.index("--strategy")
+    del args[i:i + 2]
+    assert main(args + extra) == 2
+    err = capsys.readouterr().err
+    assert message in err, err
+    # one error line (progress bars of the latency table's measurements may come before it)
+    lines = [ln for ln in err.replace("\r", "\n").splitlines() if "error" in ln]
+    assert len(lines) == 1 and lines[0].startswith("naskd search: error:") and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_unbuildable_space_is_refused(tiny_teacher, tmp_path, capsys):
+    teacher, _ = tiny_teacher
+    f = tmp_path / "bad.yaml"
+    f.write_text(yaml.safe_dump({**MACRO, "ops": ["attn4"], "widths": [6]}))
+    assert main(argv(teacher, f, tmp_path / "o", "spos")) == 2
+    err = capsys.readouterr().err
+    assert "attn4" in err and "6" in err and len(err.strip().splitlines()) == 1
+    f.write_text(yaml.safe_dump({**MACRO, "depth": [0, 1]}))
+    assert main(argv(teacher, f, tmp_path / "o", "spos")) == 2
+    assert not (tmp_path / "o").exists()
+
+
+def test_latency_table_of_another_machine_is_refused(tiny_teacher, spaces, tmp_path, capsys):
+    from naskd.search.lut import LatencyLUT
+
+    teacher, _ = tiny_teacher
+    lut = LatencyLUT(entries={("x", 1, 1, 8): 1.0})
+    lut.machine = {**lut.machine, "torch": "1.0.0"}
+    lut.save(tmp_path / "lut.json")
+    assert main(argv(teacher, spaces["cell"], tmp_path / "o", "spos", "--latency-table",
+                     str(tmp_path / "lut.json"))) == 2
+    err = capsys.readouterr().err
+    assert "1.0.0" in err and "measure again" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_pareto_front_and_pick_by_brute_force():
+    rng = np.random.default_rng(0)
+    cands = [{"score": float(rng.integers(0, 5)) / 4, "b128_ms": float(rng.integers(1, 6)), "trial": i,
+              "text": str(i)} for i in range(40)]
+    for c in cands:
+        c["b1_ms"] = c["b128_ms"] / 10
+        c["speedup"] = 10.0 / c["b128_ms"]
+    P.mark_front(cands)
+    for c in cands:
+        dominated = any(o["score"] >= c["score"] and o["b128_ms"] <= c["b128_ms"] and o is not c and
+                        (o["score"] > c["score"] or o["b128_ms"] < c["b128_ms"]) for o in cands)
+        assert c["on_front"] == (not dominated)
+    for s in (1.0, 2.0, 2.5, 5.0):
+        p = P.pick(cands, speedup=s)
+        ok = [c for c in cands if c["speedup"] >= s]
+        assert p["speedup"] >= s and p["score"] == max(c["score"] for c in ok)
+        assert p["on_front"] or any(c["score"] == p["score"] and c["b128_ms"] < p["b128_ms"] for c in ok) is False
+    with pytest.raises(NaskdError, match="fastest evaluated is 10.00x"):
+        P.pick(cands, speedup=11.0)
