@@ -175,6 +175,50 @@ def plot_path(target: str | os.PathLike, out: str | os.PathLike, alphas: bool = 
                              "history.json of a `naskd search` run") from None
         plot_alphas(history, out, source=str(hist_path))
     else:
+        from .space.oneshot import load_genotype
+
         gpath = target / "genotype.json" if target.is_dir() else target
-        plot_cell(Genotype.load(gpath), out)
+        g = load_genotype(gpath)
+        if isinstance(g, Genotype):
+            plot_cell(g, out)
+        else:
+            plot_stack(stack_of(g), out, title=g.describe())
     return str(out)
+
+
+def stack_of(g) -> list[str]:
+    """The boxes, input to output, of a macro or teacher-space genotype."""
+    d = g.to_dict()
+    if d.get("kind") == "macro":
+        return ([f"word embeddings ({g.embed})"] + [f"{op} -> {w}" for op, w in g.layers]
+                + [f"pooling: {g.pooling}", f"ReLU {g.classifier}", "logits"])
+    return (["teacher embeddings"] + [f"teacher layer {i + 1}" for i in range(g.k)]
+            + ["pooling and head (the teacher's)"])
+
+
+def plot_stack(boxes: list[str], out: str | os.PathLike, *, title: str = "") -> None:
+    """A column of boxes joined by arrows (a macro or truncated-teacher student), written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .utils.io import atomic_path
+
+    fig, ax = plt.subplots(figsize=(4, 0.7 * len(boxes) + 0.8))
+    n = len(boxes)
+    for i, text in enumerate(boxes):
+        y = n - 1 - i
+        ax.text(0.5, y, text, ha="center", va="center", fontsize=9,
+                bbox={"boxstyle": "round,pad=0.4", "fc": "#e8eef4", "ec": "#33506b"})
+        if i:
+            ax.annotate("", xy=(0.5, y + 0.25), xytext=(0.5, y + 0.75), arrowprops={"arrowstyle": "->"})
+    ax.set_xlim(0, 1)
+    ax.set_ylim(-0.6, n - 0.4)
+    ax.axis("off")
+    ax.set_title(title, fontsize=8)
+    fig.tight_layout()
+    path = Path(out)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format=image_format(path))
+    plt.close(fig)

@@ -120,3 +120,19 @@ def test_plot_alphas_of_a_malformed_history(tmp_path, capsys):
         msg = _one_error(capsys)
         assert expect[name] in msg and f"{name}.json" in msg, msg
         assert not (tmp_path / f"{name}.png").exists()
+
+
+def test_macro_and_teacher_genotypes_plot_as_stacks(tmp_path):
+    from naskd.plotting import stack_of
+    from naskd.space.macro import MacroGenotype
+    from naskd.space.teacher_space import TeacherGenotype
+
+    m = MacroGenotype("macro", 300, (("lstm", 300), ("conv3", 128)), "ends", 200)
+    t = TeacherGenotype("teacher", 2, 6)
+    assert stack_of(m) == ["word embeddings (300)", "lstm -> 300", "conv3 -> 128", "pooling: ends", "ReLU 200", "logits"]
+    assert stack_of(t)[1:3] == ["teacher layer 1", "teacher layer 2"] and len(stack_of(t)) == 4
+    for g in (m, t):
+        g.save(tmp_path / "g.json")
+        out = tmp_path / f"{g.to_dict()['kind']}.png"
+        assert main(["plot", str(tmp_path / "g.json"), "-o", str(out)]) == 0
+        assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -94,7 +94,7 @@ def test_second_order_and_per_cell(tiny_teacher, space, tmp_path):
     (["--nodes", "0"], "setting 'nodes' must be an integer >= 1, got 0"),
     (["--width", "18"], "not divisible by 4 heads"),
     (["--kd", "soft_ce,magic"], "unknown distillation criterion 'magic'"),
-    (["--space", "nowhere"], "known: adabert, nas_kd"),
+    (["--space", "nowhere"], "known: adabert, macro, nas_kd, teacher"),
     (["--task", "rte"], "fine-tuned for task sst2, not rte"),
     (["--layers", "5", "--kd", "pkd"], "needs M_s <= M_t"),
 ])

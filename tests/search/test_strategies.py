@@ -27,6 +27,7 @@ def spaces(tmp_path):
         f = tmp_path / f"{name}.yaml"
         f.write_text(yaml.safe_dump(data))
         out[name] = f
+    out["teacher"] = "teacher"            # search_spaces/teacher.yaml: k = 1..L of the tiny 2-layer teacher
     return out
 
 
@@ -42,8 +43,8 @@ def candidates(run):
     return [(c["text"], c["score"], c["b128_ms"]) for c in json.loads((run / "pareto.json").read_text())["candidates"]]
 
 
-@pytest.mark.parametrize("strategy,kind", [("spos", "cell"), ("spos", "macro"), ("random", "macro"),
-                                           ("random", "cell")])
+@pytest.mark.parametrize("strategy,kind", [("spos", "cell"), ("spos", "macro"), ("spos", "teacher"),
+                                           ("random", "macro"), ("random", "cell"), ("random", "teacher")])
 def test_strategy_end_to_end_and_resume(tiny_teacher, spaces, tmp_path, strategy, kind):
     teacher, _ = tiny_teacher
     full, part = tmp_path / "full", tmp_path / "part"
@@ -53,6 +54,8 @@ def test_strategy_end_to_end_and_resume(tiny_teacher, spaces, tmp_path, strategy
     doc = json.loads((full / "pareto.json").read_text())
     cands = doc["candidates"]
     assert len(cands) == (3 if strategy == "random" else len({c["text"] for c in cands}))
+    if kind == "teacher":                 # k = 1 and 2 of the 2-layer teacher: the whole space is evaluated
+        assert strategy == "random" or {c["genotype"]["k"] for c in cands} == {1, 2}
     for c in cands:
         assert 0.0 <= c["score"] <= 1.0 and c["b1_ms"] > 0 and c["b128_ms"] > 0
         assert c["params"] > c["params_without_embeddings"] > 0

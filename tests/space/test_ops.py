@@ -194,7 +194,7 @@ def test_shipped_spaces_and_bad_space_files(tmp_path):
     f.write_text("name: t\nops: [attn8]\naggregators: [max_pool]\nwidth: 12\n")
     with pytest.raises(ConfigError, match="not divisible by 8 heads"):
         load_space(str(f))
-    with pytest.raises(Exception, match="known: adabert, nas_kd"):
+    with pytest.raises(Exception, match="known: adabert, macro, nas_kd, teacher"):
         load_space("darts")
 
 
