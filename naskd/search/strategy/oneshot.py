@@ -108,8 +108,13 @@ class _OneShot(Strategy):
         cache = self.__dict__.setdefault("_param_cache", {})
         k = _key(g)
         if k not in cache:
+            from dataclasses import replace
+
+            # the count needs no teacher weights (its embedding tables take seconds to read and project),
+            # except where the student is the teacher's own layers
+            ctx = self.ctx if self.space.kind == "teacher" else replace(self.ctx, teacher_dir=None)
             with torch.random.fork_rng(devices=[]):
-                cache[k] = count_parameters(self.space.build_student(g, self.ctx))
+                cache[k] = count_parameters(self.space.build_student(g, ctx))
         return cache[k]
 
     def baselines(self) -> dict:
@@ -128,10 +133,9 @@ class _OneShot(Strategy):
             raise NaskdError(f"{e}; every evaluated architecture is in {env.run_dir / 'pareto.json'} (`naskd derive "
                              f"{env.run_dir} --speedup S -o FILE` picks under another constraint)") from None
         g = self.space.genotype_from_dict(chosen["genotype"], "the pick")
-        with torch.random.fork_rng(devices=[]):
-            student = self.space.build_student(g, self.ctx)
-            measured = {f"measured_b{b}_ms": self.lut.measure_model(student, self.ctx, self.lut_lengths, self.threads, b)
-                        for b in (1, 128)}
+        chosen["latency"] = self.lat.report(g)
+        measured = {f"measured_b{b}_ms": chosen["latency"][f"threads_{self.threads}"][f"measured_b{b}_ms"]
+                    for b in (1, 128)}
         chosen.update(measured)
         front = [c for c in candidates if c["on_front"]]
         doc = {**self._doc(candidates), "pick": chosen["trial"]}
@@ -193,6 +197,7 @@ class Latency:
             self.teacher = {b: self.lut.teacher_ms(teacher_dir, self.ctx, self.lengths, self.threads, b)
                             for b in (1, 128)}
         self.feasible = None
+        self.env_teacher = teacher_dir
         print(f"[search] latency table {self.lut.path} ({self.threads} threads, lengths {self.lengths}); teacher "
               f"{self.teacher[1]:.2f} ms at batch 1, {self.teacher[128]:.1f} ms per batch of 128", flush=True)
 
@@ -207,6 +212,26 @@ class Latency:
 
     def meets(self, lat: dict) -> bool:
         return P.meets(lat, speedup=self.cfg.speedup, latency_ms=self.cfg.latency_ms)
+
+    def report(self, g) -> dict:
+        """The student ``g`` at every thread count of the table (1 and 2 where the machine has them), batch 1
+        and 128: predicted from the table and measured whole by the same protocol, beside the teacher's."""
+        from ..lut import machine_threads
+
+        out = {}
+        with torch.random.fork_rng(devices=[]):
+            student = self.space.build_student(g, self.ctx)
+            for t in sorted(set(machine_threads()) | {self.threads}):
+                self.lut.ensure(self.space, [g], self.ctx, self.lengths, threads=(t,), batches=(1, 128))
+                row = {}
+                for b in (1, 128):
+                    row[f"predicted_b{b}_ms"] = self.lut.predict(self.space, g, self.ctx, self.lengths, t, b)
+                    row[f"measured_b{b}_ms"] = self.lut.measure_model(student, self.ctx, self.lengths, t, b)
+                    row[f"teacher_b{b}_ms"] = self.lut.teacher_ms(self.env_teacher, self.ctx, self.lengths, t, b)
+                row["predicted_speedup"] = row["teacher_b128_ms"] / row["predicted_b128_ms"]
+                row["measured_speedup"] = row["teacher_b128_ms"] / row["measured_b128_ms"]
+                out[f"threads_{t}"] = row
+        return out
 
     def violation(self, lat: dict) -> float:
         """<= 0 when the constraint holds (Optuna's constraint convention)."""
