@@ -35,6 +35,8 @@ from naskd.data.readers import load_split
 from naskd.data.tasks import get_task
 from naskd.search.lut import (
     BATCHES,
+    CALIBRATION_MODELS,
+    CALIBRATION_SEED,
     LatencyLUT,
     describe_machine,
     machine_key,
@@ -74,8 +76,12 @@ def run_space(name: str, args, ctx: BuildContext, lengths: list[int], threads: t
     genotypes = sample_genotypes(space, args.genotypes, args.seed)
     lut = LatencyLUT.open(cache_dir=args.cache_dir) if args.cache else LatencyLUT()
     t0 = time.perf_counter()
+    # as a search does: the parts of many genotypes measured in turns with each other, then the space's
+    # per-part overhead calibrated on whole students drawn from a stream of their own (never the ones
+    # scored here)
     measured_entries = lut.ensure(space, genotypes, ctx, lengths, threads=threads, batches=batches,
                                   desc=f"{name}: part entries")
+    measured_entries += lut.calibrate(space, ctx, lengths, threads=threads, batches=batches)
     lut_s = time.perf_counter() - t0
     settings = {(t, b): [] for t in threads for b in batches}
     t0 = time.perf_counter()
@@ -109,7 +115,9 @@ def markdown(res: dict, command: str, header: str) -> str:
              (f"{len(res['genotypes'])} genotypes sampled (seeded); lengths {res['lengths']} (tokens); "
              f"{res['entries measured']} part entries measured in {res['seconds measuring entries']:.0f} s, the "
              f"whole students in {res['seconds measuring models']:.0f} s. Predicted = sum over parts of count x "
-             "entry, mean over the lengths; measured = the whole student by the same protocol (median of "
+             "entry, less the space's per-part overhead for each part after the first (calibrated on "
+             f"{CALIBRATION_MODELS} other students drawn with seed {CALIBRATION_SEED}, timed whole; "
+             "`LatencyLUT.calibrate`), mean over the lengths; measured = the whole student by the same protocol (median of "
              "forwards after warm-up, eval, no_grad, seeded inputs, all-true masks). error % = (predicted - "
              "measured) / measured."), ""]
     for s in res["settings"]:

@@ -7,7 +7,7 @@ run directory; the strategy (naskd.search.strategy: darts, spos, random) trains 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
 
@@ -252,7 +252,7 @@ def run_search(cfg: SearchConfig, *, overwrite: bool = False, resume: bool = Fal
     data = prepare(spec.name, teacher_dir, data_dir=cfg.data_dir, max_train_examples=subsample,
                    max_eval_examples=cfg.max_eval_examples, seed=cfg.data_seed, requests=kd.teacher_requests(),
                    cache_dir=cfg.cache_dir, device=device, need_teacher=kd.needs_teacher,
-                   augmented=resolve_augmented(cfg, spec, teacher_dir),
+                   augmented=resolve_augmented(replace(cfg, max_train_examples=subsample), spec, teacher_dir),
                    max_length=cfg.max_length, splits=splits)
     kd.setup(data.train_outputs, data.train)
     env = SearchEnv(cfg=cfg, spec=spec, teacher_dir=Path(teacher_dir), teacher_info=info, data=data, kd=kd,

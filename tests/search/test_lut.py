@@ -364,3 +364,34 @@ def test_teacher_ms_is_cached(tiny_teacher, tmp_path, monkeypatch):
     again = LatencyLUT.load(tmp_path / "lut.json")
     assert again.teacher_ms(run_dir, ctx, [12, 6], 1, 1) == 2.5
     assert count.calls == 2 and len(loads) == 1
+
+
+def test_calibrated_overhead_makes_predictions_whole_model_times(tmp_path, monkeypatch):
+    """Parts of 1 ms each; whole students that pay 0.3 ms less per part after the first: calibration finds
+    0.3 on its own draws, and predictions of other genotypes then equal their whole times."""
+    monkeypatch.setattr(L, "time_round", Counter(ms=1.0))
+    timed = []
+
+    def whole(module, ctx, lengths, threads, batch):
+        count = 2 + len(module.layers)
+        timed.append(count)
+        return count * 1.0 - (count - 1) * 0.3
+
+    monkeypatch.setattr(LatencyLUT, "measure_model", staticmethod(whole))
+    lut = LatencyLUT.open(cache_dir=tmp_path / "cache")
+    space = ToySpace()
+    assert lut.calibrate(space, CTX, [5, 9], threads=(1,), batches=(1,)) == 2      # two lengths
+    assert len(timed) == 2 * L.CALIBRATION_MODELS
+    assert lut.entries[(L.OVERHEAD_PREFIX + "toy", 1, 1, 5)] == pytest.approx(0.3)
+    for g in (G1, G2, ToyGenotype(1, 8)):
+        lut.ensure(space, [g], CTX, [5, 9], threads=(1,), batches=(1,))
+        count = 2 + g.depth
+        assert lut.predict(space, g, CTX, [5, 9], 1, 1) == pytest.approx(count - (count - 1) * 0.3)
+    assert lut.calibrate(space, CTX, [5, 9], threads=(1,), batches=(1,)) == 0      # kept in the table
+    reopened = LatencyLUT.open(cache_dir=tmp_path / "cache")
+    assert reopened.predict(space, G2, CTX, [5, 9], 1, 1) == pytest.approx(5 - 4 * 0.3)
+    # whole students slower than their parts: no negative overhead, the plain sum
+    monkeypatch.setattr(LatencyLUT, "measure_model", staticmethod(lambda m, c, ls, t, b: 100.0))
+    assert lut.calibrate(space, CTX, [5], threads=(1,), batches=(128,)) == 1
+    lut.ensure(space, [G1], CTX, [5], threads=(1,), batches=(128,))
+    assert lut.predict(space, G1, CTX, [5], 1, 128) == pytest.approx(4.0)

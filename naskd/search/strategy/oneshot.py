@@ -37,6 +37,7 @@ from . import Strategy, register_strategy
 PROBES = 4                 # fixed paths scored each supernet epoch (a progress signal, not a choice)
 PROBE_ROWS = 1000
 FEASIBILITY_DRAWS = 100    # genotypes drawn before training to see whether any meets the constraint
+PREMEASURE = 100           # genotypes whose parts are measured together before the search
 
 
 class _PathModel(nn.Module):
@@ -194,6 +195,12 @@ class Latency:
         self.lut = LatencyLUT.open(cfg.latency_table, cache_dir=cfg.cache_dir)
         self.lengths = representative_lengths(np.asarray(dev_lengths))
         with torch.random.fork_rng(devices=[]):          # timing draws nothing from the search's streams
+            # the parts of many architectures measured together, in turns (each between the others, as in a
+            # model), before the search asks for them one architecture at a time
+            rng = np.random.default_rng([cfg.seed, 43])
+            self.lut.ensure(space, [space.sample(rng) for _ in range(PREMEASURE)], self.ctx, self.lengths,
+                            threads=(self.threads,), batches=(1, 128))
+            self.lut.calibrate(space, self.ctx, self.lengths, threads=(self.threads,), batches=(1, 128))
             self.teacher = {b: self.lut.teacher_ms(teacher_dir, self.ctx, self.lengths, self.threads, b)
                             for b in (1, 128)}
         self.feasible = None
@@ -222,6 +229,7 @@ class Latency:
         with torch.random.fork_rng(devices=[]):
             student = self.space.build_student(g, self.ctx)
             for t in sorted(set(machine_threads()) | {self.threads}):
+                self.lut.calibrate(self.space, self.ctx, self.lengths, threads=(t,), batches=(1, 128))
                 self.lut.ensure(self.space, [g], self.ctx, self.lengths, threads=(t,), batches=(1, 128))
                 row = {}
                 for b in (1, 128):
