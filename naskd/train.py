@@ -47,6 +47,7 @@ class FitResult:
     state: LoopState
     stopped: bool           # ended early by stop_after_steps
     best_metrics: dict
+    steps_here: int = 0     # steps this call trained (a resumed run's earlier steps not counted)
 
 
 def adamw(params, **kw) -> torch.optim.AdamW:
@@ -300,7 +301,7 @@ def fit(*, model: torch.nn.Module, optimizer, scheduler, epochs: int,
                 dist.barrier()
             if stop:
                 pbar.close()
-                return FitResult(state, True, best_metrics)
+                return FitResult(state, True, best_metrics, steps_done_here)
         pbar.close()
         state.train_seconds += time.perf_counter() - t0
         state.rows_per_epoch.append(state.rows_in_epoch + dist.all_sum(rows_here, device))
@@ -336,4 +337,4 @@ def fit(*, model: torch.nn.Module, optimizer, scheduler, epochs: int,
         dist.barrier()
         if on_epoch is not None:          # after the checkpoint: a caller may stop here (tuning prunes)
             on_epoch(state.epoch - 1, metrics)
-    return FitResult(state, False, best_metrics)
+    return FitResult(state, False, best_metrics, steps_done_here)

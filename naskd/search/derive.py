@@ -77,6 +77,11 @@ def pick_again(run_dir: str | os.PathLike, *, speedup: float | None = None, late
     if kind == "cell":
         g = Genotype.from_dict(c["genotype"], f"{run / 'pareto.json'}")
     else:
-        space_kind(kind)
+        from ..errors import ConfigError
+
+        try:
+            space_kind(kind)
+        except ConfigError as e:
+            raise NaskdError(f"{run / 'pareto.json'}: {e}; it is corrupt or from a newer naskd") from None
         g = SPACE_KINDS[kind].genotype_class().from_dict(c["genotype"], f"{run / 'pareto.json'}")
     return g, c

@@ -157,6 +157,38 @@ def time_ms(fn, **kw) -> float:
     return time_round([fn], **kw)[0]
 
 
+def overhead_key(space, ctx) -> str:
+    """``overhead:<space name>:<hash>``: the calibration of one space as the task and teacher shape it (its
+    declared choices, layers and width, the task's kind, labels and pairing, the teacher's depth), so two
+    spaces that share a name (or one space at two widths) never share an overhead."""
+    try:
+        declared = space.to_dict()
+    except NotImplementedError:
+        declared = {"name": space.name}
+    what = json.dumps([declared, ctx.kind, ctx.num_labels, bool(ctx.pair), ctx.teacher_layers, ctx.vocab_size],
+                      sort_keys=True, default=str)
+    return f"{OVERHEAD_PREFIX}{space.name}:{hashlib.sha256(what.encode()).hexdigest()[:10]}"
+
+
+def warn_if_busy(threads: int) -> bool:
+    """Warn (one line) when other processes keep the cores busy: times measured then are not this
+    machine's (a thread waiting for a busy core makes a 2-thread forward many times slower), and they
+    stay in the table. True when it warned."""
+    import warnings
+
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):         # not on every platform
+        return False
+    cores = os.cpu_count() or 1
+    if load <= cores - threads + 1.5:          # this process itself counts about 1
+        return False
+    warnings.warn(f"the machine is busy (load average {load:.1f} on {cores} cores) while latency is measured at "
+                  f"{threads} thread{'s' if threads > 1 else ''}: the times kept in the table will be too slow; "
+                  "measure on a quiet machine (delete the table under <cache dir>/latency/ to measure again)")
+    return True
+
+
 class _threads:
     """``torch.set_num_threads(n)`` inside, the caller's count restored after (whatever happened)."""
 
@@ -373,6 +405,7 @@ class LatencyLUT:
         todo = self.missing(keys, lengths, threads, batches)
         if not todo:
             return 0
+        warn_if_busy(max(t for _, t, _, _ in todo))
         modules = {k: space.part_module(k, ctx) for k in keys}
         for module, _ in modules.values():
             module.eval()
@@ -412,7 +445,7 @@ class LatencyLUT:
         per_length = []
         for n in lengths:
             total = sum(p.count * self.ms(p.key, threads, batch, n) for p in parts)
-            over = self.entries.get((OVERHEAD_PREFIX + space.name, int(threads), int(batch), n), 0.0)
+            over = self.entries.get((overhead_key(space, ctx), int(threads), int(batch), n), 0.0)
             per_length.append(max(total - (count - 1) * over, 0.25 * total))
         return float(sum(per_length) / len(per_length))
 
@@ -429,7 +462,7 @@ class LatencyLUT:
         import numpy as np
 
         threads = machine_threads() if threads is None else tuple(threads)
-        key = OVERHEAD_PREFIX + space.name
+        key = overhead_key(space, ctx)
         lengths = _check_lengths(lengths)
         todo = [(t, b, n) for t in threads for b in batches for n in lengths if (key, t, b, n) not in self.entries]
         if not todo:
@@ -478,6 +511,7 @@ class LatencyLUT:
         lengths = _check_lengths(lengths)
         todo = [n for n in lengths if (key, int(threads), int(batch), n) not in self.entries]
         if todo:
+            warn_if_busy(int(threads))
             if self._teacher is None or self._teacher[0] != fp:
                 self._teacher = (fp, load_teacher(teacher_dir)[0].eval())
             model = self._teacher[1]

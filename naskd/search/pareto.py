@@ -40,7 +40,7 @@ def constraint_text(speedup: float | None, latency_ms: float | None) -> str:
         return f"at least {speedup:g}x the teacher's batch-128 throughput"
     if latency_ms is not None:
         return f"at most {latency_ms:g} ms at batch 1"
-    return "none (the most accurate on the front)"
+    return "none"
 
 
 def pick(candidates: list[dict], *, speedup: float | None = None, latency_ms: float | None = None) -> dict:
@@ -118,4 +118,12 @@ def load_front(run_dir: str | os.PathLike) -> dict:
         if not isinstance(c, dict) or not all(k in c for k in ("score", "b1_ms", "b128_ms", "speedup", "genotype")):
             raise NaskdError(f"{run / 'pareto.json'}: candidate {i} lacks score, b1_ms, b128_ms, speedup or "
                              "genotype; it is corrupt")
+        for k in ("score", "b1_ms", "b128_ms", "speedup"):
+            v = c[k]
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise NaskdError(f"{run / 'pareto.json'}: candidate {i} has {k} {v!r}, not a finite number; it is "
+                                 "corrupt (search again, or restore the file the search wrote)")
+        if not isinstance(c["genotype"], dict):
+            raise NaskdError(f"{run / 'pareto.json'}: candidate {i}'s genotype is not a JSON object; it is corrupt")
+        c.setdefault("text", f"candidate {i}")
     return d

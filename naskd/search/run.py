@@ -94,7 +94,7 @@ class SearchConfig:
                                                   "without it (or --latency-ms) the whole Pareto front is returned",
                                        low=0, low_open=True)
     latency_threads: Optional[int] = C.field(None, help="spos, random: CPU threads the constraint is measured at "
-                                                        "(default: up to 2, as this machine has)", low=1)
+                                                        "(default: this process's torch threads, at most 2)", low=1)
     max_eval_examples: Optional[int] = C.field(None, help="seeded dev subsample", low=1)
     max_length: Optional[int] = C.field(None, help="maximum sub-tokens (default: the teacher's recipe)", low=8)
     top_k: int = C.field(2, help="incoming edges kept per node when deriving the genotype", low=1)
@@ -167,18 +167,26 @@ class SearchConfig:
             if self.latency_speedup is not None and table.teacher_ms is None:
                 raise ConfigError(f"{self.latency_table} has no teacher_ms for --latency-speedup; give "
                                   "--latency-ms or a table with the teacher's time")
-        space.check()
-        if self.top_k > space.nodes + 1:
-            pass  # nodes with fewer inputs keep all they have
+        try:
+            space.check()
+        except ConfigError as e:
+            raise ConfigError(f"search space {space.source or space.name}: {e}") from None
 
     def space_kind(self) -> str:
         """The kind the space file declares (``kind:``; cell when absent)."""
         from ..assets import asset_path
 
-        data = C.load_yaml(asset_path("search_spaces", self.space))
-        kind = data.get("kind", "cell")
+        from ..space.oneshot import SPACE_KINDS, space_kind
+
+        path = asset_path("search_spaces", self.space)
+        kind = C.load_yaml(path).get("kind", "cell")
         if not isinstance(kind, str):
-            raise ConfigError(f"search space {self.space}: 'kind' must be a name, got {kind!r}")
+            raise ConfigError(f"search space {path}: 'kind' must be a name, got {kind!r}")
+        try:
+            space_kind(kind)
+        except ConfigError:
+            raise ConfigError(f"search space {path}: unknown space kind '{kind}'; known: "
+                              f"{', '.join(sorted(SPACE_KINDS))}") from None
         return kind
 
     def resolved_space(self):
@@ -227,13 +235,16 @@ def run_search(cfg: SearchConfig, *, overwrite: bool = False, resume: bool = Fal
     else:
         space = oneshot_space(cfg, spec, teacher_dir, info)
         layers, width = space.fixed_shape() or (cfg.layers, 64)
+        if space.fixed_shape() is None:
+            probe = DistillationLoss(cfg.kd, kd_context(spec, info, int(info["num_layers"]), width, teacher_dir,
+                                                        seed=cfg.seed))
+            if probe.teacher_requests():
+                raise ConfigError(f"--kd {cfg.kd} matches student layers to teacher layers, but the depth and width "
+                                  f"of the {cfg.space} space's students vary; use criteria on logits (e.g. --kd "
+                                  "logit_mse or soft_ce=0.5,hard_ce=0.5)")
     ctx = kd_context(spec, info, layers, width, teacher_dir, temperature=cfg.temperature,
                      pkd_pairs=cfg.pairs, fsd_memory=cfg.fsd_memory, seed=cfg.seed)
     kd = DistillationLoss(cfg.kd, ctx)                 # validates pairs against the teacher, before work
-    if cfg.strategy != "darts" and space.fixed_shape() is None and kd.teacher_requests():
-        raise ConfigError(f"--kd {cfg.kd} matches student layers to teacher layers, but the depth and width of "
-                          f"the {cfg.space} space's students vary; use criteria on logits (e.g. --kd logit_mse or "
-                          "soft_ce=0.5,hard_ce=0.5)")
     # the data is there and readable: read before the run directory is made
     splits = (load_split(spec, cfg.data_dir, "train"), load_split(spec, cfg.data_dir, "dev"))
     if cfg.strategy != "darts":

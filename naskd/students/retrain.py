@@ -287,9 +287,10 @@ def retrain(cfg: RetrainConfig, *, overwrite: bool = False, resume: bool = False
         if k > int(info["num_layers"]):
             raise ConfigError(f"--truncate-k {k} is more layers than the {info['num_layers']}-layer teacher has; it "
                               f"must be at most {int(info['num_layers'])}")
-    if genotype is not None and _kind(genotype) == "teacher" and genotype.k > int(info["num_layers"]):
-        raise ConfigError(f"{cfg.genotype} keeps {genotype.k} teacher layers; the teacher {teacher_dir} has "
-                          f"{info['num_layers']}")
+    if genotype is not None and _kind(genotype) == "teacher" and genotype.teacher_layers != int(info["num_layers"]):
+        raise ConfigError(f"{cfg.genotype} is the first {genotype.k} of a {genotype.teacher_layers}-layer teacher's "
+                          f"layers; the teacher {teacher_dir} has {info['num_layers']} (pass the teacher it was "
+                          "searched with, --teacher)")
     # depth and width of the student decide the criteria's layer map and projections; build it first
     seed_everything(cfg.seed)
     from transformers import AutoTokenizer

@@ -382,7 +382,11 @@ def test_calibrated_overhead_makes_predictions_whole_model_times(tmp_path, monke
     space = ToySpace()
     assert lut.calibrate(space, CTX, [5, 9], threads=(1,), batches=(1,)) == 2      # two lengths
     assert len(timed) == 2 * L.CALIBRATION_MODELS
-    assert lut.entries[(L.OVERHEAD_PREFIX + "toy", 1, 1, 5)] == pytest.approx(0.3)
+    assert lut.entries[(L.overhead_key(space, CTX), 1, 1, 5)] == pytest.approx(0.3)
+    # another task shape (pairs) is another calibration
+    import dataclasses
+
+    assert L.overhead_key(space, dataclasses.replace(CTX, pair=True)) != L.overhead_key(space, CTX)
     for g in (G1, G2, ToyGenotype(1, 8)):
         lut.ensure(space, [g], CTX, [5, 9], threads=(1,), batches=(1,))
         count = 2 + g.depth
@@ -395,3 +399,14 @@ def test_calibrated_overhead_makes_predictions_whole_model_times(tmp_path, monke
     assert lut.calibrate(space, CTX, [5], threads=(1,), batches=(128,)) == 1
     lut.ensure(space, [G1], CTX, [5], threads=(1,), batches=(128,))
     assert lut.predict(space, G1, CTX, [5], 1, 128) == pytest.approx(4.0)
+
+
+def test_busy_machine_is_warned_about(monkeypatch):
+    monkeypatch.setattr(L.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(L.os, "getloadavg", lambda: (2.2, 2.0, 2.0))
+    with pytest.warns(UserWarning, match="the machine is busy .load average 2.2 on 2 cores"):
+        assert L.warn_if_busy(2)
+    monkeypatch.setattr(L.os, "getloadavg", lambda: (1.1, 1.0, 1.0))      # this process alone
+    assert not L.warn_if_busy(2)
+    monkeypatch.setattr(L.os, "getloadavg", lambda: (2.2, 2.0, 2.0))      # one other process, one thread each
+    assert not L.warn_if_busy(1)

@@ -102,7 +102,7 @@ def test_spos_under_a_constraint_and_derive_from_the_front(tiny_teacher, spaces,
     # picked again without searching: the most accurate at least S times the teacher's throughput
     s = sorted(c["speedup"] for c in doc["candidates"])[len(doc["candidates"]) // 2]
     assert main(["derive", str(out), "--speedup", str(s), "-o", str(tmp_path / "g.json")]) == 0
-    g, c = load_genotype(tmp_path / "g.json"), None
+    g = load_genotype(tmp_path / "g.json")
     want = max((c for c in doc["candidates"] if c["speedup"] >= s), key=lambda c: (c["score"], -c["b128_ms"]))
     assert g.to_dict() == want["genotype"]
     # a constraint no evaluated architecture meets: one line naming the fastest
@@ -137,6 +137,7 @@ def test_macro_space_holds_bilstm_soft_as_a_baseline_point(tiny_teacher, tmp_pat
     (["--strategy", "spos", "--speedup", "2", "--latency-ms", "3"], "not both"),
     (["--strategy", "darts", "--speedup", "2"], "darts' latency term is at batch 1"),
     (["--strategy", "spos", "--space", "macro", "--kd", "soft_ce=0.5,pkd=1"], "depth and width of the macro"),
+    (["--strategy", "spos", "--space", "teacher", "--layers", "6", "--kd", "pkd=1"], "depth and width of the teacher"),
     (["--strategy", "spos", "--selection-examples", "5000"], "would leave fewer rows to train on"),
     (["--strategy", "spos", "--speedup", "1000000"], "no architecture of the tinycell space meets at least 1e+06x"),
 ])
@@ -153,6 +154,35 @@ def test_bad_inputs_fail_before_training(tiny_teacher, spaces, tmp_path, capsys,
     lines = [ln for ln in err.replace("\r", "\n").splitlines() if "error" in ln]
     assert len(lines) == 1 and lines[0].startswith("naskd search: error:") and "Traceback" not in err
     assert not out.exists()
+
+
+def test_corrupt_front_and_foreign_genotypes_are_refused(tiny_teacher, spaces, tmp_path, capsys):
+    teacher, _ = tiny_teacher
+    out = tmp_path / "s"
+    assert main(argv(teacher, spaces["teacher"], out, "spos")) == 0
+    doc = json.loads((out / "pareto.json").read_text())
+    for field, value in (("score", "high"), ("speedup", None), ("b1_ms", float("nan"))):
+        bad = tmp_path / f"bad-{field}"
+        bad.mkdir()
+        broken = json.loads(json.dumps(doc))
+        broken["candidates"][0][field] = value
+        (bad / "pareto.json").write_text(json.dumps(broken))
+        capsys.readouterr()
+        assert main(["derive", str(bad), "--speedup", "1", "-o", str(tmp_path / "g.json")]) == 2
+        err = capsys.readouterr().err
+        assert f"candidate 0 has {field}" in err and len(err.strip().splitlines()) == 1
+    # a teacher-space genotype of another teacher's depth: refused, naming both depths
+    g = json.loads((out / "genotype.json").read_text())
+    (tmp_path / "g12.json").write_text(json.dumps({**g, "teacher_layers": 12}))
+    assert main(["retrain", "--genotype", str(tmp_path / "g12.json"), "--teacher", str(teacher), "--data-dir",
+                 str(DATA), "--out", str(tmp_path / "rt")]) == 2
+    err = capsys.readouterr().err
+    assert "12-layer teacher" in err and "has 2" in err and not (tmp_path / "rt").exists()
+    # an unknown space kind: named, with the known ones
+    f = tmp_path / "k.yaml"
+    f.write_text(yaml.safe_dump({**MACRO, "kind": "macro2"}))
+    assert main(argv(teacher, f, tmp_path / "o", "spos")) == 2
+    assert "unknown space kind 'macro2'; known: cell, macro, teacher" in capsys.readouterr().err
 
 
 def test_unbuildable_space_is_refused(tiny_teacher, tmp_path, capsys):

@@ -138,6 +138,23 @@ class _OneShot(Strategy):
         measured = {f"measured_b{b}_ms": chosen["latency"][f"threads_{self.threads}"][f"measured_b{b}_ms"]
                     for b in (1, 128)}
         chosen.update(measured)
+        warns = []
+        for b in (1, 128):
+            p_, m_ = chosen[f"b{b}_ms"], measured[f"measured_b{b}_ms"]
+            if abs(p_ - m_) > 0.15 * m_:
+                warns.append(f"batch {b}: predicted {p_:.2f} ms, measured {m_:.2f} ms")
+        if cfg.latency_ms is not None and measured["measured_b1_ms"] > cfg.latency_ms:
+            warns.append(f"measured at batch 1 it is over --latency-ms {cfg.latency_ms:g}")
+        if cfg.speedup is not None and self.teacher[128] / measured["measured_b128_ms"] < cfg.speedup:
+            warns.append(f"measured it is under --speedup {cfg.speedup:g}")
+        if warns:
+            chosen["latency_warning"] = msg = (
+                "the pick's measured time differs from the table's prediction by more than 15% ("
+                + "; ".join(warns) + "): the table may have been measured while the machine was busy; delete "
+                f"{self.lut.path} and search again on a quiet machine, or check with `naskd bench`")
+            import warnings
+
+            warnings.warn(msg)
         front = [c for c in candidates if c["on_front"]]
         doc = {**self._doc(candidates), "pick": chosen["trial"]}
         write_json(env.run_dir / "pareto.json", doc)
@@ -154,7 +171,8 @@ class _OneShot(Strategy):
                "genotype_text": chosen["text"], "pick": chosen, "constraint": doc["constraint"],
                "wall_seconds_this_process": round(time.time() - env.t_start, 1), **extra}
         write_json(env.run_dir / "metrics.json", out)
-        print(f"[search] {len(candidates)} evaluated, {len(front)} on the front; pick ({doc['constraint']['text']}): "
+        print(f"[search] {len(candidates)} evaluated, {len(front)} on the front; pick (constraint: "
+              f"{doc['constraint']['text']}; the most accurate meeting it): "
               f"{chosen['text']}: selection {self.metric} {chosen['score']:.4f}, predicted {chosen['speedup']:.1f}x "
               f"the teacher's throughput ({chosen['b128_ms']:.1f} ms per 128, measured {measured['measured_b128_ms']:.1f}; "
               f"{chosen['b1_ms']:.2f} ms at batch 1, measured {measured['measured_b1_ms']:.2f}); wrote "
@@ -191,7 +209,7 @@ class Latency:
         from ..lut import LatencyLUT, representative_lengths
 
         self.cfg, self.space, self.ctx = cfg, space, space.ctx
-        self.threads = cfg.latency_threads or max(1, min(2, os.cpu_count() or 1))
+        self.threads = cfg.latency_threads or max(1, min(2, torch.get_num_threads(), os.cpu_count() or 1))
         self.lut = LatencyLUT.open(cfg.latency_table, cache_dir=cfg.cache_dir)
         self.lengths = representative_lengths(np.asarray(dev_lengths))
         with torch.random.fork_rng(devices=[]):          # timing draws nothing from the search's streams
@@ -265,7 +283,10 @@ class Latency:
                 self.feasible = g             # spos evaluates it first: the front then holds a pick
                 return
             seen.append((lat, g))
-        lat, g = max(seen, key=lambda t: t[0]["speedup"])
+        if cfg.latency_ms is not None:          # the constraint is at batch 1: the fastest there
+            lat, g = min(seen, key=lambda t: t[0]["b1_ms"])
+        else:
+            lat, g = max(seen, key=lambda t: t[0]["speedup"])
         raise NaskdError(f"no architecture of the {self.space.name} space meets "
                          f"{P.constraint_text(cfg.speedup, cfg.latency_ms)} (of {FEASIBILITY_DRAWS} sampled, the "
                          f"fastest, {self.space.describe(g)}, is predicted at {lat['speedup']:.2f}x the teacher's "
@@ -487,7 +508,7 @@ class RandomSearch(_OneShot):
                          resume=(cand_dir / "checkpoint.pt").is_file(), stop_after_steps=remaining,
                          checkpoint_every=cfg.checkpoint_every, grad_clip=cfg.grad_clip, extra={"kd": kd},
                          desc=f"random candidate {i + 1}/{cfg.candidates}", log_every=cfg.log_every)
-            steps_here += result.state.global_step
+            steps_here += result.steps_here
             if result.stopped:
                 return self.stopped({"candidates_done": len(candidates)})
             c = self.record(g, float(result.best_metrics["score"]), i, None)
