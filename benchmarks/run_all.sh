@@ -55,7 +55,6 @@ $py benchmarks/students_sst2.py --max-train-examples 0 --epochs 4 --lane 0/2 > r
 $py benchmarks/students_sst2.py --max-train-examples 0 --epochs 4 --lane 1/2 > runs/logs/students_full1.log 2>&1 &
 wait
 OMP_NUM_THREADS=2 $py benchmarks/students_sst2.py --max-train-examples 0 --epochs 4 --bench > runs/logs/students_full.log 2>&1
-OMP_NUM_THREADS=2 $py benchmarks/bench_latency.py > runs/logs/bench_latency.log 2>&1
 # issue 5: every student on the full split plus its 776,672 teacher-labelled synthetic sentences (issue 7),
 # logit MSE for all (the augment run's cache holds logits only), dev scored every 200,000 rows
 aug="--max-train-examples 0 --epochs 4 --epoch-examples 200000 --augmented runs/sst2-augment --kd logit_mse"

@@ -1,7 +1,6 @@
 """The bilevel architecture step (DARTS, Liu et al. 2019).
 
 First order (``order=1``): alpha <- alpha - lr_a * grad_alpha L_val(w, alpha).
-An optional ``penalty()`` of the alphas alone (the latency term) adds its gradient in either order.
 
 Second order (``order=2``): the gradient of L_val(w', alpha) at the unrolled weights
 w' = w - xi * grad_w L_train(w, alpha):
@@ -43,14 +42,12 @@ def _grads(loss: torch.Tensor, params: list, **kw) -> list[torch.Tensor]:
 class Architect:
     def __init__(self, loss_fn: Callable[[dict], torch.Tensor], weights: list, alphas: list,
                  optimizer: torch.optim.Optimizer, *, order: int = 1, xi: float = 1e-3,
-                 weight_decay: float = 0.0, fd_eps: float = 0.01,
-                 penalty: Callable[[], torch.Tensor | None] | None = None):
+                 weight_decay: float = 0.0, fd_eps: float = 0.01):
         if order not in (1, 2):
             raise ValueError(f"order must be 1 or 2, got {order}")
         self.loss_fn, self.weights, self.alphas = loss_fn, list(weights), list(alphas)
         self.optimizer, self.order, self.xi = optimizer, order, xi
         self.weight_decay, self.fd_eps = weight_decay, fd_eps
-        self.penalty, self.last_penalty = penalty, 0.0
 
     def step(self, train_batch: dict, val_batch: dict) -> float:
         """One architecture update; returns L_val (at w for order 1, at w' for order 2)."""
@@ -59,11 +56,6 @@ class Architect:
             grads = _grads(loss, self.alphas)
         else:
             grads, loss = self.unrolled_gradient(train_batch, val_batch)
-        pen = self.penalty() if self.penalty is not None else None
-        self.last_penalty = 0.0
-        if pen is not None:        # a function of the alphas alone (e.g. latency): its gradient adds exactly
-            grads = [g + p for g, p in zip(grads, _grads(pen, self.alphas))]
-            self.last_penalty = float(pen.detach())
         self.optimizer.zero_grad(set_to_none=True)
         for p, g in zip(self.alphas, grads):
             p.grad = g.detach()

@@ -11,8 +11,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
-import torch
 import yaml
 
 from .. import config as C
@@ -20,10 +18,9 @@ from ..data.readers import load_split
 from ..data.tasks import get_task
 from ..distill import DistillationLoss, parse_kd, parse_pairs
 from ..errors import ConfigError, NaskdError
-from ..genotype import parse
 from ..pipeline import DEFAULT_KD, DEFAULT_TAGGING_KD, default_kd, kd_context, prepare, resolve_augmented, resolve_teacher_run
 from ..space.spec import load_space
-from ..utils.io import write_json, write_text
+from ..utils.io import write_text
 from ..utils.rundir import check_run_dir, prepare_run_dir, reads_of, run_settings
 from ..utils.runtime import pick_device, seed_everything
 
@@ -108,19 +105,12 @@ class SearchConfig:
     augmented: Optional[str] = C.field(None, help="a `naskd augment` run: train on the teacher's outputs for the "
                                                   "original plus synthetic examples (hard-label terms skip synthetic ones)")
     augment: bool = C.field(False, help="build the default augmentation of the training rows first (or reuse it)")
-    latency_ms: Optional[float] = C.field(None, help="batch-1 forward time (ms, on this machine) the student must "
-                                                     "meet: spos and random, a hard constraint on the predicted time "
-                                                     "over the dev length distribution; darts, a penalty "
-                                                     "latency_weight * relu(E[latency] / target - 1) at the dev "
-                                                     "median length", low=0, low_open=True)
-    latency_speedup: Optional[float] = C.field(None, help="latency-aware search with the target set to the "
-                                                          "teacher's batch-1 time divided by this",
-                                               low=0, low_open=True)
-    latency_weight: float = C.field(1.0, help="weight of the latency penalty", low=0)
-    latency_table: Optional[str] = C.field(None, help="darts: op times (JSON, as latency.json) instead of "
-                                                      "profiling them here; spos, random: the per-part table to "
-                                                      "read and extend instead of this machine's cached one (it must "
-                                                      "have been measured on this machine and torch version)")
+    latency_ms: Optional[float] = C.field(None, help="spos, random: batch-1 forward time (ms per sentence, on this "
+                                                     "machine, predicted over the dev length distribution) the "
+                                                     "student must meet", low=0, low_open=True)
+    latency_table: Optional[str] = C.field(None, help="spos, random: the per-part latency table to read and "
+                                                      "extend instead of this machine's cached one (it must have "
+                                                      "been measured on this machine and torch version)")
     device: str = C.field("auto", help="auto, cpu or cuda (bf16 autocast on cuda)",
                           choices=["auto", "cpu", "cuda"])
     checkpoint_every: int = C.field(100, help="checkpoint every N steps (and at each epoch end)", low=1)
@@ -139,15 +129,12 @@ class SearchConfig:
             self.kd = default_kd(spec.name) if kind == "cell" else "logit_mse"
         # numbers are checked against their fields' declared ranges (naskd.config.resolve) before this
         parse_kd(self.kd)
-        if self.latency_ms is not None and self.latency_speedup is not None:
-            raise ConfigError("give --latency-ms or --latency-speedup, not both")
         if self.speedup is not None and self.latency_ms is not None:
             raise ConfigError("give --speedup (batch-128 throughput) or --latency-ms (batch 1), not both")
         if self.strategy != "darts":
-            for name in ("latency_speedup", "per_cell_alphas"):
-                if getattr(self, name):
-                    raise ConfigError(f"--{name.replace('_', '-')} is a darts setting; --strategy {self.strategy} "
-                                      "takes --speedup or --latency-ms and measures its own latency table")
+            if self.per_cell_alphas:
+                raise ConfigError(f"--per-cell-alphas is a darts setting; --strategy {self.strategy} samples one "
+                                  "shared cell per path")
             if self.latency_table is not None:         # another machine's or torch version's: refused now
                 from .lut import LatencyLUT
 
@@ -159,14 +146,6 @@ class SearchConfig:
                     load_oneshot_space(self.space).check()
                 return
         space = self.resolved_space()
-        if self.latency_table is not None:
-            from .latency import LatencyTable
-
-            table = LatencyTable.load(self.latency_table)
-            table.check(space, self.latency_table)
-            if self.latency_speedup is not None and table.teacher_ms is None:
-                raise ConfigError(f"{self.latency_table} has no teacher_ms for --latency-speedup; give "
-                                  "--latency-ms or a table with the teacher's time")
         try:
             space.check()
         except ConfigError as e:
@@ -304,92 +283,3 @@ def oneshot_space(cfg: SearchConfig, spec, teacher_dir, info):
     space.check()
     space.ctx = ctx
     return space
-
-
-class _Latency:
-    """The latency table of a run, its target and the penalty the architect adds."""
-
-    def __init__(self, table, target_ms, weight, space, model, layers, k, source, width, max_identity=None):
-        self.table, self.target_ms, self.weight, self.source = table, target_ms, weight, source
-        self.space, self.model, self.layers, self.k, self.width = space, model, layers, k, width
-        self.max_identity = max_identity
-
-    @property
-    def target_text(self) -> str:
-        return "none (estimates only)" if self.target_ms is None else f"{self.target_ms:.2f} ms"
-
-    def expected(self):
-        from .latency import expected_latency
-
-        m = self.model
-        return expected_latency(m.arch["ops"], m.agg_weights(), self.space, self.table, layers=self.layers, k=self.k)
-
-    def derived_ms(self) -> float:
-        """The estimate of the student the alphas derive now."""
-        from .latency import genotype_latency
-
-        m = self.model
-        with torch.no_grad():
-            g = parse(m.arch["ops"], m.arch["agg"], self.space, layers=self.layers, width=self.width, k=self.k,
-                      max_identity=self.max_identity)
-        return genotype_latency(g, self.table)
-
-    def penalty(self):
-        """The latency term, while the derived student is over the target; None once it is within (the
-        student that ships is the derived one: from there on the task loss alone chooses)."""
-        from .latency import latency_penalty
-
-        if self.target_ms is None or self.weight == 0 or self.derived_ms() <= self.target_ms:
-            return None
-        return latency_penalty(self.expected(), self.target_ms, self.weight)
-
-    def summary(self, genotype) -> dict:
-        from .latency import genotype_latency
-
-        with torch.no_grad():
-            expected = float(self.expected())
-        out = {"genotype_ms": genotype_latency(genotype, self.table), "expected_ms": expected,
-               "target_ms": self.target_ms, "table": self.source}
-        if self.table.teacher_ms:
-            out["teacher_ms"] = self.table.teacher_ms
-            out["estimated_speedup"] = self.table.teacher_ms / out["genotype_ms"]
-        return out
-
-
-def latency_setup(cfg, space, model, data, spec, teacher_dir, run_dir, width, device, resume):
-    """None without latency options; otherwise the run's table (read back on --resume, read from
-    --latency-table, or profiled here at batch 1 and the dev median length) and target."""
-    if cfg.latency_ms is None and cfg.latency_speedup is None and cfg.latency_table is None:
-        return None
-    from .latency import LatencyTable, profile_latency
-
-    path = run_dir / "latency.json"
-    if resume and path.is_file():
-        table, source = LatencyTable.load(path), str(path)
-    elif cfg.latency_table is not None:
-        table, source = LatencyTable.load(cfg.latency_table), cfg.latency_table
-    else:
-        teacher = None
-        if cfg.latency_speedup is not None:
-            from ..teachers.model import load_teacher
-
-            teacher = load_teacher(teacher_dir)[0]
-        length = int(np.median(data.dev.lengths))
-        print(f"[search] profiling the ops at batch 1 and {length} tokens (the dev median) on {device}", flush=True)
-        with torch.random.fork_rng(devices=[]):     # profiling draws no numbers from the search's streams
-            table = profile_latency(space, width=width, length=length, kind=spec.kind,
-                                    num_labels=spec.num_labels, vocab_size=len(data.tokenizer), device=device,
-                                    teacher=teacher)
-        source = "profiled"
-    table.check(space, source)
-    write_json(path, table.to_dict())
-    target = cfg.latency_ms if cfg.latency_ms is not None else (
-        table.teacher_ms / cfg.latency_speedup if cfg.latency_speedup is not None else None)
-    lat = _Latency(table, target, cfg.latency_weight, space, model, cfg.layers, cfg.top_k, source, width,
-                   cfg.max_identity)
-    ops = ", ".join(f"{k} {v:.2f}" for k, v in table.ops.items() if k != "none")
-    print(f"[search] latency table ({source}, ms at batch 1, {table.length} tokens): {ops}; skeleton "
-          f"{table.skeleton_ms:.2f} + {table.cell_skeleton_ms:.2f} per cell"
-          + (f"; teacher {table.teacher_ms:.2f}" if table.teacher_ms else "") + f"; target {lat.target_text}",
-          flush=True)
-    return lat

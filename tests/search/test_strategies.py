@@ -133,9 +133,10 @@ def test_macro_space_holds_bilstm_soft_as_a_baseline_point(tiny_teacher, tmp_pat
 @pytest.mark.parametrize("extra,message", [
     (["--strategy", "evolution"], "unknown search strategy 'evolution'; known: darts"),
     (["--strategy", "darts", "--space", "macro"], "--strategy darts searches cell spaces; macro is a macro space"),
-    (["--strategy", "spos", "--latency-speedup", "2"], "--latency-speedup is a darts setting"),
+    (["--strategy", "spos", "--per-cell-alphas"], "--per-cell-alphas is a darts setting"),
+    (["--strategy", "darts", "--latency-ms", "3"], "darts has no latency term"),
     (["--strategy", "spos", "--speedup", "2", "--latency-ms", "3"], "not both"),
-    (["--strategy", "darts", "--speedup", "2"], "darts' latency term is at batch 1"),
+    (["--strategy", "darts", "--speedup", "2"], "darts has no latency term"),
     (["--strategy", "spos", "--space", "macro", "--kd", "soft_ce=0.5,pkd=1"], "depth and width of the macro"),
     (["--strategy", "spos", "--space", "teacher", "--layers", "6", "--kd", "pkd=1"], "depth and width of the teacher"),
     (["--strategy", "spos", "--selection-examples", "5000"], "would leave fewer rows to train on"),

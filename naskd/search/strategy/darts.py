@@ -39,13 +39,12 @@ class Darts(Strategy):
         super().check(cfg, space_kind)
         from ...errors import ConfigError
 
-        if cfg.speedup is not None:
-            raise ConfigError("--speedup (batch-128 throughput) is a constraint of --strategy spos and random; "
-                              "darts' latency term is at batch 1: give --latency-ms or --latency-speedup")
+        if cfg.speedup is not None or cfg.latency_ms is not None or cfg.latency_table is not None:
+            raise ConfigError("darts has no latency term: its expected-latency penalty over the softmax mixture "
+                              "drove cells onto the cheapest ops and was removed (issue 20); search under a "
+                              "latency constraint with --strategy spos or random (--speedup S or --latency-ms MS)")
 
     def run(self) -> dict:
-        from ..run import latency_setup
-
         env = self.env
         cfg, spec, data, kd, space, device, run_dir = (env.cfg, env.spec, env.data, env.kd, env.space, env.device,
                                                        env.run_dir)
@@ -95,9 +94,8 @@ class Darts(Strategy):
             batch["_logs"] = logs
             return loss
 
-        latency = latency_setup(cfg, space, model, data, spec, env.teacher_dir, run_dir, width, device, env.resume)
         architect = Architect(supernet_loss, weights, model.alphas(), a_opt, order=cfg.order, xi=cfg.xi or lr,
-                              weight_decay=cfg.weight_decay, penalty=latency.penalty if latency else None)
+                              weight_decay=cfg.weight_decay)
         n_params = sum(p.numel() for p in model.weights())
         print(f"[search] darts on {spec.name}: {n} training examples ({len(w_half)} weights / {len(a_half)} "
               f"architecture{'; subsample of ' + str(cfg.max_train_examples) if cfg.max_train_examples else ''}), "
@@ -124,7 +122,7 @@ class Darts(Strategy):
             if "_acc" in ba and not math.isnan(ba["_acc"]):
                 arch_acc["sum"] += ba["_acc"]
                 arch_acc["n"] += 1
-            return {"loss_a": val_loss, "latency_penalty": architect.last_penalty, "arch_acc": ba.get("_acc"),
+            return {"loss_a": val_loss, "arch_acc": ba.get("_acc"),
                     "alpha_entropy": model.alpha_entropy()}
 
         def loss_fn(batch):
@@ -146,11 +144,6 @@ class Darts(Strategy):
                      "alphas": {"ops": model.op_weights().tolist(), "agg": model.agg_weights().tolist(),
                                 "op_names": list(space.ops), "agg_names": list(space.aggregators)}}
             arch_acc.update(sum=0.0, n=0)
-            lat_text = ""
-            if latency:
-                entry["latency"] = latency.summary(genotype)
-                lat_text = (f"; latency estimate {entry['latency']['genotype_ms']:.2f} ms (expected "
-                            f"{entry['latency']['expected_ms']:.2f}, target {latency.target_text})")
             del history[epoch:]
             history.append(entry)
             write_json(history_path, history)
@@ -158,7 +151,7 @@ class Darts(Strategy):
             append_jsonl(run_dir / "metrics.jsonl", {"epoch": epoch + 1, "dev": dev, "genotype": genotype.describe()})
             print(f"[search] epoch {epoch + 1}/{cfg.epochs}: supernet dev {dev}, arch-half acc "
                   f"{entry['arch_acc']:.4f}, alpha entropy {entry['alpha_entropy']:.3f}; genotype "
-                  f"{genotype.describe()}{lat_text}", flush=True)
+                  f"{genotype.describe()}", flush=True)
 
         for p in model.alphas():
             p.requires_grad_(False)
@@ -187,19 +180,6 @@ class Darts(Strategy):
             genotype = Genotype.from_dict(g)
             share = parameter_free_share(genotype)
             out.update(genotype=g, genotype_text=genotype.describe(), dev=last["dev"], parameter_free_share=share)
-            if "latency" in last:
-                out["latency"] = lat = last["latency"]
-                if lat.get("target_ms") is not None:
-                    lat["within_target"] = lat["genotype_ms"] <= lat["target_ms"]
-                    within = [h["epoch"] for h in history
-                              if h.get("latency", {}).get("genotype_ms", float("inf")) <= lat["target_ms"]]
-                    if not lat["within_target"]:
-                        msg = (f"the derived student's estimate {lat['genotype_ms']:.2f} ms is over the target "
-                               f"{lat['target_ms']:.2f} ms (the search moves around the target once near it); "
-                               + (f"epochs {within} derived students within it (history.json), or " if within
-                                  else "") + "search longer or with a larger --latency-weight")
-                        print(f"[search] warning: {msg}", flush=True)
-                        out["latency_warning"] = msg
             if share > 0.5:
                 msg = (f"the derived cell is dominated by parameter-free ops ({share:.0%} of its edges: "
                        "DARTS' known collapse onto skip connections); consider more epochs at a lower --arch-lr, "
