@@ -41,7 +41,7 @@ RESUME_MAY_CHANGE = {
     "device": "the hardware; results agree up to floating-point rounding",
     "cache_dir": "only where the teacher's outputs are cached",
     "out": "the same directory, named another way",
-    "trials": "extends the study",
+    "trials": "extends the study (tune) or the discrete search (spos)",
 }
 
 

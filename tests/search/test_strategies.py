@@ -231,3 +231,16 @@ def test_pareto_front_and_pick_by_brute_force():
         assert p["on_front"] or any(c["score"] == p["score"] and c["b128_ms"] < p["b128_ms"] for c in ok) is False
     with pytest.raises(NaskdError, match="fastest evaluated is 10.00x"):
         P.pick(cands, speedup=11.0)
+
+
+def test_resume_with_more_epochs_scores_again(tiny_teacher, spaces, tmp_path):
+    """Evaluations made with a supernet trained less are not replayed once --epochs is raised on resume."""
+    teacher, _ = tiny_teacher
+    out = tmp_path / "s"
+    assert main(argv(teacher, spaces["cell"], out, "spos", "--epochs", "1")) == 0
+    first = {json.loads(line)["supernet_steps"] for line in (out / "candidates.jsonl").read_text().splitlines()}
+    assert main(argv(teacher, spaces["cell"], out, "spos", "--epochs", "2", "--resume")) == 0
+    steps = json.loads((out / "metrics.json").read_text())["supernet_steps"]
+    assert len(first) == 1 and steps == 2 * first.pop()
+    doc = json.loads((out / "pareto.json").read_text())
+    assert {c["supernet_steps"] for c in doc["candidates"]} == {steps}

@@ -374,12 +374,15 @@ class SPOS(_OneShot):
         if result.stopped:
             return self.stopped(train_info)
         t0 = time.time()
-        candidates = self.discrete_search(net)
+        candidates = self.discrete_search(net, result.state.global_step)
         return self.finish(candidates, {**train_info, "discrete_search_seconds_this_process": round(time.time() - t0, 1),
                                         "trials": cfg.trials, "sampler": f"optuna NSGAIISampler(population_size="
                                                                          f"{cfg.population}, seed={cfg.seed})"})
 
-    def discrete_search(self, net) -> list[dict]:
+    def discrete_search(self, net, supernet_steps: int) -> list[dict]:
+        """NSGA-II over the inherited weights of ``net`` (trained ``supernet_steps`` steps). Evaluations
+        recorded by an interrupted run are replayed when they were made with the same supernet (a resume that
+        trained it further, ``--epochs`` raised, scores everything again)."""
         import optuna
 
         env, cfg = self.env, self.env.cfg
@@ -410,13 +413,15 @@ class SPOS(_OneShot):
             g = self.space.from_choices(choices)
             k = _key(g)
             rec = recorded.get(t)
-            if rec is not None and _key(self.space.genotype_from_dict(rec["genotype"])) == k:
+            if (rec is not None and rec.get("supernet_steps") == supernet_steps
+                    and _key(self.space.genotype_from_dict(rec["genotype"])) == k):
                 c = rec                                  # evaluated before the interruption: the same answer
             elif k in by_key:
                 c = {**by_key[k], "trial": t}
                 append_jsonl(path, c)
             else:
                 c = self.record(g, self.score(_PathModel(net, g)), t, names.get(k))
+                c["supernet_steps"] = supernet_steps
                 append_jsonl(path, c)
             by_key.setdefault(k, c)
             if native:
@@ -475,7 +480,8 @@ class RandomSearch(_OneShot):
         candidates = []
         for i in range(cfg.candidates):
             g = self.draw(i)
-            if i in done and _key(self.space.genotype_from_dict(done[i]["genotype"])) == _key(g):
+            if (i in done and done[i].get("epochs") == cfg.epochs
+                    and _key(self.space.genotype_from_dict(done[i]["genotype"])) == _key(g)):
                 candidates.append(done[i])
                 seconds += done[i].get("train_seconds", 0.0)
                 continue
@@ -513,7 +519,7 @@ class RandomSearch(_OneShot):
                 return self.stopped({"candidates_done": len(candidates)})
             c = self.record(g, float(result.best_metrics["score"]), i, None)
             c.update(index=i, train_seconds=round(result.state.train_seconds, 1), steps=result.state.global_step,
-                     best_epoch=result.state.best_epoch + 1)
+                     best_epoch=result.state.best_epoch + 1, epochs=cfg.epochs)
             append_jsonl(path, c)
             (cand_dir / "checkpoint.pt").unlink(missing_ok=True)    # recorded: its weights are not needed again
             candidates.append(c)
