@@ -125,6 +125,9 @@ class RetrainConfig:
             raise ConfigError(f"--genotype is for --student genotype, not {self.student}")
         if self.student == "genotype":
             g = load_genotype(self.genotype)  # missing or malformed: refused before any work (tune: any trial)
+            if _kind(g) == "macro" and spec.kind == TAGGING:
+                raise ConfigError(f"{self.genotype} is a macro genotype, a sentence encoder; {spec.name} is a tagging "
+                                  "task (search it with a cell or teacher space)")
             if _kind(g) != "cell" and (self.width is not None or self.embed_width is not None):
                 raise ConfigError(f"--width and --embed-width are for cell genotypes; {self.genotype} is a "
                                   f"{_kind(g)} genotype, whose widths are its own")

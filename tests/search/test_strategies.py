@@ -179,6 +179,13 @@ def test_corrupt_front_and_foreign_genotypes_are_refused(tiny_teacher, spaces, t
                  str(DATA), "--out", str(tmp_path / "rt")]) == 2
     err = capsys.readouterr().err
     assert "12-layer teacher" in err and "has 2" in err and not (tmp_path / "rt").exists()
+    # a macro genotype (a sentence encoder) for a tagging task
+    from naskd.space.macro import MacroGenotype
+
+    MacroGenotype("macro", 300, (("lstm", 300),), "ends", 200).save(tmp_path / "m.json")
+    assert main(["retrain", "--task", "conll2000", "--genotype", str(tmp_path / "m.json"), "--teacher", str(teacher),
+                 "--data-dir", str(DATA), "--out", str(tmp_path / "rt")]) == 2
+    assert "conll2000 is a tagging task" in capsys.readouterr().err and not (tmp_path / "rt").exists()
     # an unknown space kind: named, with the known ones
     f = tmp_path / "k.yaml"
     f.write_text(yaml.safe_dump({**MACRO, "kind": "macro2"}))
