@@ -165,14 +165,7 @@ class Genotype:
         """The genotype in the JSON file ``path`` (a genotype.json, or a file holding one under
         ``"genotype"``); :class:`NaskdError` naming the file when it is missing, not UTF-8 JSON, or not a
         valid genotype (see :meth:`from_dict`)."""
-        if Path(path).is_dir():
-            raise NaskdError(f"genotype {path} is a directory; name its genotype file, e.g. "
-                             f"{Path(path) / 'genotype.json'}")
-        d = read_json(path, missing=f"genotype file {path} does not exist",
-                      way_out="name the genotype.json `naskd search` wrote")
-        if isinstance(d, dict) and isinstance(d.get("genotype"), dict):
-            d = d["genotype"]
-        return cls.from_dict(d, str(path))
+        return cls.from_dict(read_genotype_json(path), str(path))
 
     def describe(self) -> str:
         parts = []
@@ -181,6 +174,19 @@ class Genotype:
                               for i, node in enumerate(self.cell(c)))
             parts.append(nodes if len(self.cells) == 1 else f"cell{c}: {nodes}")
         return " | ".join(parts) + (f" -> {self.aggregator}" if self.aggregator else "")
+
+
+def read_genotype_json(path: str | os.PathLike):
+    """The JSON value a genotype file holds (its ``"genotype"`` entry when it holds one there), not yet
+    checked; :class:`NaskdError` naming the file when it is a directory, missing or not UTF-8 JSON."""
+    if Path(path).is_dir():
+        raise NaskdError(f"genotype {path} is a directory; name its genotype file, e.g. "
+                         f"{Path(path) / 'genotype.json'}")
+    d = read_json(path, missing=f"genotype file {path} does not exist",
+                  way_out="name the genotype.json `naskd search` wrote")
+    if isinstance(d, dict) and isinstance(d.get("genotype"), dict):
+        d = d["genotype"]
+    return d
 
 
 def _json_type(v) -> str:

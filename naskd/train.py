@@ -64,6 +64,13 @@ def adamw(params, **kw) -> torch.optim.AdamW:
         return torch.optim.AdamW(params, **kw)
 
 
+def cosine_schedule(optimizer, total_steps: int):
+    """The learning rate times 0.5 * (1 + cos(pi * min(s, T) / T)) at step s of T = ``total_steps``:
+    cosine decay to zero (Loshchilov & Hutter 2017, without restarts), as the search supernets train."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps)))
+
+
 def _rng_state() -> dict:
     st = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():

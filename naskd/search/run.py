@@ -7,7 +7,7 @@ run directory; the strategy (naskd.search.strategy: darts, spos, random) trains 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -25,6 +25,7 @@ from ..utils.rundir import check_run_dir, prepare_run_dir, reads_of, run_setting
 from ..utils.runtime import pick_device, seed_everything
 
 DEFAULT_STRATEGY = "darts"
+DARTS_SUBSAMPLE = 6000       # darts' default training subsample (spos and random default to all the rows)
 STRATEGY_HELP = ("search strategy: darts (differentiable, cell spaces), spos (single-path one-shot supernet, then "
                  "NSGA-II over inherited weights on a selection split carved from train; cell, macro and teacher "
                  "spaces) or random (standalone proxy training of sampled architectures at an equal share of "
@@ -124,6 +125,8 @@ class SearchConfig:
         strategy = get_strategy(self.strategy)
         kind = self.space_kind()
         strategy.check(self, kind)
+        if self.strategy == "darts" and self.max_train_examples is None:
+            self.max_train_examples = DARTS_SUBSAMPLE      # two halves of 3000: under 20 minutes on 2 cores
         if self.kd is None:
             # a space whose depth and width vary (macro, teacher) has no fixed layer pairs for PKD: logits only
             self.kd = default_kd(spec.name) if kind == "cell" else "logit_mse"
@@ -238,11 +241,10 @@ def run_search(cfg: SearchConfig, *, overwrite: bool = False, resume: bool = Fal
             {**C.to_dict(cfg), "teacher": str(teacher_dir), "space_kind": kind,
              "resolved_space": space.to_dict()}, sort_keys=False))
     device = pick_device(cfg.device)
-    subsample = cfg.max_train_examples if cfg.max_train_examples is not None or cfg.strategy != "darts" else 6000
-    data = prepare(spec.name, teacher_dir, data_dir=cfg.data_dir, max_train_examples=subsample,
+    data = prepare(spec.name, teacher_dir, data_dir=cfg.data_dir, max_train_examples=cfg.max_train_examples,
                    max_eval_examples=cfg.max_eval_examples, seed=cfg.data_seed, requests=kd.teacher_requests(),
                    cache_dir=cfg.cache_dir, device=device, need_teacher=kd.needs_teacher,
-                   augmented=resolve_augmented(replace(cfg, max_train_examples=subsample), spec, teacher_dir),
+                   augmented=resolve_augmented(cfg, spec, teacher_dir),
                    max_length=cfg.max_length, splits=splits)
     kd.setup(data.train_outputs, data.train)
     env = SearchEnv(cfg=cfg, spec=spec, teacher_dir=Path(teacher_dir), teacher_info=info, data=data, kd=kd,

@@ -133,6 +133,19 @@ def _sentence_only(ctx: BuildContext | None) -> None:
                           "use nas_kd or teacher")
 
 
+def _built(ctx: BuildContext, make):
+    """``make()`` initialised from ``ctx.seed`` (the global RNG left as it was), its word embeddings from
+    the teacher's when ``ctx`` names one (``embedding_note`` says how)."""
+    from ..network import teacher_embedding_tables
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(ctx.seed)
+        model = make()
+    if ctx.teacher_dir is not None:
+        model.embedding_note = model.init_from_teacher(teacher_embedding_tables(ctx.teacher_dir))
+    return model
+
+
 def head_tag(ctx: BuildContext) -> str:
     """The task part of a head's latency key: its kind, with ``+pair`` for a pair regression."""
     return ctx.kind + ("+pair" if ctx.pair and ctx.kind != PAIR else "")
@@ -298,34 +311,22 @@ class MacroSpace(OneShotSpace):
         """A :class:`naskd.supernet.macro.MacroSupernet` of this space for the task of ``ctx``, initialised
         from ``ctx.seed`` (the global RNG is left as it was), its embedding table from ``ctx.teacher_dir``'s
         when given (``embedding_note`` says how)."""
-        from ..network import teacher_embedding_tables
         from ..supernet.macro import MacroSupernet
 
         _sentence_only(ctx)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(ctx.seed)
-            net = MacroSupernet(self, vocab_size=ctx.vocab_size, kind=ctx.kind, num_labels=ctx.num_labels,
-                                pair=ctx.pair, dropout=ctx.dropout)
-        if ctx.teacher_dir is not None:
-            net.embedding_note = net.init_from_teacher(teacher_embedding_tables(ctx.teacher_dir))
-        return net
+        return _built(ctx, lambda: MacroSupernet(self, vocab_size=ctx.vocab_size, kind=ctx.kind,
+                                                 num_labels=ctx.num_labels, pair=ctx.pair, dropout=ctx.dropout))
 
     def build_student(self, genotype: MacroGenotype, ctx: BuildContext):
         """A fresh :class:`naskd.students.macro.MacroStudent` initialised from ``ctx.seed`` (the global RNG is
         left as it was), its word embeddings from the teacher's when given (``embedding_note`` says how)."""
-        from ..network import teacher_embedding_tables
         from ..students.macro import MacroStudent
 
         _sentence_only(ctx)
         if not isinstance(genotype, MacroGenotype):
             raise ConfigError(f"the macro space builds macro genotypes, not a {type(genotype).__name__}")
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(ctx.seed)
-            model = MacroStudent(genotype, vocab_size=ctx.vocab_size, kind=ctx.kind, num_labels=ctx.num_labels,
-                                 pair=ctx.pair, dropout=ctx.dropout)
-        if ctx.teacher_dir is not None:
-            model.embedding_note = model.init_from_teacher(teacher_embedding_tables(ctx.teacher_dir))
-        return model
+        return _built(ctx, lambda: MacroStudent(genotype, vocab_size=ctx.vocab_size, kind=ctx.kind,
+                                                num_labels=ctx.num_labels, pair=ctx.pair, dropout=ctx.dropout))
 
     # --- latency --------------------------------------------------------------------------------
     def latency_parts(self, genotype: MacroGenotype, ctx: BuildContext) -> list[Part]:

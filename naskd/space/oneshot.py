@@ -198,16 +198,9 @@ def genotype_kind(d: Any) -> str:
 def load_genotype(path) -> Any:
     """The genotype in the JSON file ``path``, of whichever space kind its ``"kind"`` says (``cell``:
     :class:`naskd.genotype.Genotype`). A file holding one under ``"genotype"`` is read too."""
-    from ..genotype import Genotype
-    from ..utils.io import read_json
+    from ..genotype import Genotype, read_genotype_json
 
-    if Path(path).is_dir():
-        raise NaskdError(f"genotype {path} is a directory; name its genotype file, e.g. "
-                         f"{Path(path) / 'genotype.json'}")
-    d = read_json(path, missing=f"genotype file {path} does not exist",
-                  way_out="name the genotype.json `naskd search` wrote")
-    if isinstance(d, dict) and isinstance(d.get("genotype"), dict):
-        d = d["genotype"]
+    d = read_genotype_json(path)
     kind = genotype_kind(d)
     if kind == "cell":
         return Genotype.from_dict(d, str(path))

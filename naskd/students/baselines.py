@@ -62,15 +62,9 @@ class BiLSTMStudent(nn.Module):
         mask = attention_mask.bool()
         e = zero_padding(self.dropout(self.word(input_ids)), mask)     # (B, L, E)
         if self.pair:
-            tt = token_type_ids if token_type_ids is not None else torch.zeros_like(input_ids)
-            mask_a = mask & (tt == 0)
-            mask_b = mask & (tt == 1)
-            len_a = mask_a.sum(1, keepdim=True)                              # b starts where a ends
-            L = input_ids.size(1)
-            pos = torch.arange(L, device=input_ids.device).unsqueeze(0)
-            idx = (len_a + pos).clamp_max(L - 1)                             # (B, L)
-            e_b = e.gather(1, idx.unsqueeze(-1).expand_as(e))
-            m_b = pos < mask_b.sum(1, keepdim=True)
+            from .macro import split_pair
+
+            mask_a, e_b, m_b, _ = split_pair(e, mask, token_type_ids)     # b's embeddings moved to the front
             h1, h2 = self.encode(e, mask_a), self.encode(e_b, m_b)
             feat = torch.cat([h1, h2, h1 * h2, (h1 - h2).abs()], -1)
         else:

@@ -21,7 +21,7 @@ from ...network import teacher_embedding_tables
 from ...pipeline import batch_to
 from ...predict import evaluate_model
 from ...supernet import Supernet
-from ...train import adamw, fit
+from ...train import adamw, cosine_schedule, fit
 from ...utils.io import append_jsonl, read_json, write_json
 from ...utils.runtime import seed_everything
 from ..architect import Architect
@@ -75,8 +75,7 @@ class Darts(Strategy):
 
         steps_per_epoch = len(epoch_batches(0))
         total_steps = steps_per_epoch * cfg.epochs
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            w_opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps)))
+        sched = cosine_schedule(w_opt, total_steps)
         autocast = dict(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
         def supernet_loss(batch):

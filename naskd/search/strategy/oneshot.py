@@ -15,7 +15,6 @@ picked. Both write pareto.json, pareto.png, genotype.json and metrics.json.
 from __future__ import annotations
 
 import json
-import math
 import time
 
 import numpy as np
@@ -27,7 +26,7 @@ from ...errors import NaskdError
 from ...network import count_parameters
 from ...pipeline import batch_to
 from ...predict import evaluate_model
-from ...train import adamw, fit
+from ...train import adamw, cosine_schedule, fit
 from ...utils.io import append_jsonl, write_json
 from ...utils.progress import bar
 from ...utils.runtime import seed_everything
@@ -339,8 +338,7 @@ class SPOS(_OneShot):
             return [rows[b] for b in bucket_batches(self.lengths[rows], cfg.batch_size, seed=cfg.seed, epoch=e)]
 
         total = len(batches_for_epoch(0)) * cfg.epochs
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+        sched = cosine_schedule(opt, total)
 
         def loss_fn(batch):
             out = net(path=self.path(batch["_step"]), **batch)
@@ -500,8 +498,7 @@ class RandomSearch(_OneShot):
                 return [picked[b] for b in bucket_batches(self.lengths[picked], cfg.batch_size, seed=cfg.seed, epoch=e)]
 
             total = len(batches_for_epoch(0)) * cfg.epochs
-            sched = torch.optim.lr_scheduler.LambdaLR(
-                opt, lambda s, total=total: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+            sched = cosine_schedule(opt, total)
 
             def loss_fn(batch, student=student):
                 return kd(student(**batch), batch.get("teacher", {}), batch)
