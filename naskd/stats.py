@@ -66,3 +66,56 @@ def paired_bootstrap_f1(counts_a, counts_b, *, n_boot: int = 10000, seed: int = 
     low, high = np.quantile(diffs, [(1 - level) / 2, 1 - (1 - level) / 2])
     return {"difference": float(f1_from_counts(a.sum(0)) - f1_from_counts(b.sum(0))), "low": float(low),
             "high": float(high), "level": level, "distinguishable": bool(low > 0 or high < 0)}
+
+
+def rank_correlation(proxy, truth, *, n_boot: int = 10000, seed: int = 0, level: float = 0.95) -> dict:
+    """How well ``proxy`` ranks items the way ``truth`` does: Kendall's tau-b and Spearman's rho
+    (scipy.stats.kendalltau, scipy.stats.spearmanr), each with a percentile bootstrap interval over the items
+    resampled in pairs (scipy.stats.bootstrap, paired). proxy, truth: 1-D, one value per item (N >= 3), higher
+    meaning better in both (negate a cost such as a latency first). Returns {"n", "kendall_tau",
+    "kendall_low", "kendall_high", "spearman_rho", "spearman_low", "spearman_high", "level"}; a resample whose
+    proxy or truth is constant has no correlation and counts as 0."""
+    from scipy import stats
+
+    x = np.asarray(proxy, dtype=np.float64)
+    y = np.asarray(truth, dtype=np.float64)
+    if x.shape != y.shape or x.ndim != 1 or len(x) < 3:
+        raise ValueError(f"rank correlation needs two 1-D arrays of the same length, at least 3, got {x.shape} "
+                         f"and {y.shape}")
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        raise ValueError("rank correlation of values that are not finite")
+
+    def tau(a, b, axis=-1):
+        return np.apply_along_axis(lambda r: _nan0(stats.kendalltau(r[: len(r) // 2], r[len(r) // 2:])[0]),
+                                   axis, np.concatenate([a, b], axis=axis))
+
+    def rho(a, b, axis=-1):
+        return np.apply_along_axis(lambda r: _nan0(stats.spearmanr(r[: len(r) // 2], r[len(r) // 2:])[0]),
+                                   axis, np.concatenate([a, b], axis=axis))
+
+    import warnings
+
+    out = {"n": int(len(x)), "level": level}
+    rng = np.random.default_rng(seed)
+    with warnings.catch_warnings():          # scipy warns on each constant resample (counted as 0)
+        warnings.simplefilter("ignore", stats.ConstantInputWarning)
+        out.update(_correlations(x, y, tau, rho, n_boot, level, rng))
+    return out
+
+
+def _correlations(x, y, tau, rho, n_boot, level, rng) -> dict:
+    from scipy import stats
+
+    out = {}
+    for name, fn, point in (("kendall", tau, stats.kendalltau(x, y)[0]), ("spearman", rho, stats.spearmanr(x, y)[0])):
+        res = stats.bootstrap((x, y), fn, paired=True, vectorized=True, n_resamples=n_boot, confidence_level=level,
+                              method="percentile", random_state=rng)
+        key = "kendall_tau" if name == "kendall" else "spearman_rho"
+        out.update({key: _nan0(point), f"{name}_low": float(res.confidence_interval.low),
+                    f"{name}_high": float(res.confidence_interval.high)})
+    return out
+
+
+def _nan0(v) -> float:
+    v = float(v)
+    return 0.0 if np.isnan(v) else v

@@ -78,3 +78,46 @@ def test_paired_bootstrap_f1_against_seqeval_on_each_resample():
     assert perfect["low"] > 0 and perfect["distinguishable"]
     with pytest.raises(ValueError, match="same N"):
         paired_bootstrap_f1(span_counts(gold, a), span_counts(gold[:5], a[:5]))
+
+
+def _kendall_brute(x, y):
+    """Kendall's tau-a by counting every pair (no ties in x or y, where tau-a = tau-b), in float64."""
+    n = len(x)
+    s = 0
+    for i in range(n):
+        for j in range(i + 1, n):
+            s += np.sign(x[i] - x[j]) * np.sign(y[i] - y[j])
+    return s / (n * (n - 1) / 2)
+
+
+def _spearman_brute(x, y):
+    rx = np.argsort(np.argsort(x)).astype(np.float64)
+    ry = np.argsort(np.argsort(y)).astype(np.float64)
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def test_rank_correlation_against_brute_force():
+    from naskd.stats import rank_correlation
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=12)
+    y = x + rng.normal(size=12)
+    r = rank_correlation(x, y, n_boot=500, seed=1)
+    assert r["n"] == 12
+    assert r["kendall_tau"] == pytest.approx(_kendall_brute(x, y), abs=1e-12)
+    assert r["spearman_rho"] == pytest.approx(_spearman_brute(x, y), abs=1e-12)
+    for k in ("kendall", "spearman"):
+        assert -1 <= r[f"{k}_low"] <= r[f"{k}_high"] <= 1
+    assert r["kendall_low"] <= r["kendall_tau"] <= r["kendall_high"]
+    assert rank_correlation(x, y, n_boot=500, seed=1) == r                     # seeded
+    same = rank_correlation(x, 3 * x + 1, n_boot=200)
+    assert same["kendall_tau"] == pytest.approx(1.0) and same["kendall_low"] == pytest.approx(1.0)
+    assert rank_correlation(x, -x, n_boot=200)["spearman_rho"] == pytest.approx(-1.0)
+
+
+@pytest.mark.parametrize("x,y", [([1, 2], [1, 2]), ([1, 2, 3], [1, 2]), ([1, 2, float("nan")], [1, 2, 3])])
+def test_rank_correlation_refuses_bad_input(x, y):
+    from naskd.stats import rank_correlation
+
+    with pytest.raises(ValueError):
+        rank_correlation(x, y, n_boot=10)

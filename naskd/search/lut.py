@@ -58,6 +58,8 @@ MAX_REPEAT = 100              # ...and at most,
 BUDGET_S = 0.4                # taking more until this many seconds have gone
 TEACHER_PREFIX = "teacher:"   # the key of a teacher's whole-model entry: teacher:<fingerprint>
 OVERHEAD_PREFIX = "overhead:"  # a space's per-part overhead (calibrated), overhead:<space name>
+REFERENCE_PREFIX = "reference:"  # the calibration students' summed whole time: reference:<overhead key>
+DRIFT_TOLERANCE = 0.05        # a machine this much faster or slower than its table rescales the table
 CALIBRATION_MODELS = 6        # whole students timed to calibrate a space's per-part overhead
 CALIBRATION_SEED = 10_007     # their draw: a stream apart from any seed a search or benchmark samples with
 AGAIN = "measure again: leave out --latency-table"
@@ -93,6 +95,15 @@ def machine_id(key: dict | None = None) -> str:
 def describe_machine(key: dict) -> str:
     return (f"{key.get('cpu')}, {key.get('cores')} cores, torch {key.get('torch')}, "
             f"LUT format {key.get('format')}")
+
+
+def whole_model_setting(threads: int, batch: int) -> bool:
+    """True where a search measures each candidate whole rather than summing the table: batch 1 at more
+    than one thread. There the sum of parts misses by more than the 15% target on most students
+    (benchmarks/results/lut_accuracy_macro.md: 9 of 20 within 15%, the 2-thread gain of a whole student
+    ranging from 0.62x to 1.40x its 1-thread time by architecture), while a whole student measured twice
+    agrees within a few per cent and costs about a quarter of a second on this CPU."""
+    return int(batch) == 1 and int(threads) > 1
 
 
 def machine_threads(cores: int | None = None) -> tuple[int, ...]:
@@ -263,6 +274,8 @@ class LatencyLUT:
         self.path = None if path is None else Path(path)
         self.measured = 0                    # entries this object has measured (for reports and tests)
         self._teacher = None                 # (fingerprint, model): the last teacher timed
+        self.scale: dict[tuple[int, int], float] = {}   # (threads, batch) -> drift factor (see drift)
+        self._fresh: set = set()             # (space key, threads, batch) calibrated by this object
 
     # --- files ---------------------------------------------------------------------------------
     @classmethod
@@ -447,7 +460,7 @@ class LatencyLUT:
             total = sum(p.count * self.ms(p.key, threads, batch, n) for p in parts)
             over = self.entries.get((overhead_key(space, ctx), int(threads), int(batch), n), 0.0)
             per_length.append(max(total - (count - 1) * over, 0.25 * total))
-        return float(sum(per_length) / len(per_length))
+        return self.scale.get((int(threads), int(batch)), 1.0) * float(sum(per_length) / len(per_length))
 
     def calibrate(self, space, ctx, lengths, *, threads=None, batches=BATCHES, models: int = CALIBRATION_MODELS,
                   seed: int = CALIBRATION_SEED) -> int:
@@ -456,35 +469,74 @@ class LatencyLUT:
         parts - whole time) / (parts - 1), at least 0. A part timed alone pays per-call work (dispatch, the
         mask's derived tensors) that a model pays once, so a plain sum over-predicts small students at
         batch 1 (the macro space: +35% median error without it). HAT (Wang et al. 2020) likewise corrects
-        its latency model with measured whole models. Returns the entries added."""
-        import dataclasses
-
-        import numpy as np
-
+        its latency model with measured whole models. The students' summed whole time is kept beside it, the
+        reference :meth:`drift` compares the machine with later. Returns the entries added."""
         threads = machine_threads() if threads is None else tuple(threads)
         key = overhead_key(space, ctx)
+        ref = REFERENCE_PREFIX + key
         lengths = _check_lengths(lengths)
-        todo = [(t, b, n) for t in threads for b in batches for n in lengths if (key, t, b, n) not in self.entries]
+        todo = [(t, b, n) for t in threads for b in batches for n in lengths
+                if (key, t, b, n) not in self.entries or (ref, t, b, n) not in self.entries]
         if not todo:
             return 0
-        rng = np.random.default_rng(seed)
-        genotypes = [space.sample(rng) for _ in range(models)]
-        self.ensure(space, genotypes, ctx, lengths, threads=threads, batches=batches, desc="latency calibration")
-        build_ctx = ctx if space.kind == "teacher" else dataclasses.replace(ctx, teacher_dir=None)
-        students = [space.build_student(g, build_ctx) for g in genotypes]
+        genotypes, students = self._calibration_students(space, ctx, lengths, threads, batches, models, seed)
         for t, b, n in todo:
-            per = []
+            per, wholes = [], 0.0
             for g, student in zip(genotypes, students):
+                whole = self.measure_model(student, ctx, [n], t, b)
+                wholes += whole
                 parts = space.latency_parts(g, ctx)
                 count = sum(p.count for p in parts)
                 if count < 2:
                     continue
                 total = sum(p.count * self.ms(p.key, t, b, n) for p in parts)
-                per.append((total - self.measure_model(student, ctx, [n], t, b)) / (count - 1))
+                per.append((total - whole) / (count - 1))
             self.entries[(key, t, b, n)] = max(0.0, float(statistics.median(per))) if per else 0.0
+            self.entries[(ref, t, b, n)] = wholes
+            self._fresh.add((key, t, b))
             self.measured += 1
         self._flush()
         return len(todo)
+
+    def _calibration_students(self, space, ctx, lengths, threads, batches, models, seed):
+        import dataclasses
+
+        import numpy as np
+
+        rng = np.random.default_rng(seed)
+        genotypes = [space.sample(rng) for _ in range(models)]
+        self.ensure(space, genotypes, ctx, lengths, threads=threads, batches=batches, desc="latency calibration")
+        build_ctx = ctx if space.kind == "teacher" else dataclasses.replace(ctx, teacher_dir=None)
+        return genotypes, [space.build_student(g, build_ctx) for g in genotypes]
+
+    def drift(self, space, ctx, lengths, *, threads=None, batches=BATCHES, models: int = CALIBRATION_MODELS,
+              seed: int = CALIBRATION_SEED) -> dict:
+        """Rescale a table measured earlier to the machine as it is now. The calibration students of
+        :meth:`calibrate` are timed whole again; where their summed time differs from the one stored when the
+        table was calibrated by more than ``DRIFT_TOLERANCE``, every prediction and teacher time of that
+        (threads, batch) is multiplied by the ratio (now / then) for the life of this object (the file is not
+        changed). A virtual machine's speed moves between days (on this CPU a cached table over-predicted
+        every student by 5-10% a day later); ratios of two models' times move much less. Settings calibrated
+        by this object, or never calibrated, keep factor 1. Returns {(threads, batch): factor}."""
+        threads = machine_threads() if threads is None else tuple(threads)
+        key = overhead_key(space, ctx)
+        ref = REFERENCE_PREFIX + key
+        lengths = _check_lengths(lengths)
+        todo = [(t, b) for t in threads for b in batches
+                if (key, t, b) not in self._fresh and all((ref, t, b, n) in self.entries for n in lengths)]
+        if not todo:
+            return {}
+        warn_if_busy(max(t for t, _ in todo))
+        _, students = self._calibration_students(space, ctx, lengths, threads, batches, models, seed)
+        out = {}
+        for t, b in todo:
+            now = sum(self.measure_model(st, ctx, [n], t, b) for st in students for n in lengths)
+            then = sum(self.entries[(ref, t, b, n)] for n in lengths)
+            factor = now / then if then > 0 else 1.0
+            if abs(factor - 1.0) > DRIFT_TOLERANCE:
+                self.scale[(t, b)] = factor
+            out[(t, b)] = factor
+        return out
 
     # --- whole models --------------------------------------------------------------------------
     @staticmethod
@@ -519,4 +571,5 @@ class LatencyLUT:
                 self.entries[(key, int(threads), int(batch), n)] = self.measure_model(model, ctx, [n], threads, batch)
                 self.measured += 1
             self._flush()
-        return float(sum(self.ms(key, threads, batch, n) for n in lengths) / len(lengths))
+        return (self.scale.get((int(threads), int(batch)), 1.0)
+                * float(sum(self.ms(key, threads, batch, n) for n in lengths) / len(lengths)))

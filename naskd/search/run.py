@@ -234,8 +234,10 @@ def run_search(cfg: SearchConfig, *, overwrite: bool = False, resume: bool = Fal
         if cfg.selection_examples > rows // 2:
             raise ConfigError(f"--selection-examples {cfg.selection_examples} would leave fewer rows to train on "
                               f"than to select on ({rows} training rows); lower it to at most {rows // 2}")
-        latency = oneshot_latency(cfg, spec, teacher_dir, info, space, splits[1])
+        latency = oneshot_latency(cfg, spec, teacher_dir, info, space, splits[1], resume_dir=out if resume else None)
     run_dir = prepare_run_dir(out, **guard)
+    if cfg.strategy != "darts" and not resume:
+        latency.save_scale(run_dir)
     if not resume:                            # the record of what ran: never rewritten by a resume
         write_text(run_dir / "config.yaml", yaml.safe_dump(
             {**C.to_dict(cfg), "teacher": str(teacher_dir), "space_kind": kind,
@@ -253,7 +255,7 @@ def run_search(cfg: SearchConfig, *, overwrite: bool = False, resume: bool = Fal
     return strategy(env).run()
 
 
-def oneshot_latency(cfg: SearchConfig, spec, teacher_dir, info, space, dev_split):
+def oneshot_latency(cfg: SearchConfig, spec, teacher_dir, info, space, dev_split, resume_dir=None):
     """The latency model of a one-shot search (the machine's table, the teacher's times, the constraint),
     its constraint checked against the space: before the run directory is made."""
     from transformers import AutoTokenizer
@@ -263,7 +265,7 @@ def oneshot_latency(cfg: SearchConfig, spec, teacher_dir, info, space, dev_split
 
     max_length = cfg.max_length or int(info.get("recipe", {}).get("max_length", 128))
     dev = encode(spec, dev_split, AutoTokenizer.from_pretrained(str(teacher_dir)), max_length)
-    lat = Latency(cfg, space, teacher_dir, dev.lengths)
+    lat = Latency(cfg, space, teacher_dir, dev.lengths, resume_dir=resume_dir)
     lat.check_feasible()
     return lat
 

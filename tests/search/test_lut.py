@@ -410,3 +410,44 @@ def test_busy_machine_is_warned_about(monkeypatch):
     assert not L.warn_if_busy(2)
     monkeypatch.setattr(L.os, "getloadavg", lambda: (2.2, 2.0, 2.0))      # one other process, one thread each
     assert not L.warn_if_busy(1)
+
+
+def test_drift_rescales_a_table_measured_on_a_slower_day(tmp_path, monkeypatch):
+    """A table calibrated when whole students took w ms; a later process where the same students take
+    0.8 w: predictions and teacher times of that setting are scaled by 0.8 in the later process only,
+    a change within the tolerance leaves them alone, and the file itself is not rewritten."""
+    monkeypatch.setattr(L, "time_round", Counter(ms=1.0))
+    speed = {"factor": 1.0}
+
+    def whole(module, ctx, lengths, threads, batch):
+        count = 2 + len(module.layers)
+        return speed["factor"] * (count * 1.0 - (count - 1) * 0.3)
+
+    monkeypatch.setattr(LatencyLUT, "measure_model", staticmethod(whole))
+    space = ToySpace()
+    first = LatencyLUT.open(cache_dir=tmp_path / "cache")
+    first.calibrate(space, CTX, [5, 9], threads=(1,), batches=(1,))
+    first.ensure(space, [G2], CTX, [5, 9], threads=(1,), batches=(1,))
+    before = first.predict(space, G2, CTX, [5, 9], 1, 1)
+    assert first.drift(space, CTX, [5, 9], threads=(1,), batches=(1,)) == {}      # calibrated just now
+    saved = (tmp_path / "cache").rglob("*.json").__next__().read_text()
+
+    speed["factor"] = 0.8
+    later = LatencyLUT.open(cache_dir=tmp_path / "cache")
+    assert later.calibrate(space, CTX, [5, 9], threads=(1,), batches=(1,)) == 0
+    assert later.drift(space, CTX, [5, 9], threads=(1,), batches=(1,)) == {(1, 1): pytest.approx(0.8)}
+    assert later.predict(space, G2, CTX, [5, 9], 1, 1) == pytest.approx(0.8 * before)
+    assert later.predict(space, G2, CTX, [5, 9], 1, 1) == pytest.approx(whole(space.build_student(G2, CTX),
+                                                                              CTX, [5], 1, 1))
+    assert (tmp_path / "cache").rglob("*.json").__next__().read_text() == saved
+
+    speed["factor"] = 1.0 + L.DRIFT_TOLERANCE / 2                  # within the tolerance: unchanged
+    again = LatencyLUT.open(cache_dir=tmp_path / "cache")
+    assert again.drift(space, CTX, [5, 9], threads=(1,), batches=(1,))[(1, 1)] == pytest.approx(speed["factor"])
+    assert again.predict(space, G2, CTX, [5, 9], 1, 1) == pytest.approx(before)
+
+
+def test_batch_one_at_two_threads_is_measured_whole():
+    assert L.whole_model_setting(2, 1)
+    assert not L.whole_model_setting(1, 1)
+    assert not L.whole_model_setting(2, 128)

@@ -45,8 +45,12 @@ def candidates(run):
 
 @pytest.mark.parametrize("strategy,kind", [("spos", "cell"), ("spos", "macro"), ("spos", "teacher"),
                                            ("random", "macro"), ("random", "cell"), ("random", "teacher")])
-def test_strategy_end_to_end_and_resume(tiny_teacher, spaces, tmp_path, strategy, kind):
+def test_strategy_end_to_end_and_resume(tiny_teacher, spaces, tmp_path, strategy, kind, monkeypatch):
     teacher, _ = tiny_teacher
+    # the two runs compared share one latency table; timing noise between them is not a drifted machine
+    from naskd.search import lut
+
+    monkeypatch.setattr(lut, "DRIFT_TOLERANCE", float("inf"))
     full, part = tmp_path / "full", tmp_path / "part"
     assert main(argv(teacher, spaces[kind], full, strategy)) == 0
     for f in ("pareto.json", "pareto.png", "genotype.json", "metrics.json", "config.yaml"):
@@ -75,6 +79,7 @@ def test_strategy_end_to_end_and_resume(tiny_teacher, spaces, tmp_path, strategy
     assert main(argv(teacher, spaces[kind], part, strategy, "--resume", "--stop-after-steps", steps)) == 0
     assert main(argv(teacher, spaces[kind], part, strategy, "--resume")) == 0
     assert candidates(part) == candidates(full)
+    assert (part / "latency_scale.json").is_file()
     assert load_genotype(part / "genotype.json") == g
 
 
@@ -251,3 +256,19 @@ def test_resume_with_more_epochs_scores_again(tiny_teacher, spaces, tmp_path):
     assert len(first) == 1 and steps == 2 * first.pop()
     doc = json.loads((out / "pareto.json").read_text())
     assert {c["supernet_steps"] for c in doc["candidates"]} == {steps}
+
+
+def test_latency_scale_kept_for_a_resume(tmp_path):
+    """The drift factors a search predicted with are read back by its resume; a damaged file is refused."""
+    from types import SimpleNamespace
+
+    from naskd.search.strategy.oneshot import Latency
+
+    assert Latency.read_scale(tmp_path) is None and Latency.read_scale(None) is None
+    lat = Latency.__new__(Latency)
+    lat.lut = SimpleNamespace(scale={(1, 128): 0.9, (1, 1): 1.2})
+    lat.save_scale(tmp_path)
+    assert Latency.read_scale(tmp_path) == {(1, 128): 0.9, (1, 1): 1.2}
+    (tmp_path / Latency.SCALE_FILE).write_text('{"scale": [[1, 128]]}')
+    with pytest.raises(NaskdError, match="damaged"):
+        Latency.read_scale(tmp_path)

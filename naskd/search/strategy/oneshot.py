@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -202,7 +203,7 @@ class Latency:
     teacher's times, and the constraint. Built before the run directory, so an impossible constraint is
     refused before any work."""
 
-    def __init__(self, cfg, space, teacher_dir, dev_lengths):
+    def __init__(self, cfg, space, teacher_dir, dev_lengths, resume_dir=None):
         import os
 
         from ..lut import LatencyLUT, representative_lengths
@@ -218,6 +219,16 @@ class Latency:
             self.lut.ensure(space, [space.sample(rng) for _ in range(PREMEASURE)], self.ctx, self.lengths,
                             threads=(self.threads,), batches=(1, 128))
             self.lut.calibrate(space, self.ctx, self.lengths, threads=(self.threads,), batches=(1, 128))
+            kept = self.read_scale(resume_dir)
+            if kept is not None:              # a resumed run predicts as it did before its interruption
+                self.lut.scale = kept
+            for (t, b), f in ({} if kept is not None else
+                              self.lut.drift(space, self.ctx, self.lengths, threads=(self.threads,),
+                                             batches=(1, 128))).items():
+                if (t, b) in self.lut.scale:
+                    print(f"[search] latency table: the machine is {abs(f - 1):.0%} {'slower' if f > 1 else 'faster'} "
+                          f"at {t} thread{'s' if t > 1 else ''}, batch {b} than when the table was measured; its "
+                          "predictions are scaled by the calibration students' times measured now", flush=True)
             self.teacher = {b: self.lut.teacher_ms(teacher_dir, self.ctx, self.lengths, self.threads, b)
                             for b in (1, 128)}
         self.feasible = None
@@ -225,14 +236,58 @@ class Latency:
         print(f"[search] latency table {self.lut.path} ({self.threads} threads, lengths {self.lengths}); teacher "
               f"{self.teacher[1]:.2f} ms at batch 1, {self.teacher[128]:.1f} ms per batch of 128", flush=True)
 
+    SCALE_FILE = "latency_scale.json"
+
+    @classmethod
+    def read_scale(cls, run_dir) -> dict | None:
+        """The drift factors a run searched with (``latency_scale.json`` in it), or None."""
+        p = None if run_dir is None else Path(run_dir) / cls.SCALE_FILE
+        if p is None or not p.is_file():
+            return None
+        try:
+            doc = json.loads(p.read_text(encoding="utf-8"))
+            return {(int(t), int(b)): float(f) for t, b, f in doc["scale"]}
+        except (ValueError, KeyError, TypeError):
+            raise NaskdError(f"{p} is damaged; start the search again with --overwrite") from None
+
+    def save_scale(self, run_dir) -> None:
+        """Keep the drift factors of this search in its run directory, so a resume predicts the same."""
+        write_json(Path(run_dir) / self.SCALE_FILE,
+                   {"about": "latency table drift factors (now / when measured) this search predicts with",
+                    "scale": [[t, b, f] for (t, b), f in sorted(self.lut.scale.items())]})
+
     def latency(self, g) -> dict:
-        """Predicted b1_ms (per sentence), b128_ms (per batch of 128), speedup (teacher b128 / b128) and
-        speedup_b1, measuring the parts the table lacks first."""
+        """b1_ms (per sentence), b128_ms (per batch of 128), speedup (teacher b128 / b128) and speedup_b1:
+        predicted from the table, measuring the parts it lacks first; batch 1 at more than one thread is
+        the candidate measured whole instead (:func:`~naskd.search.lut.whole_model_setting`), with
+        ``b1_source`` saying which."""
+        from ..lut import whole_model_setting
+
         with torch.random.fork_rng(devices=[]):
             self.lut.ensure(self.space, [g], self.ctx, self.lengths, threads=(self.threads,), batches=(1, 128))
-            b1 = self.lut.predict(self.space, g, self.ctx, self.lengths, self.threads, 1)
             b128 = self.lut.predict(self.space, g, self.ctx, self.lengths, self.threads, 128)
-        return {"b1_ms": b1, "b128_ms": b128, "speedup": self.teacher[128] / b128, "speedup_b1": self.teacher[1] / b1}
+            if whole_model_setting(self.threads, 1):
+                b1, source = self.whole_b1(g), "measured whole"
+            else:
+                b1, source = self.lut.predict(self.space, g, self.ctx, self.lengths, self.threads, 1), "table"
+        return {"b1_ms": b1, "b128_ms": b128, "speedup": self.teacher[128] / b128, "speedup_b1": self.teacher[1] / b1,
+                "b1_source": source}
+
+    def whole_b1(self, g) -> float:
+        """Batch-1 milliseconds of ``g`` built standalone (seeded weights; the time does not depend on them),
+        timed whole at the search's threads by the table's protocol; once per genotype."""
+        from ..lut import LatencyLUT, warn_if_busy
+
+        cache = self.__dict__.setdefault("_whole_b1", {})
+        k = _key(g)
+        if k not in cache:
+            warn_if_busy(self.threads)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                student = self.space.build_student(g, self.ctx)
+                cache[k] = LatencyLUT.measure_model(student, self.ctx, self.lengths, self.threads, 1)
+            del student
+        return cache[k]
 
     def meets(self, lat: dict) -> bool:
         return P.meets(lat, speedup=self.cfg.speedup, latency_ms=self.cfg.latency_ms)
@@ -240,17 +295,23 @@ class Latency:
     def report(self, g) -> dict:
         """The student ``g`` at every thread count of the table (1 and 2 where the machine has them), batch 1
         and 128: predicted from the table and measured whole by the same protocol, beside the teacher's."""
-        from ..lut import machine_threads
+        from ..lut import machine_threads, whole_model_setting
 
         out = {}
         with torch.random.fork_rng(devices=[]):
             student = self.space.build_student(g, self.ctx)
             for t in sorted(set(machine_threads()) | {self.threads}):
                 self.lut.calibrate(self.space, self.ctx, self.lengths, threads=(t,), batches=(1, 128))
+                if t != self.threads:
+                    self.lut.drift(self.space, self.ctx, self.lengths, threads=(t,), batches=(1, 128))
                 self.lut.ensure(self.space, [g], self.ctx, self.lengths, threads=(t,), batches=(1, 128))
                 row = {}
                 for b in (1, 128):
-                    row[f"predicted_b{b}_ms"] = self.lut.predict(self.space, g, self.ctx, self.lengths, t, b)
+                    if whole_model_setting(t, b):       # what the search used there: a measurement of its own
+                        row[f"predicted_b{b}_ms"] = (self.whole_b1(g) if t == self.threads else
+                                                     self.lut.measure_model(student, self.ctx, self.lengths, t, b))
+                    else:
+                        row[f"predicted_b{b}_ms"] = self.lut.predict(self.space, g, self.ctx, self.lengths, t, b)
                     row[f"measured_b{b}_ms"] = self.lut.measure_model(student, self.ctx, self.lengths, t, b)
                     row[f"teacher_b{b}_ms"] = self.lut.teacher_ms(self.env_teacher, self.ctx, self.lengths, t, b)
                 row["predicted_speedup"] = row["teacher_b128_ms"] / row["predicted_b128_ms"]
@@ -458,12 +519,16 @@ class RandomSearch(_OneShot):
         raise NaskdError(f"1000 draws of the {self.space.name} space found no architecture meeting "
                          f"{P.constraint_text(cfg.speedup, cfg.latency_ms)}; relax the constraint")
 
+    def rows_per_epoch(self) -> int:
+        """Rows each candidate trains on per epoch: an equal share of the rows spos trains its supernet on."""
+        return max(self.env.cfg.batch_size, len(self.train_rows) // self.env.cfg.candidates)
+
     def run(self) -> dict:
         self.setup()
         env, cfg = self.env, self.env.cfg
         data, device, kd, run_dir = env.data, env.device, env.kd, env.run_dir
         rows = self.train_rows
-        per_epoch = max(cfg.batch_size, len(rows) // cfg.candidates)
+        per_epoch = self.rows_per_epoch()
         path = run_dir / "candidates.jsonl"
         done = {r["index"]: r for r in _read_jsonl(path)} if env.resume else {}
         if not env.resume and path.exists():
