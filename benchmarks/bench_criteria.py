@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import publish, timed  # noqa: E402
+from common import publish  # noqa: E402
 
 from naskd.data.encode import bucket_batches, collate, encode  # noqa: E402
 from naskd.data.readers import load_split, subsample  # noqa: E402

@@ -293,7 +293,7 @@ def main() -> None:
             f"search {args.search}" + (f", genotype {args.genotype}" if args.genotype else "") + ")", rows,
             ["student", "description", "dev accuracy", "params without embeddings", "searched - this (95% CI)",
              "verdict", "train minutes"], command,
-            notes=f"Every student is trained by `naskd retrain` on the same "
+            notes="Every student is trained by `naskd retrain` on the same "
                   + (f"seeded {args.max_train_examples:,}-example SST-2 training subsample" if args.max_train_examples
                      else "full SST-2 training split (67,349 sentences)")
                   + (f" plus the synthetic rows of {args.augmented}" if args.augmented else "")

@@ -193,7 +193,7 @@ def fit(*, model: torch.nn.Module, optimizer, scheduler, epochs: int,
         grad_clip: float | None = 1.0, extra: dict | None = None, desc: str = "train",
         log_every: int = 50, ema_decay: float | None = None, before_step: Callable | None = None,
         more_optimizers: dict | None = None, more_schedulers: dict | None = None,
-        rows_in: Callable = len, postfix: Callable[[], dict] | None = None) -> FitResult:
+        rows_in: Callable = len, postfix: Callable[[], dict] | None = None, keep: str = "best") -> FitResult:
     """Train ``model``; evaluate each epoch; call ``on_best`` when ``main_metric`` improves.
 
     ``loss_fn(batch) -> (loss, logs)`` runs the forward pass; ``make_batch(rows)`` collates a batch
@@ -207,6 +207,10 @@ def fit(*, model: torch.nn.Module, optimizer, scheduler, epochs: int,
     With ``ema_decay`` an exponential moving average of the weights is kept: ``evaluate`` and ``on_best``
     see the averaged weights (what is scored is what is saved), the raw weights' scores are recorded beside
     them as ``raw_<metric>``, and training goes on from the raw weights.
+
+    ``keep="last"`` makes every epoch the kept one (``on_best`` after each, ``best_metrics`` the last
+    epoch's): the weights are then not chosen on what ``evaluate`` scores, so its score is an honest
+    estimate when it is the reported split.
 
     A search strategy plugs its own step in here and the loop does the rest (checkpoints, resume, NaN
     checks, logging, progress, ``stop_after_steps``): ``before_step(batch)`` runs before the weight
@@ -329,7 +333,8 @@ def fit(*, model: torch.nn.Module, optimizer, scheduler, epochs: int,
             metrics["epoch"] = state.epoch
             state.history.append(metrics)
             value = metrics[main_metric]
-            improved = state.best is None or (value > state.best if higher_is_better else value < state.best)
+            improved = (keep == "last" or state.best is None
+                        or (value > state.best if higher_is_better else value < state.best))
             if improved and not math.isnan(value):
                 state.best, state.best_epoch, best_metrics = value, state.epoch, metrics
                 if on_best is not None:
@@ -337,7 +342,8 @@ def fit(*, model: torch.nn.Module, optimizer, scheduler, epochs: int,
         append_jsonl(log_path, {"epoch": state.epoch, "eval": metrics, "best": state.best})
         print(f"[{desc}] epoch {state.epoch + 1}/{epochs}: " +
               ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float)) +
-              f" (best {main_metric}={state.best:.4f} at epoch {state.best_epoch + 1})", flush=True)
+              (f" (best {main_metric}={state.best:.4f} at epoch {state.best_epoch + 1})" if keep == "best" else
+               " (the last epoch is kept)"), flush=True)
         state.epoch += 1
         state.step_in_epoch = 0
         save_checkpoint(ck_path, state=state, rng=rng if dist.world_size() > 1 else None, **ck)

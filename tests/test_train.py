@@ -106,3 +106,26 @@ def test_adamw_is_fused_and_updates_as_the_reference(tmp_path):
     train(ref_m, ref, 5)
     for a, b in zip(fused_m.parameters(), ref_m.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_fit_keep_last_saves_every_epoch_even_when_it_scores_worse(tmp_path):
+    """keep="last": on_best after every epoch and best_metrics the last epoch's, whatever the scores; the
+    default keeps the best only (scores made to fall: the first epoch stays best)."""
+    from naskd.train import fit
+
+    def run(keep, d):
+        d.mkdir()
+        model = torch.nn.Linear(2, 1)
+        opt = torch.optim.SGD(model.parameters(), lr=0.0)
+        scores, saved = iter([0.9, 0.5, 0.1]), []
+        res = fit(model=model, optimizer=opt, scheduler=None, epochs=3, batches_for_epoch=lambda e: [0],
+                  make_batch=lambda i: {"x": torch.ones(1, 2)},
+                  loss_fn=lambda b: (model(b["x"]).sum(), {}), evaluate=lambda: {"score": next(scores)},
+                  main_metric="score", run_dir=d, device=torch.device("cpu"),
+                  on_best=lambda m: saved.append(m["score"]), grad_clip=None, keep=keep)
+        return res, saved
+
+    res, saved = run("last", tmp_path / "last")
+    assert saved == [0.9, 0.5, 0.1] and res.best_metrics["score"] == 0.1 and res.state.best_epoch == 2
+    res, saved = run("best", tmp_path / "best")
+    assert saved == [0.9] and res.best_metrics["score"] == 0.9 and res.state.best_epoch == 0

@@ -87,6 +87,10 @@ class SearchConfig:
     population: int = C.field(40, help="spos: NSGA-II population size", low=2)
     candidates: int = C.field(8, help="random: architectures sampled within the constraint, each trained "
                                       "standalone on 1/candidates of spos' training rows (--epochs passes)", low=1)
+    candidate_rows: Optional[int] = C.field(None, help="random: rows each candidate trains on per epoch (default: "
+                                                       "an equal share, 1/candidates of spos' training rows; set it "
+                                                       "to give random search the same wall-clock as a spos run)",
+                                            low=1)
     speedup: Optional[float] = C.field(None, help="spos, random: at least this many times the teacher's batch-128 "
                                                   "CPU throughput, predicted from the measured latency table; "
                                                   "without it (or --latency-ms) the whole Pareto front is returned",

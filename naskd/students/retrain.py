@@ -98,6 +98,9 @@ class RetrainConfig:
                                               "(e.g. 0.999): dev is scored, and the best epoch kept, with the "
                                               "averaged weights; the raw weights' scores are logged beside them",
                                    low=0, high=1, low_open=True, high_open=True)
+    keep: str = C.field("best", help="the epoch whose weights are saved and reported: best (the highest dev "
+                                     "score, so dev chose it and its score leans high) or last (nothing chosen on "
+                                     "dev: the score to report in a comparison)", choices=["best", "last"])
     max_train_examples: Optional[int] = C.field(None, help="seeded training subsample", low=1)
     max_eval_examples: Optional[int] = C.field(None, help="seeded dev subsample", low=1)
     max_length: Optional[int] = C.field(None, help="maximum sub-tokens (default: the teacher's recipe)", low=8)
@@ -375,11 +378,11 @@ def retrain(cfg: RetrainConfig, *, overwrite: bool = False, resume: bool = False
                  evaluate=evaluate, main_metric=spec.main_metric, run_dir=run_dir, device=device,
                  on_best=on_best, on_epoch=on_epoch, resume=resume, stop_after_steps=cfg.stop_after_steps,
                  checkpoint_every=cfg.checkpoint_every, extra={"kd": kd}, desc=f"retrain {spec.name}",
-                 ema_decay=cfg.ema)
+                 ema_decay=cfg.ema, keep=cfg.keep)
     metrics = {"command": "retrain", "task": spec.name, "status": "stopped" if result.stopped else "finished",
                "student": cfg.student, "description": what,
                "genotype": genotype.to_dict() if genotype is not None else None, "kd": cfg.kd, "dev": result.best_metrics,
-               "best_epoch": result.state.best_epoch + 1, "epochs_done": result.state.epoch,
+               "keep": cfg.keep, "best_epoch": result.state.best_epoch + 1, "epochs_done": result.state.epoch,
                "steps": result.state.global_step,
                "train_examples": len(data.train), "rows_trained_per_epoch": result.state.rows_per_epoch,
                "parameters": n_params,

@@ -3,7 +3,6 @@ interruption without labelling a part twice, and students trained on original + 
 import json
 
 import pyarrow.parquet as pq
-import pytest
 
 from naskd.cli import main
 

@@ -119,8 +119,10 @@ def test_spos_under_a_constraint_and_derive_from_the_front(tiny_teacher, spaces,
     assert not (tmp_path / "h.json").exists()
     # the pick retrains, and the student loads like any other
     assert main(["retrain", "--genotype", str(out / "genotype.json"), "--teacher", str(teacher), "--data-dir",
-                 str(DATA), "--max-train-examples", "32", "--max-eval-examples", "16", "--epochs", "1",
-                 "--out", str(tmp_path / "rt")]) == 0
+                 str(DATA), "--max-train-examples", "32", "--max-eval-examples", "16", "--epochs", "2",
+                 "--keep", "last", "--out", str(tmp_path / "rt")]) == 0
+    m = json.loads((tmp_path / "rt" / "metrics.json").read_text())     # the last epoch reported, not dev's best
+    assert m["keep"] == "last" and m["best_epoch"] == 2 and m["dev"] == m["history"][-1]
     from naskd.students.io import load_student
 
     model, _, info = load_student(tmp_path / "rt" / "student")
@@ -272,3 +274,14 @@ def test_latency_scale_kept_for_a_resume(tmp_path):
     (tmp_path / Latency.SCALE_FILE).write_text('{"scale": [[1, 128]]}')
     with pytest.raises(NaskdError, match="damaged"):
         Latency.read_scale(tmp_path)
+
+
+def test_random_candidate_rows(tiny_teacher, spaces, tmp_path):
+    """--candidate-rows sets each candidate's rows per epoch instead of the equal share."""
+    teacher, _ = tiny_teacher
+    out = tmp_path / "r"
+    assert main(argv(teacher, spaces["macro"], out, "random", "--candidate-rows", "24")) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["rows_per_candidate_epoch"] == 24
+    steps = [json.loads(line)["steps"] for line in (out / "candidates.jsonl").read_text().splitlines()]
+    assert steps == [2 * 2] * 3                  # 24 rows in batches of 16: 2 batches per epoch, 2 epochs

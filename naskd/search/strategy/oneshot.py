@@ -520,8 +520,12 @@ class RandomSearch(_OneShot):
                          f"{P.constraint_text(cfg.speedup, cfg.latency_ms)}; relax the constraint")
 
     def rows_per_epoch(self) -> int:
-        """Rows each candidate trains on per epoch: an equal share of the rows spos trains its supernet on."""
-        return max(self.env.cfg.batch_size, len(self.train_rows) // self.env.cfg.candidates)
+        """Rows each candidate trains on per epoch: ``--candidate-rows`` (at most all of them), else an equal
+        share of the rows spos trains its supernet on."""
+        cfg = self.env.cfg
+        if cfg.candidate_rows is not None:
+            return min(cfg.candidate_rows, len(self.train_rows))
+        return max(cfg.batch_size, len(self.train_rows) // cfg.candidates)
 
     def run(self) -> dict:
         self.setup()
