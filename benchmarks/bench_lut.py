@@ -2,7 +2,7 @@
 N genotypes (seeded), measure the table's entries for their parts (naskd.search.lut), and compare the
 predicted time (sum over parts of count x entry, mean over the representative SST-2 lengths) with the
 whole student's time measured by the same protocol, at threads 1/2 and batch 1/128. The target: within
-15% on at least 20 sampled architectures. At batch 1 with 2 threads a search measures each candidate whole
+15% on at least 20 sampled architectures. At batch 1 a search measures each candidate whole
 (the table's sum misses there); the estimate compared is then a first whole measurement, and the table's
 sum is reported beside it.
 
@@ -90,7 +90,7 @@ def run_space(name: str, args, ctx: BuildContext, lengths: list[int], threads: t
     lut_s = time.perf_counter() - t0
     settings = {(t, b): [] for t in threads for b in batches}
     t0 = time.perf_counter()
-    # where a search measures each candidate whole instead of summing the table (batch 1 at 2 threads),
+    # where a search measures each candidate whole instead of summing the table (batch 1),
     # its estimate is that first measurement, taken in a pass of its own over every genotype (as a search
     # meets them one after another); the "measured" column is a second one
     whole = [(t, b) for (t, b) in settings if whole_model_setting(t, b)]

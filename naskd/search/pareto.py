@@ -2,10 +2,9 @@
 its picture.
 
 A candidate is a dict as ``pareto.json`` holds it: ``score`` (the selection split's main metric, higher is
-better), ``b1_ms`` (predicted batch-1 milliseconds per sentence; measured whole at more than one thread,
-as ``b1_source`` says), ``b128_ms`` (predicted milliseconds per
-batch of 128), ``speedup`` (the teacher's batch-128 time over the candidate's: its throughput relative to the
-teacher's) and ``genotype``.
+better), ``b1_ms`` (batch-1 milliseconds per sentence, the candidate measured whole as ``b1_source``
+says), ``b128_ms`` (milliseconds per batch of 128 predicted from the latency table), ``speedup`` (the
+teacher's batch-128 time over the candidate's: its throughput relative to the teacher's) and ``genotype``.
 """
 from __future__ import annotations
 

@@ -417,6 +417,7 @@ def test_drift_rescales_a_table_measured_on_a_slower_day(tmp_path, monkeypatch):
     0.8 w: predictions and teacher times of that setting are scaled by 0.8 in the later process only,
     a change within the tolerance leaves them alone, and the file itself is not rewritten."""
     monkeypatch.setattr(L, "time_round", Counter(ms=1.0))
+    monkeypatch.setattr(L, "warn_if_busy", lambda threads: False)
     speed = {"factor": 1.0}
 
     def whole(module, ctx, lengths, threads, batch):
@@ -441,13 +442,17 @@ def test_drift_rescales_a_table_measured_on_a_slower_day(tmp_path, monkeypatch):
                                                                               CTX, [5], 1, 1))
     assert (tmp_path / "cache").rglob("*.json").__next__().read_text() == saved
 
+    busy = LatencyLUT.open(cache_dir=tmp_path / "cache")            # a busy machine: not rescaled at all
+    monkeypatch.setattr(L, "warn_if_busy", lambda threads: True)
+    assert busy.drift(space, CTX, [5, 9], threads=(1,), batches=(1,)) == {} and busy.scale == {}
+    monkeypatch.setattr(L, "warn_if_busy", lambda threads: False)
+
     speed["factor"] = 1.0 + L.DRIFT_TOLERANCE / 2                  # within the tolerance: unchanged
     again = LatencyLUT.open(cache_dir=tmp_path / "cache")
     assert again.drift(space, CTX, [5, 9], threads=(1,), batches=(1,))[(1, 1)] == pytest.approx(speed["factor"])
     assert again.predict(space, G2, CTX, [5, 9], 1, 1) == pytest.approx(before)
 
 
-def test_batch_one_at_two_threads_is_measured_whole():
-    assert L.whole_model_setting(2, 1)
-    assert not L.whole_model_setting(1, 1)
-    assert not L.whole_model_setting(2, 128)
+def test_batch_one_is_measured_whole():
+    assert L.whole_model_setting(2, 1) and L.whole_model_setting(1, 1)
+    assert not L.whole_model_setting(2, 128) and not L.whole_model_setting(1, 128)

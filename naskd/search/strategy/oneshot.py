@@ -258,7 +258,7 @@ class Latency:
 
     def latency(self, g) -> dict:
         """b1_ms (per sentence), b128_ms (per batch of 128), speedup (teacher b128 / b128) and speedup_b1:
-        predicted from the table, measuring the parts it lacks first; batch 1 at more than one thread is
+        predicted from the table, measuring the parts it lacks first; batch 1 is
         the candidate measured whole instead (:func:`~naskd.search.lut.whole_model_setting`), with
         ``b1_source`` saying which."""
         from ..lut import whole_model_setting
