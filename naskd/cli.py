@@ -127,8 +127,9 @@ def cmd_analyze(args) -> int:
     r = run_analyze_cka(args.model, args.teacher, out=args.out, overwrite=args.overwrite, task=args.task,
                         data_dir=args.data_dir, batch_size=args.batch_size, max_examples=args.max_eval_examples,
                         layerwise=args.layerwise, cache_dir=args.cache_dir)
-    print(f"[analyze] CKA diagonal mean {r['diagonal_mean']:.4f} (off-diagonal {r['offdiagonal_mean']:.4f}) over "
-          f"{r['batches']} dev batches of {r['batch_size']}; wrote {r['_out']}")
+    print(f"[analyze] mini-batch CKA {r['minibatch_cka']:.4f} (Nguyen et al.; all {r['examples_used']} examples at "
+          f"once {r['full_cka']:.4f}); per-batch CKA diagonal mean {r['diagonal_mean']:.4f} (off-diagonal "
+          f"{r['offdiagonal_mean']:.4f}) over {r['batches']} dev batches of {r['batch_size']}; wrote {r['_out']}")
     return 0
 
 
@@ -302,7 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", default=None, help="task (default: the student's)")
     p.add_argument("--data-dir", default=None, help="data root (default $NASKD_DATA_DIR)")
     p.add_argument("--cache-dir", default=None, help="teacher output cache")
-    p.add_argument("--batch-size", type=C.ranged(int, 1), default=32, help="mini-batch size, >= 1 (default: 32)")
+    p.add_argument("--batch-size", type=C.ranged(int, 4), default=32,
+                   help="mini-batch size, >= 4 (the unbiased HSIC needs 4 examples; default: 32)")
     p.add_argument("--max-eval-examples", type=C.ranged(int, 1), default=None, help="seeded dev subsample (>= 1)")
     p.add_argument("--layerwise", action="store_true", help="also a student-state x teacher-layer CKA matrix")
     p.add_argument("--out", default=None, help="run directory (default runs/<task>-analyze)")

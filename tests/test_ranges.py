@@ -173,7 +173,7 @@ _FLAG_CASES = [
     (["derive", "run", "-o", "g.json"], "--max-identity", "-1", "an integer >= 0"),
     (["derive", "run", "-o", "g.json"], "--epoch", "1.5", "an integer >= 1"),
     (["bench", "--model", "m"], "--repeat", "three", "an integer >= 1"),
-    (["analyze", "cka", "--model", "m", "--teacher", "t"], "--batch-size", "0", "an integer >= 1"),
+    (["analyze", "cka", "--model", "m", "--teacher", "t"], "--batch-size", "3", "an integer >= 4"),
     (["analyze", "cka", "--model", "m", "--teacher", "t"], "--max-eval-examples", "0", "an integer >= 1"),
 ]
 

@@ -135,7 +135,10 @@ def default_pairs(m_s: int, m_t: int) -> list[tuple[int, int]]:
 class PKD(Criterion):
     """Patient KD (Sun et al. 2019) on [CLS] states: student cell j matched to teacher layer
     m(j) = round(j*M_t/M_s) (0 = embeddings), j = 1..M_s-1, through a learned linear projection when the
-    widths differ. See :func:`naskd.distill.functional.pkd`."""
+    widths differ; states normalised by their L2 norm, as PKD does. See
+    :func:`naskd.distill.functional.pkd` and ``pkd_sqnorm`` for the NAS-KD poster's normalisation."""
+
+    norm = "l2"
 
     def __init__(self, ctx):
         super().__init__(ctx)
@@ -156,7 +159,17 @@ class PKD(Criterion):
             return student["logits"].sum() * 0.0
         s = torch.stack([student["states"][j][:, 0] for j, _ in self.pairs], 1)     # (B, J, D_s)
         t = torch.stack([teacher["hidden"][HiddenRequest(l, "cls")] for _, l in self.pairs], 1)
-        return Fn.pkd(self.proj(s), t)
+        return Fn.pkd(self.proj(s), t, norm=self.norm)
+
+
+@register_criterion("pkd_sqnorm")
+class PKDSquaredNorm(PKD):
+    """NAS-KD's L_ii as the poster writes it: :class:`PKD` with each state divided by its squared L2 norm,
+    h / ||h||_2^2, instead of ||h||_2 (``Fn.pkd(..., norm="sq_l2")``). Not scale invariant: the loss
+    falls as 1/c^2 when the states grow by c. Same layer pairs and projection as ``pkd``; choose it
+    with e.g. ``--kd soft_ce=0.5,hard_ce=0.5,pkd_sqnorm=10``."""
+
+    norm = "sq_l2"
 
 
 def _penultimate(ctx: KDContext) -> HiddenRequest:
@@ -165,7 +178,8 @@ def _penultimate(ctx: KDContext) -> HiddenRequest:
 
 @register_criterion("fsd_intra")
 class FSDIntra(Criterion):
-    """Jung et al.: intra-feature structure, per-example token CKA on penultimate features."""
+    """Jung et al.: intra-feature structure, per-example token CKA on penultimate features,
+    -log of the batch mean of the per-example CKA as in their code (:func:`naskd.distill.functional.fsd_intra`)."""
 
     def teacher_requests(self):
         return [_penultimate(self.ctx)]

@@ -5,6 +5,8 @@ Every function returns a scalar tensor; each docstring states its formula and so
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 
@@ -38,62 +40,210 @@ def logit_mse(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     return (diff ** 2).sum(-1).mean()
 
 
-def pkd(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-    """Patient KD (Sun et al. 2019), NAS-KD's L_ii: sum_j mean_b || s_bj/||s_bj|| - t_bj/||t_bj|| ||_2^2.
+PKD_NORMS = ("l2", "sq_l2")
 
-    student, teacher: (B, J, D) [CLS] states of matched layers, the student already projected to the
-    teacher's width. NAS-KD writes the normaliser as ||h||_2^2, a typo for ||h||_2 (with the square the
-    normalised vectors are not unit length and the loss depends on scale); we follow PKD's ||h||_2."""
-    s = F.normalize(student.float(), dim=-1)
-    t = F.normalize(teacher.float(), dim=-1)
+
+def pkd(student: torch.Tensor, teacher: torch.Tensor, norm: str = "l2") -> torch.Tensor:
+    """Intermediate-state distance on matched layers (NAS-KD's L_ii):
+    sum_j mean_b || s_bj / n(s_bj) - t_bj / n(t_bj) ||_2^2.
+
+    student, teacher: (B, J, D) [CLS] states of J matched layers, the student already projected to the
+    teacher's width. ``norm`` picks n(h):
+
+    - ``"l2"`` (default): n(h) = ||h||_2, Patient KD (Sun et al. 2019, EMNLP, the patient loss L_PT); the
+      normalised vectors are unit length and each term lies in [0, 4].
+    - ``"sq_l2"``: n(h) = ||h||_2^2, as the NAS-KD poster writes L_ii. The normalised vector is
+      h / ||h||^2, of length 1 / ||h||, so the loss is not scale invariant: it shrinks as the states grow
+      (scaling both sides by c divides the loss by c^2).
+
+    Scale: the sum over layers and width and the mean over the batch give J*D times the value of PKD's
+    code (``F.mse_loss`` of the normalised states, a mean over B, J and D). A zero state is left as zero
+    (its norm is clamped at 1e-12, as :func:`torch.nn.functional.normalize` does).
+    Raises ValueError for an unknown ``norm``."""
+    if norm not in PKD_NORMS:
+        raise ValueError(f"pkd: norm must be one of {PKD_NORMS}, got {norm!r}")
+    s, t = student.float(), teacher.float()
+    if norm == "l2":
+        s, t = F.normalize(s, dim=-1), F.normalize(t, dim=-1)
+    else:
+        s = s / (s * s).sum(-1, keepdim=True).clamp_min(1e-12)
+        t = t / (t * t).sum(-1, keepdim=True).clamp_min(1e-12)
     return ((s - t) ** 2).sum(-1).mean(0).sum()
 
 
-def _centred_gram(x: torch.Tensor) -> torch.Tensor:
-    x = x - x.mean(0, keepdim=True)       # HX: centring the features centres the linear kernel
-    return x @ x.transpose(0, 1)          # (n, n) = H K H for K = X X^T
+def _up(x: torch.Tensor) -> torch.Tensor:
+    """Half precision (autocast) up to float32; float32 and float64 kept as they are."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
-def cka(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
-    """Linear centred kernel alignment (Kornblith et al. 2019):
-    CKA = HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L)), K = X X^T, L = Y Y^T, HSIC(K, L) = tr(KHLH)/(n-1)^2.
+def _full_precision(x: torch.Tensor):
+    """A context that switches autocast off on x's device (CKA's Gram products must not run in bf16)."""
+    if x.device.type in ("cpu", "cuda"):
+        return torch.autocast(x.device.type, enabled=False)
+    return contextlib.nullcontext()
 
-    x (n, D1), y (n, D2): n paired samples. The (n-1)^2 factors cancel. n < 2 is undefined (returns 0)."""
+
+def _centred_unit(x: torch.Tensor) -> torch.Tensor:
+    """Centre the n rows of x (n, D) and scale the result to unit Frobenius norm.
+
+    The features are first divided by their largest magnitude, so neither the centring nor the norm can
+    overflow or underflow at any magnitude float32 holds. Both scale factors are detached: CKA is
+    invariant to isotropic scaling of each argument, so by Euler's theorem its gradient is orthogonal to
+    the features and the factors' own derivatives contribute nothing; the gradient stays exact. All-equal
+    rows (no variance) give zeros."""
+    tiny = torch.finfo(x.dtype).tiny
+    with torch.no_grad():
+        peak = x.abs().amax().clamp_min(tiny)
+    x = x / peak
+    x = x - x.mean(0, keepdim=True)
+    with torch.no_grad():
+        size = torch.linalg.vector_norm(x).clamp_min(tiny)
+    return x / size
+
+
+def cka(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Linear centred kernel alignment (Kornblith et al. 2019, ICML, section 3, with the linear kernel):
+    CKA = HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L)), K = X X^T, L = Y Y^T, HSIC(K, L) = tr(KHLH) / (n-1)^2,
+    equivalently ||Y_c^T X_c||_F^2 / (||X_c^T X_c||_F ||Y_c^T Y_c||_F) with column-centred X_c, Y_c.
+
+    x (n, D1), y (n, D2): n paired samples; returns a scalar in [0, 1], float64 for float64 input and
+    float32 otherwise (half precision is computed in float32, with autocast off). The (n-1)^2 factors
+    cancel. Each argument is centred and scaled to unit Frobenius norm before any product, so the value
+    is invariant to isotropic scaling at any float32 magnitude and gradients stay finite and exact
+    (:func:`_centred_unit`). The products are taken between examples (n x n Gram matrices) when
+    n <= D1 + D2 and between features (D x D) otherwise; both give the same value.
+
+    Undefined cases return 0 (so :func:`cka_loss` is the constant -log 1e-8): n < 2, or an argument
+    whose rows are all equal. Raises ValueError unless x and y are 2-D with the same number of rows."""
+    if x.dim() != 2 or y.dim() != 2 or x.size(0) != y.size(0):
+        raise ValueError(f"cka: x and y must be (n, D) with the same n, got {tuple(x.shape)} and {tuple(y.shape)}")
     if x.size(0) < 2:
-        return x.new_zeros(())
-    kc, lc = _centred_gram(x.float()), _centred_gram(y.float())
-    hsic_kl = (kc * lc).sum()             # tr(Kc Lc), both symmetric
-    hsic_kk = (kc * kc).sum()
-    hsic_ll = (lc * lc).sum()
-    return hsic_kl / torch.sqrt(hsic_kk * hsic_ll + eps)
+        return _up(x).new_zeros(())
+    with _full_precision(x):
+        a, b = _centred_unit(_up(x)), _centred_unit(_up(y))
+        if b.dtype != a.dtype:
+            b = b.to(a.dtype)
+        n, d1, d2 = a.size(0), a.size(1), b.size(1)
+        if n <= d1 + d2:
+            k, l_ = a @ a.transpose(0, 1), b @ b.transpose(0, 1)          # centred Gram matrices (n, n)
+            hsic_kl, hsic_kk, hsic_ll = (k * l_).sum(), (k * k).sum(), (l_ * l_).sum()
+        else:
+            hsic_kl = (b.transpose(0, 1) @ a).square().sum()             # ||Y^T X||_F^2
+            hsic_kk = (a.transpose(0, 1) @ a).square().sum()
+            hsic_ll = (b.transpose(0, 1) @ b).square().sum()
+        ok = (hsic_kk > 0) & (hsic_ll > 0)          # False only for rows without variance
+        one = torch.ones_like(hsic_kk)              # keeps sqrt's derivative at 0 out of the graph
+        den = torch.where(ok, hsic_kk, one).sqrt() * torch.where(ok, hsic_ll, one).sqrt()
+        return torch.where(ok, hsic_kl / den, torch.zeros_like(hsic_kl))
 
 
 def cka_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """-log(CKA + 1e-8), as in Jung et al.'s code."""
+    """-log(CKA + 1e-8), as in Jung et al.'s code (``linear_CKA_loss`` in metrics/LayerWiseMetrics.py).
+
+    x (n, D1), y (n, D2); see :func:`cka`."""
     return -torch.log(cka(x, y) + EPS_LOG)
 
 
-def fsd_intra(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Intra-feature structure (Jung et al.): per example, -log CKA between the student's and the
-    teacher's token-by-token matrices over real tokens, (L_b, D_s) against (L_b, D_t); mean over the
-    examples with at least 2 tokens (CKA of one sample is undefined); 0 if there are none.
+FSD_INTRA_AGGREGATES = ("log_mean", "mean_log")
 
-    student (B, L, D_s), teacher (B, L, D_t), mask (B, L)."""
-    losses = [cka_loss(student[b][mask[b]], teacher[b][mask[b]])
+
+def fsd_intra(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor,
+              aggregate: str = "log_mean") -> torch.Tensor:
+    """Intra-feature structure (Jung et al. 2023, FSD): per example b, linear CKA c_b between the student's
+    and the teacher's token-by-token features over its real tokens, (L_b, D_s) against (L_b, D_t).
+
+    ``aggregate="log_mean"`` (default, as Jung et al.'s code: ``linear_CKA_loss`` on the batched (B, L, D)
+    features takes ``-log(mean_b |c_b| + 1e-8)``): -log(mean_b c_b + 1e-8).
+    ``aggregate="mean_log"``: mean_b -log(c_b + 1e-8), naskd's form before issue 22 and a deviation from
+    the source (a mean of logs weights sentences with low CKA more heavily).
+
+    Only examples with at least 2 real tokens enter (CKA of one sample is undefined); none gives 0. A
+    second deviation: the source computes CKA over all max_seq_length positions, padding included;
+    naskd uses the real tokens only.
+
+    student (B, L, D_s), teacher (B, L, D_t), mask (B, L) bool. Returns a scalar (nats). Raises
+    ValueError for an unknown ``aggregate``."""
+    if aggregate not in FSD_INTRA_AGGREGATES:
+        raise ValueError(f"fsd_intra: aggregate must be one of {FSD_INTRA_AGGREGATES}, got {aggregate!r}")
+    values = [cka(student[b][mask[b]], teacher[b][mask[b]])
               for b in range(student.size(0)) if int(mask[b].sum()) >= 2]
-    if not losses:
+    if not values:
         return student.sum() * 0.0
-    return torch.stack(losses).mean()
+    c = torch.stack(values)
+    if aggregate == "log_mean":
+        return -torch.log(c.mean() + EPS_LOG)
+    return (-torch.log(c + EPS_LOG)).mean()
 
 
 def fsd_local(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Local inter-feature structure (Jung et al.): -log CKA across the B examples of the batch on
-    flattened (B, L*D) features with padding zeroed (student and teacher share token positions). A batch
-    of one example is undefined and gives 0."""
+    """Local inter-feature structure (Jung et al. 2023, FSD): -log(CKA + 1e-8) across the B examples of
+    the batch on flattened (B, L*D) features with padding zeroed (student and teacher share token
+    positions). A batch of one example is undefined and gives 0.
+
+    student (B, L, D_s), teacher (B, L, D_t), mask (B, L) bool. Returns a scalar (nats)."""
     m = mask.unsqueeze(-1).to(student.dtype)
     if student.size(0) < 2:
         return student.sum() * 0.0
     return cka_loss((student * m).flatten(1), (teacher * m.to(teacher.dtype)).flatten(1))
+
+
+def hsic_unbiased(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Unbiased linear HSIC (Song et al. 2012, JMLR 13, the unbiased estimator HSIC_1; as used by Nguyen
+    et al. 2021):
+
+    HSIC_1(K, L) = [tr(K~ L~) + (1^T K~ 1)(1^T L~ 1) / ((n-1)(n-2)) - 2/(n-2) 1^T K~ L~ 1] / (n(n-3)),
+
+    K~ = X X^T and L~ = Y Y^T with their diagonals set to zero. Its expectation over samples of n
+    examples is the population HSIC, ||Cov(x, y)||_F^2 for linear kernels; a single value may be negative.
+
+    x (n, D1), y (n, D2), n >= 4 paired samples. Computed in float64 (the terms cancel); the features are
+    centred first, which leaves the value unchanged (the estimator is invariant to shifting either
+    argument) and keeps the cancellation small. Units: the product of the two features' units squared.
+    Raises ValueError for other shapes or n < 4."""
+    if x.dim() != 2 or y.dim() != 2 or x.size(0) != y.size(0):
+        raise ValueError(f"hsic_unbiased: x and y must be (n, D) with the same n, got {tuple(x.shape)} and "
+                         f"{tuple(y.shape)}")
+    n = x.size(0)
+    if n < 4:
+        raise ValueError(f"hsic_unbiased needs at least 4 samples, got {n}")
+    with _full_precision(x):
+        a, b = x.double(), y.double()
+        a, b = a - a.mean(0, keepdim=True), b - b.mean(0, keepdim=True)
+        k, l_ = a @ a.T, b @ b.T
+        k = k - torch.diag_embed(torch.diagonal(k))
+        l_ = l_ - torch.diag_embed(torch.diagonal(l_))
+        trace = (k * l_).sum()
+        sums = k.sum() * l_.sum() / ((n - 1) * (n - 2))
+        cross = 2.0 / (n - 2) * (k.sum(0) @ l_.sum(1))
+        return (trace + sums - cross) / (n * (n - 3))
+
+
+def minibatch_cka(batches) -> torch.Tensor:
+    """Mini-batch CKA (Nguyen et al. 2021, "Do wide and deep networks learn the same things?", ICLR, the
+    CKA_minibatch estimator):
+
+    CKA_mb = sum_i HSIC_1(K_i, L_i) / sqrt(sum_i HSIC_1(K_i, K_i) * sum_i HSIC_1(L_i, L_i)),
+
+    with :func:`hsic_unbiased` on each batch i. Because each HSIC_1 is unbiased, the sums converge to
+    the population HSIC terms as batches are added, so the estimate converges to the population linear
+    CKA; the mean of per-batch CKA does not (its bias depends on the batch size, not on the number of
+    batches). With one batch this is the "debiased" CKA of Kornblith et al.'s demo code.
+
+    batches: an iterable of (x_i (n_i, D1), y_i (n_i, D2)) pairs, n_i >= 4. Returns a float64 scalar
+    (NaN if the accumulated HSIC_1(K, K) or HSIC_1(L, L) is not positive, i.e. no usable signal).
+    Raises ValueError if there is no batch."""
+    kl = kk = ll = None
+    for x, y in batches:
+        terms = (hsic_unbiased(x, y), hsic_unbiased(x, x), hsic_unbiased(y, y))
+        if kl is None:
+            kl, kk, ll = terms
+        else:
+            kl, kk, ll = kl + terms[0], kk + terms[1], ll + terms[2]
+    if kl is None:
+        raise ValueError("minibatch_cka: no batches")
+    if not (kk > 0 and ll > 0):
+        return torch.tensor(float("nan"), dtype=torch.float64)
+    return kl / (kk.sqrt() * ll.sqrt())
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -121,11 +271,6 @@ def fsd_global(student_feat: torch.Tensor, teacher_feat: torch.Tensor, student_m
 # ------------------------------------------------------------------ structured KD for CRF taggers
 # Shapes: B batch, W words, T tags; ``mask`` (B, W) bool with real words first. A CRF is given by its
 # parameters (start (T,), end (T,), trans (T, T)) and emissions (B, W, T); see naskd.crf.
-
-def _up(x: torch.Tensor) -> torch.Tensor:
-    """Half precision (autocast) up to float32; float32 and float64 kept as they are."""
-    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
-
 
 def substructure_l2(student_scores: torch.Tensor, teacher_scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Lin et al. 2022, eq. 9 (sub-structure KD): mean over real positions l and tag pairs (i, j) of

@@ -65,13 +65,17 @@ def test_fsd_intra_reference_and_padding():
     s, t = rng.normal(size=(B, L, Ds)), rng.normal(size=(B, L, Dt))
     lengths = [6, 4, 1]
     mask = np.arange(L)[None] < np.array(lengths)[:, None]
-    ref = np.mean([-np.log(np_cka(s[b, :lengths[b]], t[b, :lengths[b]]) + 1e-8) for b in range(2)])
+    per = np.array([np_cka(s[b, :lengths[b]], t[b, :lengths[b]]) for b in range(2)])
+    ref = -np.log(per.mean() + 1e-8)                     # Jung et al.'s code: -log of the mean CKA
+    ref_mean_log = np.mean(-np.log(per + 1e-8))          # the documented alternative
     got = Fn.fsd_intra(t64(s), t64(t), torch.tensor(mask))
     assert got.item() == pytest.approx(ref, rel=1e-6)
     s2, t2 = s.copy(), t.copy()
     s2[~mask] = 99.0
     t2[~mask] = -7.0
     assert Fn.fsd_intra(t64(s2), t64(t2), torch.tensor(mask)).item() == pytest.approx(ref, rel=1e-6)
+    assert Fn.fsd_intra(t64(s2), t64(t2), torch.tensor(mask), aggregate="mean_log").item() == \
+        pytest.approx(ref_mean_log, rel=1e-6)
 
 
 def test_fsd_local_reference_and_padding():

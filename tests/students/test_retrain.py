@@ -199,8 +199,16 @@ def test_analyze_cka(tiny_teacher, genotype, tmp_path, capsys):
     assert m.shape == (6, 6) and res["examples_used"] == 96  # 100 // 16 full batches
     assert ((m >= -1e-9) & (m <= 1 + 1e-9)).all()
     assert res["diagonal_mean"] == pytest.approx(np.trace(m) / 6, abs=1e-5)
+    # issue 22: Nguyen et al.'s mini-batch estimator (unbiased HSIC summed over the 6 batches) and the
+    # CKA of all 96 examples at once; tests/distill/test_references.py checks both against references
+    assert np.isfinite(res["minibatch_cka"]) and 0.0 <= res["full_cka"] <= 1.0
+    assert "Nguyen" in res["minibatch_estimator"]
     assert np.asarray(res["layerwise"]["matrix"]).shape == (3, 3)  # student states 0..2, teacher 0..2
-    assert "CKA diagonal mean" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "CKA diagonal mean" in printed and f"mini-batch CKA {res['minibatch_cka']:.4f}" in printed
+    assert main(["analyze", "cka", "--model", str(out / "student"), "--teacher", str(teacher), "--data-dir",
+                 str(DATA), "--batch-size", "3", "--out", str(tmp_path / "c")]) == 2
+    assert "--batch-size must be an integer >= 4" in capsys.readouterr().err
     assert main(["analyze", "cka", "--model", str(out / "student"), "--teacher", str(teacher), "--task", "rte",
                  "--data-dir", str(DATA), "--out", str(tmp_path / "b")]) == 2
 
