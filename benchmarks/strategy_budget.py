@@ -1,4 +1,4 @@
-"""Does spos beat random search at equal budget? (issue 21, protocol 2)
+"""Do spos and hyperband beat random search at equal budget? (issue 21, protocol 2)
 
 For each strategy and search seed, `naskd search` on the macro space under one constraint (``--speedup``),
 then the pick retrained with one recipe for every pick (`naskd retrain --genotype ... --kd logit_mse --keep
@@ -9,6 +9,8 @@ last`: the last epoch's weights, so dev chooses nothing) and scored on SST-2 dev
 - random: ``--candidates`` architectures drawn within the constraint, each trained standalone on
   ``--candidate-rows`` rows x ``--random-epochs`` epochs (the ranking study's recipe), the best on the
   selection split picked. The defaults make its wall-clock about spos' on this CPU; both are in the table.
+- hyperband: the same standalone recipe, candidates proposed by TPE and pruned by Hyperband on the selection
+  score, until 3 x the supernet's rows are trained (its default budget, about random's rows).
 
 darts is not run: it searches cell spaces, not the macro space (the table says so).
 
@@ -37,7 +39,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, Evidence, load_json, markdown_table, retrain_once  # noqa: E402
 
-STRATEGIES = ("spos", "random")
+STRATEGIES = ("spos", "random", "hyperband")
 
 
 def interval(b: dict) -> str:
@@ -56,6 +58,8 @@ def search(args, strategy: str, seed: int) -> Path:
             "--latency-threads", "1"]
     if strategy == "spos":
         argv += ["--epochs", str(args.spos_epochs), "--trials", str(args.trials)]
+    elif strategy == "hyperband":         # its default budget: 3 x the supernet's rows, about random's
+        argv += ["--epochs", str(args.random_epochs), "--candidate-rows", str(args.candidate_rows)]
     else:
         argv += ["--epochs", str(args.random_epochs), "--candidates", str(args.candidates), "--candidate-rows",
                  str(args.candidate_rows)]
@@ -131,11 +135,13 @@ def table(args, runs: dict) -> None:
     ev.save()
     command = "OMP_NUM_THREADS=1 python benchmarks/strategy_budget.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     text = "\n".join([
-        "## Equal budget: spos against random search on the macro space (SST-2)", "",
+        "## Equal budget: spos and hyperband against random search on the macro space (SST-2)", "",
         f"Made with `{command}`.", "",
         (f"Constraint `--speedup {args.speedup:g}` (predicted batch-128 CPU throughput at one thread, relative to "
          f"the teacher `{Path(args.teacher).name}`). spos: supernet {args.spos_epochs} epochs, {args.trials} NSGA-II "
-         f"trials; random: {args.candidates} candidates x {args.candidate_rows} rows x {args.random_epochs} epochs. "
+         f"trials; random: {args.candidates} candidates x {args.candidate_rows} rows x {args.random_epochs} epochs; "
+         f"hyperband: TPE proposals, each up to {args.candidate_rows} rows x {args.random_epochs} epochs, Hyperband "
+         "pruning every 5,000 rows, 3 x the supernet's rows in all. "
          f"Every pick retrained with one recipe: `naskd retrain --genotype PICK --kd logit_mse --epochs "
          f"{args.retrain_epochs} --keep last --seed 0` (all SST-2 training rows, the last epoch scored: dev "
          "chooses nothing). Selection = the 5,000-row split carved from train the search chose on."), "",

@@ -28,9 +28,12 @@ DEFAULT_STRATEGY = "darts"
 DARTS_SUBSAMPLE = 6000       # darts' default training subsample (spos and random default to all the rows)
 STRATEGY_HELP = ("search strategy: darts (differentiable, cell spaces), spos (single-path one-shot supernet, then "
                  "NSGA-II over inherited weights on a selection split carved from train; cell, macro and teacher "
-                 "spaces) or random (standalone proxy training of sampled architectures at an equal share of "
-                 "spos' budget). The default is darts, the strategy the shipped results were measured with, "
-                 "until the comparison of issue 21 shows which ranks best")
+                 "spaces), random (standalone proxy training of sampled architectures at an equal share of "
+                 "spos' budget) or hyperband (standalone training of TPE-proposed architectures with Hyperband "
+                 "pruning on the selection split: the fallback when a supernet does not rank, as spos' does not "
+                 "on SST-2's macro space, Kendall tau -0.08 in benchmarks/results/ranking_sst2_macro.md). The "
+                 "default is darts, the strategy the shipped results were measured with, until the equal-budget "
+                 "comparison (benchmarks/strategy_budget.py) is finished")
 
 
 @dataclass
@@ -87,10 +90,15 @@ class SearchConfig:
     population: int = C.field(40, help="spos: NSGA-II population size", low=2)
     candidates: int = C.field(8, help="random: architectures sampled within the constraint, each trained "
                                       "standalone on 1/candidates of spos' training rows (--epochs passes)", low=1)
-    candidate_rows: Optional[int] = C.field(None, help="random: rows each candidate trains on per epoch (default: "
-                                                       "an equal share, 1/candidates of spos' training rows; set it "
-                                                       "to give random search the same wall-clock as a spos run)",
+    candidate_rows: Optional[int] = C.field(None, help="random, hyperband: rows each candidate trains on per epoch "
+                                                       "(random's default: an equal share, 1/candidates of spos' "
+                                                       "training rows; hyperband's: 20000)",
                                             low=1)
+    budget_rows: Optional[int] = C.field(None, help="hyperband: rows trained over all candidates before the "
+                                                    "search ends (default: 3 x --epochs x the training rows, about "
+                                                    "a spos run's wall-clock on a CPU)", low=1)
+    rung_rows: int = C.field(5000, help="hyperband: rows between a candidate's selection-split evaluations (one "
+                                        "rung of the Hyperband pruner)", low=1)
     speedup: Optional[float] = C.field(None, help="spos, random: at least this many times the teacher's batch-128 "
                                                   "CPU throughput, predicted from the measured latency table; "
                                                   "without it (or --latency-ms) the whole Pareto front is returned",

@@ -44,7 +44,8 @@ def candidates(run):
 
 
 @pytest.mark.parametrize("strategy,kind", [("spos", "cell"), ("spos", "macro"), ("spos", "teacher"),
-                                           ("random", "macro"), ("random", "cell"), ("random", "teacher")])
+                                           ("random", "macro"), ("random", "cell"), ("random", "teacher"),
+                                           ("hyperband", "macro")])
 def test_strategy_end_to_end_and_resume(tiny_teacher, spaces, tmp_path, strategy, kind, monkeypatch):
     teacher, _ = tiny_teacher
     # the two runs compared share one latency table; timing noise between them is not a drifted machine
@@ -52,7 +53,8 @@ def test_strategy_end_to_end_and_resume(tiny_teacher, spaces, tmp_path, strategy
 
     monkeypatch.setattr(lut, "DRIFT_TOLERANCE", float("inf"))
     full, part = tmp_path / "full", tmp_path / "part"
-    assert main(argv(teacher, spaces[kind], full, strategy)) == 0
+    hb = ("--rung-rows", "32", "--budget-rows", "1200") if strategy == "hyperband" else ()   # 8 rungs a candidate
+    assert main(argv(teacher, spaces[kind], full, strategy, *hb)) == 0
     for f in ("pareto.json", "pareto.png", "genotype.json", "metrics.json", "config.yaml"):
         assert (full / f).is_file(), f
     doc = json.loads((full / "pareto.json").read_text())
@@ -72,12 +74,19 @@ def test_strategy_end_to_end_and_resume(tiny_teacher, spaces, tmp_path, strategy
     assert pick["score"] == max(c["score"] for c in cands)
     g = load_genotype(full / "genotype.json")
     assert g.to_dict() == pick["genotype"]
+    if strategy == "hyperband":             # the budget ends it: within one candidate's rows past it
+        m = json.loads((full / "metrics.json").read_text())
+        recs = [json.loads(x) for x in (full / "candidates.jsonl").read_text().splitlines()]
+        assert m["rows_trained"] == sum(r.get("rows", 0) for r in recs)
+        assert 1200 <= m["rows_trained"] < 1200 + 2 * 112 or m["trials"] == 10
+        assert m["completed"] == len(cands) and m["pruned"] == sum(r["state"] == "pruned" for r in recs)
+        assert all(len(r["values"]) == 8 for r in recs if r["state"] == "complete" and r["rows"])
     # interrupted twice (once inside training), resumed: the same evaluated architectures, scores, pick
     steps = "4" if strategy == "spos" else "7"
-    assert main(argv(teacher, spaces[kind], part, strategy, "--stop-after-steps", steps)) == 0
+    assert main(argv(teacher, spaces[kind], part, strategy, *hb, "--stop-after-steps", steps)) == 0
     assert json.loads((part / "metrics.json").read_text())["status"] == "stopped"
-    assert main(argv(teacher, spaces[kind], part, strategy, "--resume", "--stop-after-steps", steps)) == 0
-    assert main(argv(teacher, spaces[kind], part, strategy, "--resume")) == 0
+    assert main(argv(teacher, spaces[kind], part, strategy, *hb, "--resume", "--stop-after-steps", steps)) == 0
+    assert main(argv(teacher, spaces[kind], part, strategy, *hb, "--resume")) == 0
     assert candidates(part) == candidates(full)
     assert (part / "latency_scale.json").is_file()
     assert load_genotype(part / "genotype.json") == g

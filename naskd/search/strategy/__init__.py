@@ -26,7 +26,7 @@ def _load() -> None:
     """Import the modules that register the built-in strategies."""
     import importlib
 
-    for mod in ("darts", "oneshot"):
+    for mod in ("darts", "oneshot", "multifidelity"):
         importlib.import_module(f"{__name__}.{mod}")
 
 
