@@ -539,8 +539,9 @@ class RandomSearch(_OneShot):
             path.unlink()
         kd_state = {k: v.detach().clone() for k, v in kd.state_dict().items()}
         print(f"[search] random on {env.spec.name}: space {self.space.name} ({self.space.kind}); {cfg.candidates} "
-              f"candidates, each {cfg.epochs} epochs x {per_epoch} rows of the {len(rows)} training rows (together "
-              f"what spos trains its supernet on); {len(self.selection)} selection rows carved from train; kd "
+              f"candidates, each {cfg.epochs} epochs x {per_epoch} rows of the {len(rows)} training rows ("
+              f"{cfg.candidates * cfg.epochs * per_epoch:,} rows in all; a spos supernet of as many epochs trains "
+              f"{cfg.epochs * len(rows):,}); {len(self.selection)} selection rows carved from train; kd "
               f"{cfg.kd}; lr {self.lr}; run directory {run_dir}", flush=True)
         steps_here = 0
         seconds = 0.0
