@@ -170,6 +170,17 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see {self.prog} --help)\n")
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Each option's default said once: appended only when the help does not state it and there is one."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if (C._STATES_DEFAULT.search(text) or action.default in (None, argparse.SUPPRESS)
+                or action.default is False):
+            return text
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .augment.run import AugmentConfig
     from .search.run import SearchConfig
@@ -178,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = _Parser(
         prog="naskd", description="Neural architecture search under knowledge distillation for NLP students.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=_Help)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     _config_command(sub, TeacherConfig, cmd_teacher,
@@ -187,9 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 "--config, then flags.")
 
     _config_command(sub, SearchConfig, cmd_search,
-                    "search", help="architecture search under distillation (darts, spos, random)",
-                    description="NAS-KD search. darts writes genotype.json, history.json, metrics.jsonl; spos and "
-                                "random write pareto.json (every evaluated architecture), pareto.png, genotype.json "
+                    "search", help="architecture search under distillation (darts, spos, random, hyperband)",
+                    description="NAS-KD search. darts writes genotype.json, history.json, metrics.jsonl; spos, "
+                                "random and hyperband write pareto.json (every evaluated architecture), pareto.png, genotype.json "
                                 "(the pick for the constraint) and metrics.json; all write checkpoints and the "
                                 "resolved config.")
 
@@ -199,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 "tables and trains it on cached teacher outputs; writes <out>/student/.")
 
     p = sub.add_parser("evaluate", help="score a student or teacher on a split or a file",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=_Help)
     p.add_argument("--model", required=True, help="student directory (naskd retrain) or teacher run (naskd teacher)")
     p.add_argument("--task", default=None, help="task (default: the model's)")
     p.add_argument("--split", default="dev", choices=["dev", "train"], help="split of the data root to score")
@@ -216,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_checked(p, cmd_evaluate))
 
     p = sub.add_parser("export", help="export a student or teacher to ONNX or TorchScript",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=_Help)
     p.add_argument("--model", required=True, help="student directory or teacher run")
     p.add_argument("--format", required=True, choices=["onnx", "torchscript"], help="output format")
     p.add_argument("-o", "--output", default=None, help="file to write (default <model>/model.onnx or model.pt)")
@@ -225,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="parameters, CPU latency and throughput (PyTorch and ONNX Runtime), "
                                      "dev metrics, with ratios to the teacher",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=_Help)
     p.add_argument("--model", action="append", required=True, help="a student directory or teacher run; repeat")
     p.add_argument("--data-dir", default=None, help="data root (default $NASKD_DATA_DIR)")
     p.add_argument("--latency-examples", type=C.ranged(int, 1), default=None,
@@ -245,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 "(resumable).")
 
     p = sub.add_parser("tune", help="Optuna over retraining hyperparameters (studies shareable via a database)",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=_Help)
     p.add_argument("--task", default="sst2", help="task")
     p.add_argument("--genotype", default=None, help="genotype.json of the student to tune")
     p.add_argument("--teacher", default=None, help="teacher run directory")

@@ -13,6 +13,7 @@ import dataclasses
 import difflib
 import math
 import os
+import re
 import types
 import typing
 from pathlib import Path
@@ -274,6 +275,9 @@ def to_dict(cfg) -> dict:
     return dataclasses.asdict(cfg)
 
 
+_STATES_DEFAULT = re.compile(r"\(default\b|default:", re.IGNORECASE)    # a help that says its own default
+
+
 def add_arguments(parser: argparse.ArgumentParser, cls, *, skip: tuple[str, ...] = ()) -> None:
     """Add one ``--flag`` per dataclass field; unset flags stay out of the namespace (SUPPRESS)."""
     hints = _hints(cls)
@@ -291,11 +295,14 @@ def add_arguments(parser: argparse.ArgumentParser, cls, *, skip: tuple[str, ...]
             parser.add_argument(flag, action=argparse.BooleanOptionalAction,
                                 help=f"{helptext} (default: {default})", **kw)
             continue
-        shown = ",".join(map(str, default)) if isinstance(default, list) else default
+        # the default said once: not when the help states it (a rule, not a value), nor when there is none
+        said = []
+        if default is not None and not _STATES_DEFAULT.search(helptext):
+            said.append(f"default: {','.join(map(str, default)) if isinstance(default, list) else default}")
         rng = (f.metadata or {}).get("range")
         if rng is not None and rng.bounds():
-            shown = f"{shown}; {rng.bounds()}"
+            said.append(rng.bounds())
         if choices:
             kw["choices"] = [str(c) for c in choices]
         parser.add_argument(flag, metavar=f.name.upper() if not choices else None,
-                            help=f"{helptext} (default: {shown})", **kw)
+                            help=helptext + (f" ({'; '.join(said)})" if said else ""), **kw)

@@ -137,3 +137,21 @@ def test_ranged_flags_are_checked_when_the_command_runs():
         with pytest.raises(ConfigError) as e:
             C.check_flags(p, p.parse_args(argv))
         assert str(e.value) == message
+
+
+@pytest.mark.parametrize("command", ["teacher", "search", "retrain", "augment", "tune", "evaluate", "export",
+                                     "bench", "plot", "derive", "analyze"])
+def test_help_states_each_default_once(command, capsys):
+    """No option reads "(default: None)", and none states its default twice (its help's own rule plus the
+    formatter's value)."""
+    import re
+
+    from naskd.cli import main
+
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: None)" not in text and "default: None;" not in text
+    # each option's help runs from its flag to the next flag
+    for chunk in re.split(r" (?=--[a-z][a-z-]+[ ,])", text):
+        assert len(re.findall(r"\(default\b|default:", chunk, re.IGNORECASE)) <= 1, chunk

@@ -77,7 +77,7 @@ class SearchConfig:
                                                            "split in two halves, which keeps a 6-cell search on a "
                                                            "2-core CPU under 20 minutes; all the data for spos and "
                                                            "random, the selection split carved from it)", low=4)
-    selection_examples: int = C.field(5000, help="spos, random: rows carved (seeded by --data-seed) from the "
+    selection_examples: int = C.field(5000, help="spos, random, hyperband: rows carved (seeded by --data-seed) from the "
                                                  "training rows to choose architectures on; never trained on, "
                                                  "and dev is never used to choose", low=1)
     sampling: str = C.field("uniform", help="spos: the path of each step, uniform over every dimension (SPOS, Guo "
@@ -99,11 +99,11 @@ class SearchConfig:
                                                     "a spos run's wall-clock on a CPU)", low=1)
     rung_rows: int = C.field(5000, help="hyperband: rows between a candidate's selection-split evaluations (one "
                                         "rung of the Hyperband pruner)", low=1)
-    speedup: Optional[float] = C.field(None, help="spos, random: at least this many times the teacher's batch-128 "
+    speedup: Optional[float] = C.field(None, help="spos, random, hyperband: at least this many times the teacher's batch-128 "
                                                   "CPU throughput, predicted from the measured latency table; "
                                                   "without it (or --latency-ms) the whole Pareto front is returned",
                                        low=0, low_open=True)
-    latency_threads: Optional[int] = C.field(None, help="spos, random: CPU threads the constraint is measured at "
+    latency_threads: Optional[int] = C.field(None, help="spos, random, hyperband: CPU threads the constraint is measured at "
                                                         "(default: this process's torch threads, at most 2)", low=1)
     max_eval_examples: Optional[int] = C.field(None, help="seeded dev subsample", low=1)
     max_length: Optional[int] = C.field(None, help="maximum sub-tokens (default: the teacher's recipe)", low=8)
@@ -118,10 +118,10 @@ class SearchConfig:
     augmented: Optional[str] = C.field(None, help="a `naskd augment` run: train on the teacher's outputs for the "
                                                   "original plus synthetic examples (hard-label terms skip synthetic ones)")
     augment: bool = C.field(False, help="build the default augmentation of the training rows first (or reuse it)")
-    latency_ms: Optional[float] = C.field(None, help="spos, random: batch-1 forward time (ms per sentence, on this "
+    latency_ms: Optional[float] = C.field(None, help="spos, random, hyperband: batch-1 forward time (ms per sentence, on this "
                                                      "machine, predicted over the dev length distribution) the "
                                                      "student must meet", low=0, low_open=True)
-    latency_table: Optional[str] = C.field(None, help="spos, random: the per-part latency table to read and "
+    latency_table: Optional[str] = C.field(None, help="spos, random, hyperband: the per-part latency table to read and "
                                                       "extend instead of this machine's cached one (it must have "
                                                       "been measured on this machine and torch version)")
     device: str = C.field("auto", help="auto, cpu or cuda (bf16 autocast on cuda)",
