@@ -59,7 +59,7 @@ def derive(run_dir: str | os.PathLike, *, epoch: int | None = None, top_k: int |
 
 
 def pick_again(run_dir: str | os.PathLike, *, speedup: float | None = None, latency_ms: float | None = None):
-    """(genotype, candidate): the most accurate architecture of a spos or random run's pareto.json meeting
+    """(genotype, candidate): the most accurate architecture of a spos, random or hyperband run's pareto.json meeting
     the constraint (none: the most accurate), without searching again. NaskdError when the run has no
     front, or when no evaluated architecture meets the constraint (naming the fastest one's speed)."""
     from ..space.oneshot import SPACE_KINDS, space_kind
@@ -70,7 +70,7 @@ def pick_again(run_dir: str | os.PathLike, *, speedup: float | None = None, late
     run = Path(run_dir)
     if not (run / "pareto.json").is_file() and (run / "history.json").is_file():
         raise NaskdError(f"{run} is a darts run: it has alphas, not a front; --speedup and --latency-ms pick from "
-                         "a spos or random run's pareto.json")
+                         "a spos, random or hyperband run's pareto.json")
     doc = P.load_front(run)
     c = P.pick(doc["candidates"], speedup=speedup, latency_ms=latency_ms)
     kind = doc.get("space_kind", "cell")
