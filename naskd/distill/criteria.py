@@ -124,10 +124,11 @@ class LogitMSE(Criterion):
 
 
 def default_pairs(m_s: int, m_t: int) -> list[tuple[int, int]]:
-    """m(j) = round(j * M_t / M_s) for j = 1 .. M_s - 1 (the last cell is left to the logit terms)."""
-    if m_s > m_t:
-        raise ConfigError(f"pkd: the student has {m_s} cells and the teacher {m_t} layers; the default "
-                          "mapping needs M_s <= M_t; give explicit pairs with --pkd-pairs 1:1,2:2,...")
+    """m(j) = round(j * M_t / M_s), half up, for j = 1 .. M_s - 1 (the last cell is left to the logit
+    terms; PKD's skip mapping, Sun et al. 2019). Any M_s and M_t >= 1: with more student cells than teacher
+    layers several cells share a layer, and a first cell below half a layer maps to the embeddings (0)."""
+    if m_s < 1 or m_t < 1:
+        raise ConfigError(f"pkd: {m_s} student cells and {m_t} teacher layers; both must be at least 1")
     return [(j, int(np.floor(j * m_t / m_s + 0.5))) for j in range(1, m_s)]
 
 
@@ -142,7 +143,13 @@ class PKD(Criterion):
 
     def __init__(self, ctx):
         super().__init__(ctx)
-        pairs = [tuple(p) for p in ctx.pkd_pairs] or default_pairs(ctx.student_layers, ctx.teacher_layers)
+        explicit = [tuple(p) for p in ctx.pkd_pairs]
+        pairs = explicit or default_pairs(ctx.student_layers, ctx.teacher_layers)
+        if not explicit and pairs:        # said once, in the run's log: which cell learns from which layer
+            print(f"[kd] {self.name}: student cell -> teacher layer "
+                  + ", ".join(f"{s}->{t}" for s, t in pairs)
+                  + f" (m(j) = round(j x {ctx.teacher_layers} / {ctx.student_layers}); 0 = embeddings; "
+                  "--pkd-pairs to choose)", flush=True)
         for s, t in pairs:
             if not 0 <= s <= ctx.student_layers or not 0 <= t <= ctx.teacher_layers:
                 raise ConfigError(f"pkd pair {s}:{t} is outside student cells 0..{ctx.student_layers} / "

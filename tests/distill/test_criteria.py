@@ -134,8 +134,14 @@ def test_pkd_mapping():
     assert default_pairs(3, 6) == [(1, 2), (2, 4)]
     assert default_pairs(4, 6) == [(1, 2), (2, 3), (3, 5)]  # round half up: 1.5 -> 2, 4.5 -> 5
     assert default_pairs(6, 6) == [(j, j) for j in range(1, 6)]
-    with pytest.raises(ConfigError, match="--pkd-pairs"):
-        default_pairs(8, 6)
+    # more student cells than teacher layers: cells share layers (brute force of the formula, half up)
+    for m_s, m_t in ((8, 6), (6, 2), (5, 1), (2, 1)):
+        want = [(j, int(j * m_t / m_s + 0.5)) for j in range(1, m_s)]
+        assert default_pairs(m_s, m_t) == want
+        assert all(0 <= t <= m_t for _, t in want)
+    assert default_pairs(6, 2) == [(1, 0), (2, 1), (3, 1), (4, 1), (5, 2)]
+    with pytest.raises(ConfigError, match="at least 1"):
+        default_pairs(0, 6)
     crit = CRITERIA["pkd"](ctx(student_layers=8, pkd_pairs=[(1, 1), (8, 6)]))
     assert crit.pairs == [(1, 1), (8, 6)]
     with pytest.raises(ConfigError, match="outside"):

@@ -96,7 +96,7 @@ def test_second_order_and_per_cell(tiny_teacher, space, tmp_path):
     (["--kd", "soft_ce,magic"], "unknown distillation criterion 'magic'"),
     (["--space", "nowhere"], "known: adabert, macro, nas_kd, teacher"),
     (["--task", "rte"], "fine-tuned for task sst2, not rte"),
-    (["--layers", "5", "--kd", "pkd"], "needs M_s <= M_t"),
+    (["--kd", "pkd", "--pkd-pairs", "1:7"], "outside student cells"),
 ])
 def test_bad_settings_fail_before_training(tiny_teacher, space, tmp_path, capsys, extra, message):
     teacher, _ = tiny_teacher

@@ -154,3 +154,14 @@ def naskd_yaml(run):
     import yaml
 
     return yaml.safe_load((run / "config.yaml").read_text())
+
+
+def test_random_student_deeper_than_the_teacher_with_default_pkd(tiny_teacher, tmp_path, capsys):
+    """The default criteria (with pkd) on a 4-cell random student of the 2-layer teacher: cells share the
+    teacher's layers (m(j) = round(j x 2 / 4)), and the log says which cell learns from which layer."""
+    teacher, _ = tiny_teacher
+    out = tmp_path / "deep"
+    assert main(argv(teacher, out, "--student", "random", "--layers", "4", "--width", "16",
+                     "--stop-after-steps", "1")) == 0
+    log = capsys.readouterr().out
+    assert "[kd] pkd: student cell -> teacher layer 1->1, 2->1, 3->2" in log
