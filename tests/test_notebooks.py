@@ -46,3 +46,35 @@ def test_notebooks_are_stored_without_outputs():
         for cell in nb["cells"]:
             if cell["cell_type"] == "code":
                 assert not cell.get("outputs") and cell.get("execution_count") is None, path
+
+
+def test_search_run_notebook_runs(tiny_teacher, tmp_path, monkeypatch):
+    """The one-shot search notebook on a tiny spos run of a tiny macro space, through retrain and export."""
+    import yaml
+    from nbclient import NotebookClient
+    import nbformat
+
+    teacher, _ = tiny_teacher
+    space = tmp_path / "macro.yaml"
+    space.write_text(yaml.safe_dump({"kind": "macro", "name": "tinymacro", "embed": [8, 16], "depth": [1, 2],
+                                     "ops": ["lstm", "conv3"], "widths": [8, 16], "pooling": ["max", "mean"],
+                                     "classifier": [8]}))
+    run = tmp_path / "spos"
+    assert main(["search", "--strategy", "spos", "--task", "sst2", "--teacher", str(teacher), "--data-dir", str(DATA),
+                 "--space", str(space), "--max-train-examples", "160", "--selection-examples", "48",
+                 "--max-eval-examples", "16", "--batch-size", "16", "--epochs", "1", "--trials", "12",
+                 "--population", "4", "--latency-threads", "1", "--out", str(run)]) == 0
+    monkeypatch.setenv("NASKD_SEARCH_RUN", str(run))
+    monkeypatch.setenv("NASKD_NOTEBOOK_OUT", str(tmp_path))
+    monkeypatch.setenv("NASKD_NOTEBOOK_RETRAIN", "1")
+    monkeypatch.setenv("NASKD_NOTEBOOK_RETRAIN_FLAGS", f"--data-dir {DATA} --max-train-examples 32 "
+                                                      "--max-eval-examples 16 --epochs 1")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    nb = nbformat.read(REPO / "notebooks/search_run.ipynb", as_version=4)
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    flat = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not any(o.get("output_type") == "error" for o in flat)
+    assert (tmp_path / "front.png").stat().st_size > 1000 and (tmp_path / "pick.png").is_file()
+    assert (tmp_path / "pick.onnx").stat().st_size > 1000
+    text = "".join(o.get("text", "") for o in flat if o.get("output_type") == "stream")
+    assert "on the front" in text and "naskd retrain" in text and "exported" in text
