@@ -69,7 +69,7 @@ def epochs(args) -> None:
     from naskd.data.encode import bucket_batches
     from naskd.genotype import sample_genotype
     from naskd.pipeline import batch_to, prepare, teacher_batch
-    from naskd.pipeline import teacher_crf
+    from naskd.distill.context import teacher_crf
     from naskd.space import load_space
     from naskd.students import FixedStudent
     from naskd.teachers.model import load_teacher, read_teacher_info

@@ -126,7 +126,7 @@ def cka_analysis(model_dir: str, teacher_dir: str, *, task: str | None = None, d
 
 def run_analyze_cka(args_model: str, teacher: str, *, out: str | None, overwrite: bool, **kw) -> dict:
     from .students.io import read_student_info
-    from .teachers.cache import default_cache_dir
+    from .utils.cachedir import default_cache_dir
 
     task = kw.get("task") or read_student_info(args_model)["task"]
     reads = [args_model, teacher, default_cache_dir(kw.get("cache_dir")), data_root_or_none(kw.get("data_dir"))]

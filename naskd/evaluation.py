@@ -1,27 +1,10 @@
-"""Turning logits into task metrics."""
+"""`naskd evaluate`: a student or teacher scored on a split or a file (predictions and metrics written)."""
 from __future__ import annotations
 
 import numpy as np
 
-from .data.metrics import METRICS
-from .data.tasks import REGRESSION, TAGGING, TaskSpec
-
-
-def predictions_from_logits(spec: TaskSpec, logits):
-    if spec.kind == REGRESSION:
-        return np.asarray(logits, dtype=np.float64).reshape(-1)
-    if spec.kind == TAGGING:
-        # Viterbi paths (W,) pass through; emission arrays (W, T) are decoded per word
-        return [np.asarray(x) if np.ndim(x) == 1 else np.asarray(x).argmax(-1) for x in logits]
-    return np.asarray(logits).argmax(-1)
-
-
-def score(spec: TaskSpec, gold, pred) -> dict:
-    if spec.kind == TAGGING:
-        g = [[spec.labels[t] for t in s] for s in gold]
-        p = [[spec.labels[t] for t in s] for s in pred]
-        return METRICS[spec.metric](g, p)
-    return METRICS[spec.metric](np.asarray(gold), np.asarray(pred))
+from .data.metrics import predictions_from_logits, score
+from .data.tasks import REGRESSION, TAGGING
 
 
 def run_evaluate(model_path, *, task: str | None = None, split: str = "dev", file: str | None = None,

@@ -14,8 +14,8 @@ from transformers import AutoTokenizer
 
 from .data.encode import Encoded, collate, encode
 from .data.readers import load_split, subsample
+from .augment.data import with_augmented
 from .data.tasks import TAGGING, TaskSpec, get_task
-from .distill import KDContext
 from .errors import NaskdError
 from .teachers.cache import HiddenRequest, TeacherCache, TeacherOutputs
 from .teachers.model import read_teacher_info
@@ -29,26 +29,6 @@ DEFAULT_TAGGING_KD = "substructure"
 
 def default_kd(task: str) -> str:
     return DEFAULT_TAGGING_KD if get_task(task).kind == TAGGING else DEFAULT_KD
-
-
-def teacher_crf(teacher_dir) -> dict | None:
-    """The CRF parameters of a tagging teacher run ({start, end, trans}), read from its weights."""
-    from safetensors import safe_open
-
-    with safe_open(str(Path(teacher_dir) / "model.safetensors"), framework="pt") as f:
-        if "crf.trans" not in set(f.keys()):
-            return None
-        return {k: f.get_tensor(f"crf.{k}") for k in ("start", "end", "trans")}
-
-
-def kd_context(spec: TaskSpec, info: dict, layers: int, width: int, teacher_dir=None, *, temperature: float = 1.0,
-               pkd_pairs=(), fsd_memory: int | None = None, seed: int = 0) -> KDContext:
-    """What the criteria need to know of a student (depth, width) and its teacher (``teacher.json``)."""
-    crf = teacher_crf(teacher_dir) if teacher_dir is not None and spec.kind == TAGGING else None
-    return KDContext(task=spec, student_layers=layers, student_width=width,
-                     teacher_layers=int(info["num_layers"]), teacher_width=int(info["hidden_size"]),
-                     temperature=temperature, pkd_pairs=list(pkd_pairs), fsd_memory=fsd_memory, seed=seed,
-                     teacher_crf=crf)
 
 
 def resolve_teacher_run(task: str, teacher: str | None, data_dir, *, runs_root: str = "runs") -> Path:
@@ -100,62 +80,6 @@ def teacher_batch(outputs: TeacherOutputs, rows, requests: list[HiddenRequest]) 
     return {"logits": outputs.logits_for(rows), "hidden": {r: outputs.hidden_for(r, rows) for r in requests}}
 
 
-def resolve_augmented(cfg, spec, teacher_dir: Path) -> str | None:
-    """``--augmented RUN_DIR`` as given; with ``--augment``, the default augmentation of the run's training
-    rows, built (or resumed, or reused) under runs/<task>-augment[-<subsample>-<data seed>]."""
-    if cfg.augmented:
-        return cfg.augmented
-    if not cfg.augment:
-        return None
-    from .augment.run import resolve_augment_config, run_augment
-
-    name = f"runs/{spec.name}-augment" + (f"-{cfg.max_train_examples}-{cfg.data_seed}" if cfg.max_train_examples else "")
-    if (Path(name) / "metrics.json").is_file() and '"finished"' in (Path(name) / "metrics.json").read_text():
-        return name
-    acfg = resolve_augment_config({"task": spec.name, "teacher": str(teacher_dir), "data_dir": cfg.data_dir,
-                                   "cache_dir": cfg.cache_dir, "out": name, "max_train_examples": cfg.max_train_examples,
-                                   "data_seed": cfg.data_seed, "kd": cfg.kd})
-    print(f"[naskd] --augment: building the default augmentation into {name}", flush=True)
-    run_augment(acfg, resume=Path(name).is_dir() and any(Path(name).iterdir()))
-    return name
-
-
-def _with_augmented(spec, run, teacher_dir, train: Encoded, outputs, tokenizer, max_length, requests, cache_dir,
-                    device):
-    from .augment.run import encode_part, part_paths, read_part
-    from .data.encode import concat_encoded
-    from .teachers.cache import ConcatOutputs
-
-    run = Path(run)
-    meta = run / "data" / "generated.json"
-    if not meta.is_file():
-        raise NaskdError(f"{run} is not a finished `naskd augment` run (no data/generated.json)")
-    import yaml
-
-    used = yaml.safe_load((run / "config.yaml").read_text()).get("teacher")
-    if used and Path(used).resolve() != Path(teacher_dir).resolve():
-        raise NaskdError(f"{run} was labelled by the teacher {used}, not {teacher_dir}; pass that --teacher or "
-                         "augment again")
-    if outputs is None:          # criteria without a teacher: still no gold labels for synthetic rows
-        raise NaskdError("--augmented needs a distillation criterion that uses the teacher (synthetic examples "
-                         "have no gold label)")
-    keep = set(int(i) for i in train.idx)
-    cache = TeacherCache(cache_dir)
-    parts, pieces = [(outputs, np.arange(len(train)))], [train]
-    for p in part_paths(run):
-        data = encode_part(spec, read_part(p), tokenizer, max_length)
-        rows = np.nonzero(np.isin(data.idx, list(keep)))[0]
-        if not len(rows):
-            continue
-        out = cache.get(teacher_dir, data, requests, device=device, split=f"augmented {p.name}")
-        parts.append((out, rows))
-        pieces.append(data.select(rows))
-    merged = concat_encoded(pieces)
-    print(f"[naskd] training on {len(train):,} original + {len(merged) - len(train):,} synthetic examples from "
-          f"{run} (synthetic ones carry teacher outputs only)", flush=True)
-    return merged, ConcatOutputs(parts)
-
-
 def batch_to(batch: dict, device) -> dict:
     out = {}
     for k, v in batch.items():
@@ -191,7 +115,7 @@ def prepare(task: str, teacher_dir: Path, *, data_dir, max_train_examples: int |
     if need_teacher:
         outputs = TeacherCache(cache_dir).get(teacher_dir, train, requests, device=device, split="train")
     if augmented:
-        train, outputs = _with_augmented(spec, augmented, teacher_dir, train, outputs, tokenizer, max_length,
+        train, outputs = with_augmented(spec, augmented, teacher_dir, train, outputs, tokenizer, max_length,
                                          requests, cache_dir, device)
     return DistillData(spec, Path(teacher_dir), info, tokenizer, train, dev, outputs, list(requests),
                        tokenizer.pad_token_id or 0)

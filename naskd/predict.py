@@ -5,6 +5,7 @@ import numpy as np
 import torch
 
 from .data.encode import Encoded, bucket_batches, collate
+from .data.metrics import predictions_from_logits, score
 from .data.tasks import TAGGING
 from .utils.runtime import to_device
 
@@ -33,8 +34,6 @@ def predict_logits(forward, data: Encoded, *, batch_size: int, device, pad_id: i
 def evaluate_model(model, spec, data: Encoded, *, batch_size: int, device, pad_id: int = 0):
     """(metrics, outputs) of ``model`` on ``data``: sentence-task logits, or tagging Viterbi paths when the
     model has a CRF. The model's train/eval mode is restored afterwards."""
-    from .evaluation import predictions_from_logits, score
-
     was_training = model.training
     model.eval()
     crf = getattr(model, "crf", None) if spec.kind == TAGGING else None

@@ -115,7 +115,7 @@ def run_augment(cfg: AugmentConfig, *, overwrite: bool = False, resume: bool = F
     from transformers import AutoTokenizer
 
     from ..distill import DistillationLoss
-    from ..pipeline import kd_context
+    from ..distill.context import kd_context
     from ..teachers.cache import TeacherCache
     from ..teachers.model import read_teacher_info
     from ..utils.runtime import pick_device
@@ -190,7 +190,7 @@ def run_augment(cfg: AugmentConfig, *, overwrite: bool = False, resume: bool = F
 
 
 def _cache_root(cfg) -> Path:
-    from ..teachers.cache import default_cache_dir
+    from ..utils.cachedir import default_cache_dir
 
     return default_cache_dir(cfg.cache_dir)
 

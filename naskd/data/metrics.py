@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .tasks import REGRESSION, TAGGING
+
 
 def accuracy(y_true, y_pred) -> dict:
     from sklearn.metrics import accuracy_score
@@ -54,3 +56,24 @@ METRICS = {
     "correlation": correlation,
     "span_f1": span_f1,
 }
+
+
+def predictions_from_logits(spec, logits):
+    """Predictions of a task from model outputs: argmax labels (N,) for classification, floats (N,) for
+    regression; for tagging each sentence's Viterbi path (W,) passes through and emission arrays (W, T) are
+    decoded per word."""
+    if spec.kind == REGRESSION:
+        return np.asarray(logits, dtype=np.float64).reshape(-1)
+    if spec.kind == TAGGING:
+        return [np.asarray(x) if np.ndim(x) == 1 else np.asarray(x).argmax(-1) for x in logits]
+    return np.asarray(logits).argmax(-1)
+
+
+def score(spec, gold, pred) -> dict:
+    """The task's metric (``spec.metric`` in :data:`METRICS`) of predictions against gold labels; tagging
+    label ids are turned into their names first (span F1 reads IOB2 tags)."""
+    if spec.kind == TAGGING:
+        g = [[spec.labels[t] for t in s] for s in gold]
+        p = [[spec.labels[t] for t in s] for s in pred]
+        return METRICS[spec.metric](g, p)
+    return METRICS[spec.metric](np.asarray(gold), np.asarray(pred))

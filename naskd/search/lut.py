@@ -118,7 +118,7 @@ def machine_threads(cores: int | None = None) -> tuple[int, ...]:
 
 def default_lut_path(cache_dir: str | os.PathLike | None = None) -> Path:
     """``<cache_dir>/latency/<machine_id>.json``, cache_dir resolved as the teacher-output cache does."""
-    from ..teachers.cache import default_cache_dir
+    from ..utils.cachedir import default_cache_dir
 
     return default_cache_dir(cache_dir) / "latency" / f"{machine_id()}.json"
 

@@ -18,7 +18,9 @@ from ..data.readers import load_split
 from ..data.tasks import get_task
 from ..distill import DistillationLoss, parse_kd, parse_pairs
 from ..errors import ConfigError, NaskdError
-from ..pipeline import DEFAULT_KD, DEFAULT_TAGGING_KD, default_kd, kd_context, prepare, resolve_augmented, resolve_teacher_run
+from ..augment.data import resolve_augmented
+from ..distill.context import kd_context
+from ..pipeline import DEFAULT_KD, DEFAULT_TAGGING_KD, default_kd, prepare, resolve_teacher_run
 from ..space.spec import load_space
 from ..utils.io import write_text
 from ..utils.rundir import check_run_dir, prepare_run_dir, reads_of, run_settings

@@ -20,8 +20,9 @@ from ..errors import ConfigError, NaskdError
 from ..genotype import Genotype, sample_genotype
 from ..space.oneshot import load_genotype
 from ..network import count_parameters, teacher_embedding_tables
-from ..pipeline import (DEFAULT_KD, DEFAULT_TAGGING_KD, batch_to, default_kd, kd_context, prepare,
-                        resolve_augmented, resolve_teacher_run)
+from ..augment.data import resolve_augmented
+from ..distill.context import kd_context
+from ..pipeline import DEFAULT_KD, DEFAULT_TAGGING_KD, batch_to, default_kd, prepare, resolve_teacher_run
 from ..predict import evaluate_model
 from ..space.spec import load_space
 from ..teachers.model import read_teacher_info

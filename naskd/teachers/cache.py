@@ -20,6 +20,7 @@ import torch
 
 from ..data.encode import Encoded, bucket_batches, collate
 from ..errors import NaskdError
+from ..utils.cachedir import default_cache_dir
 from ..utils.io import clean_stale_temps, temp_name, write_json
 from ..utils.progress import bar
 from ..utils.runtime import to_device
@@ -40,15 +41,6 @@ class HiddenRequest:
     @property
     def item(self) -> str:
         return f"h{self.layer}_{self.positions}"
-
-
-def default_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
-    if cache_dir:
-        return Path(cache_dir).expanduser()
-    if os.environ.get("NASKD_CACHE_DIR"):
-        return Path(os.environ["NASKD_CACHE_DIR"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "naskd"
 
 
 class TeacherOutputs:

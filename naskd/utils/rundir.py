@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Iterable
 
 from ..errors import NaskdError
+from .cachedir import default_cache_dir
 from .io import clean_stale_temps, write_json
 
 MARKER = "naskd-run.json"
@@ -251,7 +252,6 @@ def reads_of(cfg, *extra) -> list:
         reads.append(Path("runs") / f"{task}-teacher")
     if getattr(cfg, "augmented", "x") is None and getattr(cfg, "augment", False) and task:
         reads.append(Path("runs") / f"{task}-augment")
-    from ..teachers.cache import default_cache_dir
 
     reads.append(data_root_or_none(getattr(cfg, "data_dir", None)))
     if hasattr(cfg, "cache_dir"):

@@ -10,7 +10,7 @@ from naskd.data.encode import encode
 from naskd.data.readers import read_columns
 from naskd.data.tasks import get_task
 from naskd.errors import NaskdError
-from naskd.evaluation import predictions_from_logits, score
+from naskd.data.metrics import predictions_from_logits, score
 from naskd.predict import predict_logits
 from naskd.teachers import load_teacher
 from naskd.teachers.model import read_teacher_info, resolve_base_model
