@@ -105,8 +105,13 @@ class SearchConfig:
                                                   "CPU throughput, predicted from the measured latency table; "
                                                   "without it (or --latency-ms) the whole Pareto front is returned",
                                        low=0, low_open=True)
-    latency_threads: Optional[int] = C.field(None, help="spos, random, hyperband: CPU threads the constraint is measured at "
-                                                        "(default: this process's torch threads, at most 2)", low=1)
+    latency_threads: int = C.field(1, help="spos, random, hyperband: CPU threads the constraint is measured at. "
+                                           "One thread by default, one request per core as `naskd bench` "
+                                           "recommends for serving: on the 2-core reference VM, in a quiet run, "
+                                           "a student timed twice at 2 threads differed by over 15 per cent for 8 of 20 "
+                                           "students, at 1 thread for none (benchmarks/results/"
+                                           "lut_accuracy_macro.md); "
+                                           "the pick is reported at every thread count", low=1)
     max_eval_examples: Optional[int] = C.field(None, help="seeded dev subsample", low=1)
     max_length: Optional[int] = C.field(None, help="maximum sub-tokens (default: the teacher's recipe)", low=8)
     top_k: int = C.field(2, help="incoming edges kept per node when deriving the genotype", low=1)

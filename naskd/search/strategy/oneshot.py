@@ -204,12 +204,10 @@ class Latency:
     refused before any work."""
 
     def __init__(self, cfg, space, teacher_dir, dev_lengths, resume_dir=None):
-        import os
-
         from ..lut import LatencyLUT, representative_lengths
 
         self.cfg, self.space, self.ctx = cfg, space, space.ctx
-        self.threads = cfg.latency_threads or max(1, min(2, torch.get_num_threads(), os.cpu_count() or 1))
+        self.threads = cfg.latency_threads
         self.lut = LatencyLUT.open(cfg.latency_table, cache_dir=cfg.cache_dir)
         self.lengths = representative_lengths(np.asarray(dev_lengths))
         with torch.random.fork_rng(devices=[]):          # timing draws nothing from the search's streams
