@@ -104,8 +104,9 @@ def whole_model_setting(threads: int, batch: int) -> bool:
     misses the 15% target too often (benchmarks/results/lut_accuracy_macro.md: 65-85% of 20 students within
     15% at one thread over repeated runs, 30-40% at two, where a whole student's 2-thread gain ranges from
     0.62x to 1.40x its 1-thread time by architecture), while a whole student measured twice agrees within
-    15% on 85-100% of them, at about a quarter of a second per candidate on this CPU. At batch 128 the
-    per-call work is amortised and the table predicts (80-95% within 15%)."""
+    15% on 80-100% of them at one thread (60-100% at two on the 2-core VM), at about a quarter of a second
+    per candidate on this CPU. At batch 128 the per-call work is amortised and the table predicts (80-95%
+    within 15% at one thread, 65-90% at two)."""
     del threads
     return int(batch) == 1
 
