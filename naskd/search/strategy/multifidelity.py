@@ -69,9 +69,13 @@ class Hyperband(_OneShot):
         per_pass_rungs = n_rungs // cfg.epochs
         budget = self.budget()
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+        # the constraint (<= 0 when met) rides on each trial: Trial.set_constraint since Optuna 5, before that
+        # the sampler's constraints_func reading it back (as spos does)
+        native = hasattr(optuna.trial.Trial, "set_constraint")
+        kw = {} if native else {"constraints_func": lambda ft: ft.user_attrs["constraint"]}
         study = optuna.create_study(
             study_name=STUDY, direction="maximize",
-            sampler=optuna.samplers.TPESampler(seed=cfg.seed, n_startup_trials=min(10, cfg.trials)),
+            sampler=optuna.samplers.TPESampler(seed=cfg.seed, n_startup_trials=min(10, cfg.trials), **kw),
             pruner=optuna.pruners.HyperbandPruner(min_resource=1, max_resource=n_rungs, reduction_factor=3))
         dims = self.space.dimensions()
         path = run_dir / "candidates.jsonl"
@@ -96,7 +100,10 @@ class Hyperband(_OneShot):
             if rec is not None and _key(self.space.genotype_from_dict(rec["genotype"])) != _key(g):
                 replay, rec = [], None        # the proposals changed (another version): the rest is trained again
             lat = rec["latency"] if rec is not None else self.latency(g)
-            trial.set_constraint("latency", self.violation(lat))
+            if native:
+                trial.set_constraint("latency", self.violation(lat))
+            else:
+                trial.set_user_attr("constraint", [self.violation(lat)])
             if not self.meets(lat):           # told without training: the sampler learns the constraint
                 if rec is None:
                     append_jsonl(path, {"trial": t, "genotype": g.to_dict(), "state": "infeasible", "latency": lat})
