@@ -60,6 +60,18 @@ def retrain_once(out: Path, flags: dict) -> dict:
     return retrain(resolve_retrain_config({**flags, "out": str(out)}), resume=resume, overwrite=restart)
 
 
+def run_naskd(argv: list, out=None) -> None:
+    """``naskd ARGV`` in this process, resuming the run in ``out`` when one is there (its marker); a
+    non-zero exit ends the study with the command that failed."""
+    from naskd.cli import main
+
+    if out is not None and (Path(out) / "naskd-run.json").is_file():
+        argv = [*argv, "--resume"]
+    code = main(argv)
+    if code != 0:
+        raise SystemExit(f"naskd {' '.join(map(str, argv))} exited with {code}")
+
+
 def load_json(path) -> dict | None:
     p = Path(path)
     return json.loads(p.read_text()) if p.is_file() else None

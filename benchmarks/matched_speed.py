@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, Evidence, load_json, markdown_table, retrain_once  # noqa: E402
+from common import RESULTS, Evidence, load_json, markdown_table, retrain_once, run_naskd  # noqa: E402
 
 BASELINES = {
     "bilstm-150-200": {"student": "bilstm_soft", "bilstm_hidden": 150, "bilstm_relu": 200},
@@ -128,21 +128,15 @@ class Study:
         return True
 
     def derive(self, b: str) -> bool:
-        from naskd.cli import main as naskd
-
         s = self.speedup(b)
         if s is None:
             return False
         g = self.genotype("spos", b)
         if not g.is_file():
-            code = naskd(["derive", self.a.spos_run, "--speedup", f"{s:.4f}", "-o", str(g)])
-            if code != 0:
-                raise SystemExit(f"naskd derive {self.a.spos_run} --speedup {s:.4f} exited with {code}")
+            run_naskd(["derive", self.a.spos_run, "--speedup", f"{s:.4f}", "-o", str(g)])
         return True
 
     def random(self, b: str) -> bool:
-        from naskd.cli import main as naskd
-
         s = self.speedup(b)
         if s is None:
             return False
@@ -152,11 +146,7 @@ class Study:
         argv = ["search", "--task", "sst2", "--strategy", "random", "--space", "macro", "--teacher", self.a.teacher,
                 "--data-dir", self.a.data_dir, "--speedup", f"{s:.4f}", "--candidates", "9", "--candidate-rows",
                 "20000", "--epochs", "2", "--latency-threads", str(self.a.threads), "--out", str(out)]
-        if (out / "naskd-run.json").is_file():
-            argv.append("--resume")
-        code = naskd(argv)
-        if code != 0:
-            raise SystemExit(f"naskd {' '.join(argv)} exited with {code}")
+        run_naskd(argv, out)
         return True
 
     # --- the table -------------------------------------------------------------------------------

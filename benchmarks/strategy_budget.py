@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, Evidence, load_json, markdown_table, retrain_once  # noqa: E402
+from common import RESULTS, Evidence, load_json, markdown_table, retrain_once, run_naskd  # noqa: E402
 
 STRATEGIES = ("spos", "random", "hyperband")
 
@@ -47,8 +47,6 @@ def interval(b: dict) -> str:
 
 
 def search(args, strategy: str, seed: int) -> Path:
-    from naskd.cli import main as naskd
-
     out = Path(args.root) / f"{strategy}-s{seed}"
     m = load_json(out / "metrics.json")
     if m is not None and m.get("status") == "finished":
@@ -63,11 +61,7 @@ def search(args, strategy: str, seed: int) -> Path:
     else:
         argv += ["--epochs", str(args.random_epochs), "--candidates", str(args.candidates), "--candidate-rows",
                  str(args.candidate_rows)]
-    if (out / "naskd-run.json").is_file():
-        argv.append("--resume")
-    code = naskd(argv)
-    if code != 0:
-        raise SystemExit(f"naskd {' '.join(argv)} exited with {code}")
+    run_naskd(argv, out)
     return out
 
 

@@ -25,9 +25,8 @@ import time
 from ...data.encode import bucket_batches, epoch_rows
 from ...errors import NaskdError
 from ...pipeline import batch_to
-from ...train import adamw, cosine_schedule, fit
+from ...train import cosine_schedule, fit
 from ...utils.io import append_jsonl
-from ...utils.runtime import seed_everything
 from .. import pareto as P
 from . import register_strategy
 from .oneshot import _key, _OneShot, _read_jsonl
@@ -130,13 +129,7 @@ class Hyperband(_OneShot):
                 continue
             cand_dir = run_dir / "candidates" / f"{t:03d}"
             cand_dir.mkdir(parents=True, exist_ok=True)
-            seed_everything(cfg.seed + t)
-            student = self.space.build_student(g, self.ctx).to(device)
-            kd.load_state_dict(kd_state)
-            kd.to(device)
-            params = [p for p in student.parameters() if p.requires_grad] + [p for p in kd.parameters()
-                                                                              if p.requires_grad]
-            opt = adamw(params, lr=self.lr, weight_decay=cfg.weight_decay)
+            student, opt = self.standalone(g, cfg.seed + t, kd_state)
 
             def batches_for_epoch(e, t=t):
                 # rung e: the (e mod rungs-per-pass)-th slice of pass e // rungs-per-pass

@@ -118,6 +118,17 @@ class _OneShot(Strategy):
                 cache[k] = count_parameters(self.space.build_student(g, ctx))
         return cache[k]
 
+    def standalone(self, g, seed: int, kd_state: dict):
+        """(student, optimiser) of a candidate trained standalone: ``g`` built with weights seeded by
+        ``seed``, the criteria's own weights reset to ``kd_state``, AdamW over both."""
+        env, cfg = self.env, self.env.cfg
+        seed_everything(seed)
+        student = self.space.build_student(g, self.ctx).to(env.device)
+        env.kd.load_state_dict(kd_state)
+        env.kd.to(env.device)
+        params = [p for m in (student, env.kd) for p in m.parameters() if p.requires_grad]
+        return student, adamw(params, lr=self.lr, weight_decay=cfg.weight_decay)
+
     def baselines(self) -> dict:
         """{name: genotype} of the space's members that are shipped baselines (drawn on pareto.png)."""
         fn = getattr(self.space, "baselines", None)
@@ -554,13 +565,7 @@ class RandomSearch(_OneShot):
                 continue
             cand_dir = run_dir / "candidates" / f"{i:03d}"
             cand_dir.mkdir(parents=True, exist_ok=True)
-            seed_everything(cfg.seed + i)
-            student = self.space.build_student(g, self.ctx).to(device)
-            kd.load_state_dict(kd_state)
-            kd.to(device)
-            params = [p for p in student.parameters() if p.requires_grad] + [p for p in kd.parameters()
-                                                                              if p.requires_grad]
-            opt = adamw(params, lr=self.lr, weight_decay=cfg.weight_decay)
+            student, opt = self.standalone(g, cfg.seed + i, kd_state)
 
             def batches_for_epoch(e, i=i):
                 picked = rows[epoch_rows(len(rows), per_epoch, seed=cfg.seed, epoch=e * cfg.candidates + i)]
