@@ -32,6 +32,23 @@ def _isolated(monkeypatch, tmp_path):
 
 
 @pytest.fixture(scope="session")
+def _latency_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("latency")
+
+
+@pytest.fixture()
+def shared_latency_table(_latency_dir, monkeypatch):
+    """One latency table for every search of the session that asks for it, as a user's cache is: measured by the
+    first search, extended by later ones. Timing noise between two searches is not a drifted machine here, so
+    a cached table is never rescaled (drift itself is tested in tests/search/test_lut.py)."""
+    from naskd.search import lut
+
+    monkeypatch.setattr(lut, "default_lut_path", lambda cache_dir=None: _latency_dir / f"{lut.machine_id()}.json")
+    monkeypatch.setattr(lut, "DRIFT_TOLERANCE", float("inf"))
+    return _latency_dir
+
+
+@pytest.fixture(scope="session")
 def tiny_teacher(tmp_path_factory):
     """A real fine-tuned teacher run: bert-tiny on 256 SST-2 examples, one epoch."""
     from naskd.teachers.finetune import finetune_teacher, resolve_teacher_config

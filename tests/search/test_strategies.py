@@ -13,6 +13,8 @@ from naskd.space.oneshot import load_genotype
 
 from ..conftest import DATA
 
+pytestmark = pytest.mark.usefixtures("shared_latency_table")   # one table for the module's searches
+
 CELL = {"name": "tinycell", "ops": ["conv3", "identity", "attn4", "lstm", "none"],
         "aggregators": ["max_pool", "avg_pool"], "nodes": 2, "width": 16}
 MACRO = {"kind": "macro", "name": "tinymacro", "embed": [8, 16], "depth": [1, 2],
@@ -46,12 +48,8 @@ def candidates(run):
 @pytest.mark.parametrize("strategy,kind", [("spos", "cell"), ("spos", "macro"), ("spos", "teacher"),
                                            ("random", "macro"), ("random", "cell"), ("random", "teacher"),
                                            ("hyperband", "macro")])
-def test_strategy_end_to_end_and_resume(tiny_teacher, spaces, tmp_path, strategy, kind, monkeypatch):
+def test_strategy_end_to_end_and_resume(tiny_teacher, spaces, tmp_path, strategy, kind):
     teacher, _ = tiny_teacher
-    # the two runs compared share one latency table; timing noise between them is not a drifted machine
-    from naskd.search import lut
-
-    monkeypatch.setattr(lut, "DRIFT_TOLERANCE", float("inf"))
     full, part = tmp_path / "full", tmp_path / "part"
     hb = ("--rung-rows", "32", "--budget-rows", "1200") if strategy == "hyperband" else ()   # 8 rungs a candidate
     assert main(argv(teacher, spaces[kind], full, strategy, *hb)) == 0
