@@ -31,9 +31,10 @@ DARTS_SUBSAMPLE = 6000       # darts' default training subsample (spos and rando
 STRATEGY_HELP = ("search strategy: darts (differentiable, cell spaces), spos (single-path one-shot supernet, then "
                  "NSGA-II over inherited weights on a selection split carved from train; cell, macro and teacher "
                  "spaces), random (standalone proxy training of sampled architectures at an equal share of "
-                 "spos' budget) or hyperband (standalone training of TPE-proposed architectures with Hyperband "
+                 "spos' budget), hyperband (standalone training of TPE-proposed architectures with Hyperband "
                  "pruning on the selection split: the fallback when a supernet does not rank, as spos' does not "
-                 "on SST-2's macro space, Kendall tau -0.08 in benchmarks/results/ranking_sst2_macro.md). The "
+                 "on SST-2's macro space, Kendall tau -0.08 in benchmarks/results/ranking_sst2_macro.md) or gdas "
+                 "(DARTS' architecture parameters over a macro space, one Gumbel-sampled path per step). The "
                  "default is darts, the strategy the shipped results were measured with, until the equal-budget "
                  "comparison (benchmarks/strategy_budget.py) is finished")
 
@@ -71,15 +72,15 @@ class SearchConfig:
                                              "at 2e-3 the 6-cell supernet stayed at chance on SST-2; 1e-3 for spos "
                                              "and random, 5e-5 on the teacher space)", low=0, low_open=True)
     weight_decay: float = C.field(1e-2, help="weight decay", low=0)
-    arch_lr: float = C.field(3e-3, help="architecture learning rate (Adam, betas 0.5/0.999)", low=0, low_open=True)
-    arch_weight_decay: float = C.field(1e-3, help="architecture weight decay", low=0)
+    arch_lr: float = C.field(3e-3, help="darts, gdas: architecture learning rate (Adam, betas 0.5/0.999)", low=0, low_open=True)
+    arch_weight_decay: float = C.field(1e-3, help="darts, gdas: architecture weight decay", low=0)
     xi: Optional[float] = C.field(None, help="second order: virtual step size (default: --lr)", low=0, low_open=True)
     dropout: float = C.field(0.1, help="dropout", low=0, high=1, high_open=True)
     max_train_examples: Optional[int] = C.field(None, help="seeded training subsample (default: 6000 for darts, "
                                                            "split in two halves, which keeps a 6-cell search on a "
                                                            "2-core CPU under 20 minutes; all the data for spos and "
                                                            "random, the selection split carved from it)", low=4)
-    selection_examples: int = C.field(5000, help="spos, random, hyperband: rows carved (seeded by --data-seed) from the "
+    selection_examples: int = C.field(5000, help="spos, random, hyperband, gdas: rows carved (seeded by --data-seed) from the "
                                                  "training rows to choose architectures on; never trained on, "
                                                  "and dev is never used to choose", low=1)
     sampling: str = C.field("uniform", help="spos: the path of each step, uniform over every dimension (SPOS, Guo "
@@ -87,7 +88,8 @@ class SearchConfig:
                                             "every block of steps, FairNAS, Chu et al. 2021)",
                             choices=["uniform", "fair"])
     trials: int = C.field(200, help="spos: architectures evaluated with inherited weights by the discrete search "
-                                    "(Optuna NSGA-II: selection score x predicted latency); --resume may raise it",
+                                    "(Optuna NSGA-II: selection score x predicted latency); gdas: draws from "
+                                    "its learned distribution scored so; --resume may raise it",
                           low=1)
     population: int = C.field(40, help="spos: NSGA-II population size", low=2)
     candidates: int = C.field(8, help="random: architectures sampled within the constraint, each trained "
@@ -101,11 +103,11 @@ class SearchConfig:
                                                     "a spos run's wall-clock on a CPU)", low=1)
     rung_rows: int = C.field(5000, help="hyperband: rows between a candidate's selection-split evaluations (one "
                                         "rung of the Hyperband pruner)", low=1)
-    speedup: Optional[float] = C.field(None, help="spos, random, hyperband: at least this many times the teacher's batch-128 "
+    speedup: Optional[float] = C.field(None, help="spos, random, hyperband, gdas: at least this many times the teacher's batch-128 "
                                                   "CPU throughput, predicted from the measured latency table; "
                                                   "without it (or --latency-ms) the whole Pareto front is returned",
                                        low=0, low_open=True)
-    latency_threads: int = C.field(1, help="spos, random, hyperband: CPU threads the constraint is measured at. "
+    latency_threads: int = C.field(1, help="spos, random, hyperband, gdas: CPU threads the constraint is measured at. "
                                            "One thread by default, one request per core as `naskd bench` "
                                            "recommends for serving: on the 2-core reference VM, in a quiet run, "
                                            "a student timed twice at 2 threads differed by over 15 per cent for 8 of 20 "
@@ -125,10 +127,10 @@ class SearchConfig:
     augmented: Optional[str] = C.field(None, help="a `naskd augment` run: train on the teacher's outputs for the "
                                                   "original plus synthetic examples (hard-label terms skip synthetic ones)")
     augment: bool = C.field(False, help="build the default augmentation of the training rows first (or reuse it)")
-    latency_ms: Optional[float] = C.field(None, help="spos, random, hyperband: batch-1 forward time (ms per sentence, on this "
+    latency_ms: Optional[float] = C.field(None, help="spos, random, hyperband, gdas: batch-1 forward time (ms per sentence, on this "
                                                      "machine, predicted over the dev length distribution) the "
                                                      "student must meet", low=0, low_open=True)
-    latency_table: Optional[str] = C.field(None, help="spos, random, hyperband: the per-part latency table to read and "
+    latency_table: Optional[str] = C.field(None, help="spos, random, hyperband, gdas: the per-part latency table to read and "
                                                       "extend instead of this machine's cached one (it must have "
                                                       "been measured on this machine and torch version)")
     device: str = C.field("auto", help="auto, cpu or cuda (bf16 autocast on cuda)",

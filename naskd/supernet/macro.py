@@ -171,22 +171,44 @@ class MacroSupernet(nn.Module):
         return {"relu.0.weight": w1, "relu.0.bias": self.relu[0].bias[:classifier],
                 "out.weight": self.out.weight[:, :classifier], "out.bias": self.out.bias}
 
-    def forward(self, input_ids, attention_mask, token_type_ids=None, *, path, **_):
+    def forward(self, input_ids, attention_mask, token_type_ids=None, *, path, gates=None, **_):
+        """``gates`` (optional): {dimension name of the space: scalar tensor} multiplying the output of the
+        choice that dimension makes (``embed``: the embeddings; ``op_i`` and ``width_i``: layer i's output;
+        ``depth``: the last layer's output; ``pooling``: the pooled feature; ``classifier``: the ReLU
+        layer's units). A straight-through gate (value 1, gradient to the architecture parameters) is how
+        GDAS (Dong & Yang 2019) trains its distribution over paths; without gates, the plain path."""
         self._check_path(path)
         E = path.embed
         widths = [E] + [w for _, w in path.layers]
-        layers = [(lambda x, tok, m=self.layers[i][op], a=widths[i], b=w: m.run(x, tok, a, b))
+        g = gates or {}
+        one = None
+
+        def gate(*names):
+            out = one
+            for n in names:
+                if n in g:
+                    out = g[n] if out is None else out * g[n]
+            return out
+
+        def scaled(y, *names):
+            s = gate(*names)
+            return y if s is None else y * s
+
+        last = len(path.layers) - 1
+        layers = [(lambda x, tok, m=self.layers[i][op], a=widths[i], b=w, i=i:
+                   scaled(m.run(x, tok, a, b), f"op_{i}", f"width_{i}", *(("depth",) if i == last else ())))
                   for i, (op, w) in enumerate(path.layers)]
         hw = self._head_weights(widths[-1], path.classifier)
 
         def head(feat):
-            h = torch.relu(F.linear(self.dropout(feat), hw["relu.0.weight"], hw["relu.0.bias"]))
-            return F.linear(self.dropout(h), hw["out.weight"], hw["out.bias"])
+            h = torch.relu(F.linear(self.dropout(scaled(feat, "pooling")), hw["relu.0.weight"], hw["relu.0.bias"]))
+            return F.linear(self.dropout(scaled(h, "classifier")), hw["out.weight"], hw["out.bias"])
 
-        return macro_forward(input_ids, attention_mask, token_type_ids,
-                             embed=lambda ids: self.dropout(F.embedding(ids, self.word.weight[:, :E], padding_idx=0)),
-                             layers=layers, pooling=path.pooling, width=widths[-1], head=head, pair=self.pair,
-                             kind=self.kind)
+        def embed(ids):
+            return scaled(self.dropout(F.embedding(ids, self.word.weight[:, :E], padding_idx=0)), "embed")
+
+        return macro_forward(input_ids, attention_mask, token_type_ids, embed=embed, layers=layers,
+                             pooling=path.pooling, width=widths[-1], head=head, pair=self.pair, kind=self.kind)
 
     @torch.no_grad()
     def student(self, genotype) -> MacroStudent:

@@ -47,7 +47,7 @@ def candidates(run):
 
 @pytest.mark.parametrize("strategy,kind", [("spos", "cell"), ("spos", "macro"), ("spos", "teacher"),
                                            ("random", "macro"), ("random", "cell"), ("random", "teacher"),
-                                           ("hyperband", "macro")])
+                                           ("hyperband", "macro"), ("gdas", "macro")])
 def test_strategy_end_to_end_and_resume(tiny_teacher, spaces, tmp_path, strategy, kind):
     teacher, _ = tiny_teacher
     full, part = tmp_path / "full", tmp_path / "part"
@@ -79,8 +79,19 @@ def test_strategy_end_to_end_and_resume(tiny_teacher, spaces, tmp_path, strategy
         assert 1200 <= m["rows_trained"] < 1200 + 2 * 112 or m["trials"] == 10
         assert m["completed"] == len(cands) and m["pruned"] == sum(r["state"] == "pruned" for r in recs)
         assert all(len(r["values"]) == 8 for r in recs if r["state"] == "complete" and r["rows"])
+    if strategy == "gdas":                  # the argmax first, then draws meeting the constraint, with their alpha score
+        alphas = json.loads((full / "alphas.json").read_text())
+        assert [a["epoch"] for a in alphas] == [1, 2]
+        probs = alphas[-1]["probabilities"]
+        assert all(sum(p.values()) == pytest.approx(1.0) for p in probs.values())
+        assert any(max(p.values()) > 1 / len(p) + 1e-6 for p in probs.values())     # alpha moved off uniform
+        recs = [json.loads(x) for x in (full / "candidates.jsonl").read_text().splitlines()]
+        assert recs[0]["argmax"] and not any(r["argmax"] for r in recs[1:])
+        assert all(r["alpha_logprob"] < 0 for r in recs)
+        m = json.loads((full / "metrics.json").read_text())
+        assert m["argmax_text"] == recs[0]["text"]
     # interrupted twice (once inside training), resumed: the same evaluated architectures, scores, pick
-    steps = "4" if strategy == "spos" else "7"
+    steps = {"spos": "4", "gdas": "3"}.get(strategy, "7")
     assert main(argv(teacher, spaces[kind], part, strategy, *hb, "--stop-after-steps", steps)) == 0
     assert json.loads((part / "metrics.json").read_text())["status"] == "stopped"
     assert main(argv(teacher, spaces[kind], part, strategy, *hb, "--resume", "--stop-after-steps", steps)) == 0
@@ -151,6 +162,8 @@ def test_macro_space_holds_bilstm_soft_as_a_baseline_point(tiny_teacher, tmp_pat
     (["--strategy", "darts", "--latency-ms", "3"], "darts has no latency term"),
     (["--strategy", "spos", "--speedup", "2", "--latency-ms", "3"], "not both"),
     (["--strategy", "darts", "--speedup", "2"], "darts has no latency term"),
+    (["--strategy", "gdas"], "--strategy gdas searches macro spaces; "),
+    (["--strategy", "gdas", "--space", "macro", "--order", "2"], "--order 2 is a darts setting"),
     (["--strategy", "spos", "--space", "macro", "--kd", "soft_ce=0.5,pkd=1"], "depth and width of the macro"),
     (["--strategy", "spos", "--space", "teacher", "--layers", "6", "--kd", "pkd=1"], "depth and width of the teacher"),
     (["--strategy", "spos", "--selection-examples", "5000"], "would leave fewer rows to train on"),

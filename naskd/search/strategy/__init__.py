@@ -26,7 +26,7 @@ def _load() -> None:
     """Import the modules that register the built-in strategies."""
     import importlib
 
-    for mod in ("darts", "oneshot", "multifidelity"):
+    for mod in ("darts", "oneshot", "multifidelity", "gdas"):
         importlib.import_module(f"{__name__}.{mod}")
 
 
