@@ -7,8 +7,9 @@ bins of equal count, one drawn from each), each trained standalone with one shor
 scored on the spos run's selection split (carved from train with its --data-seed; dev is never read). Each
 proxy is then compared with the standalone score by Kendall's tau and Spearman's rho with paired-bootstrap 95%
 intervals (naskd.stats.rank_correlation): the supernet's inherited score on the same split, the parameter count
-(with and without embeddings) and the predicted latency. The DARTS alpha score does not apply: darts searches
-cell spaces only.
+(with and without embeddings) and the predicted latency; with ``--gdas-run``, the DARTS-family proxies of a
+finished gdas run (darts itself searches cell spaces only): its supernet's inherited score and each
+architecture's log-probability under its learned architecture parameters (the alpha score).
 
 The standalone training runs through `naskd search` itself: a strategy registered here (``ranking-standalone``,
 the ``random`` strategy with its candidates given and ``--rows`` rows per epoch), so it resumes like any search
@@ -61,17 +62,31 @@ class Standalone(RandomSearch):
     def rows_per_epoch(self) -> int:
         return min(int(STATE["rows"]), len(self.train_rows))
 
-    def finish(self, candidates: list[dict], extra: dict) -> dict:
+    def supernet(self, run: str):
         net = self.space.supernet(self.ctx)
-        ck = torch.load(Path(STATE["spos_run"]) / "checkpoint.pt", map_location="cpu", weights_only=True)
+        ck = torch.load(Path(run) / "checkpoint.pt", map_location="cpu", weights_only=True)
         net.load_state_dict(ck["modules"]["model"])
-        net.eval()
+        return net.eval(), int(ck["loop"]["global_step"])
+
+    def finish(self, candidates: list[dict], extra: dict) -> dict:
+        net, steps = self.supernet(STATE["spos_run"])
         t0 = time.time()
         for c in candidates:
             g = self.space.genotype_from_dict(c["genotype"], "a ranking candidate")
             c["inherited_score"] = self.score(_PathModel(net, g))
-        extra = {**extra, "inherited_seconds": round(time.time() - t0, 1),
-                 "supernet_steps": int(ck["loop"]["global_step"])}
+        extra = {**extra, "inherited_seconds": round(time.time() - t0, 1), "supernet_steps": steps}
+        if STATE.get("gdas_run"):             # the DARTS-family proxies: gdas' supernet and its alpha score
+            from naskd.search.strategy.gdas import used_dimensions
+
+            net, steps = self.supernet(STATE["gdas_run"])
+            probs = json.loads((Path(STATE["gdas_run"]) / "alphas.json").read_text())[-1]["probabilities"]
+            for c in candidates:
+                g = self.space.genotype_from_dict(c["genotype"], "a ranking candidate")
+                c["gdas_inherited_score"] = self.score(_PathModel(net, g))
+                choices = self.space.choices_of(g)
+                c["gdas_alpha_logprob"] = float(sum(np.log(probs[d][str(choices[d])])
+                                                    for d in used_dimensions(self.space, g)))
+            extra["gdas_supernet_steps"] = steps
         return super().finish(candidates, extra)
 
 
@@ -106,6 +121,9 @@ def table(doc: dict) -> str:
                "parameters": [c["params"] for c in cands],
                "parameters without embeddings": [c["params_without_embeddings"] for c in cands],
                "predicted batch-128 time (slower = better)": [c["b128_ms"] for c in cands]}
+    if all("gdas_inherited_score" in c for c in cands):
+        proxies["gdas supernet, inherited score"] = [c["gdas_inherited_score"] for c in cands]
+        proxies["gdas alpha log-probability (the DARTS alpha score)"] = [c["gdas_alpha_logprob"] for c in cands]
     rows = []
     for name, vals in proxies.items():
         r = rank_correlation(vals, truth, seed=0)
@@ -140,7 +158,10 @@ def table(doc: dict) -> str:
          f"{doc['inherited_seconds']:.0f} s."), "",
         markdown_table(rows, cols), "",
         f"Verdict: {verdict}.", "",
-        "DARTS alphas do not apply: darts searches cell spaces, not this one.", "",
+        (f"DARTS-family proxies: the gdas run `{doc['gdas_run']}` ({doc['gdas_supernet_steps']} steps): its "
+         "supernet's inherited score and the log-probability of each architecture under its learned "
+         "architecture parameters." if doc.get("gdas_run") else
+         "DARTS-family proxies: not measured (no `--gdas-run`; darts itself searches cell spaces only)."), "",
         "### Every architecture (by standalone score)", "",
         markdown_table(per, ["#", "genotype", "standalone", "inherited", "params (M)", "predicted b128 ms"]), ""])
 
@@ -148,6 +169,8 @@ def table(doc: dict) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--spos-run", required=True, help="a finished `naskd search --strategy spos` run directory")
+    ap.add_argument("--gdas-run", default=None, help="a finished `naskd search --strategy gdas` run on the same "
+                    "space, teacher and --data-seed: its supernet and alpha score become two more proxies")
     ap.add_argument("--out", required=True, help="the study's directory (resumed when it exists)")
     ap.add_argument("--archs", type=int, default=30)
     ap.add_argument("--rows", type=int, default=20000, help="rows per epoch of each standalone training")
@@ -193,7 +216,15 @@ def main() -> None:
         genotypes = stratified(space, space.ctx, LatencyLUT.open(cache_dir=cfg.cache_dir), lengths, args.archs,
                                args.pool, args.seed)
         write_json(gpath, {"archs": args.archs, "pool": args.pool, "seed": args.seed, "genotypes": genotypes})
-    STATE.update(genotypes=[g["genotype"] for g in genotypes], rows=args.rows, spos_run=str(spos))
+    gdas = Path(args.gdas_run).expanduser() if args.gdas_run else None
+    if gdas is not None:
+        gconf = yaml.safe_load((gdas / "config.yaml").read_text())
+        same = ("space", "teacher", "data_seed", "selection_examples")
+        if gconf.get("strategy") != "gdas" or not (gdas / "alphas.json").is_file() or \
+                any(gconf.get(k) != conf.get(k) for k in same):
+            raise SystemExit(f"{gdas}: not a finished gdas run with the spos run's {', '.join(same)}")
+    STATE.update(genotypes=[g["genotype"] for g in genotypes], rows=args.rows, spos_run=str(spos),
+                 gdas_run=str(gdas) if gdas else None)
     cfg = resolve_search_config(flags)
     std = out / "standalone"
     t0 = time.time()
@@ -208,10 +239,12 @@ def main() -> None:
     res = {"command": command, "task": doc["task"], "space": doc["space"], "pool": args.pool, "rows": args.rows,
            "epochs": args.epochs, "kd": conf.get("kd"), "selection_rows": doc["selection_examples"],
            "spos_run": str(spos), "supernet_steps": metrics["supernet_steps"],
+           "gdas_run": str(gdas) if gdas else None, "gdas_supernet_steps": metrics.get("gdas_supernet_steps"),
            "train_seconds": metrics["train_seconds"], "inherited_seconds": metrics["inherited_seconds"],
            "threads": int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())),
            "candidates": [{k: c[k] for k in ("genotype", "text", "score", "inherited_score", "params",
-                                             "params_without_embeddings", "b1_ms", "b128_ms", "train_seconds")}
+                                             "params_without_embeddings", "b1_ms", "b128_ms", "train_seconds",
+                                             "gdas_inherited_score", "gdas_alpha_logprob") if k in c}
                           for c in doc["candidates"]]}
     md = table(res)
     name = f"ranking_{res['task']}_{res['space']}"

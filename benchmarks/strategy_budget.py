@@ -1,4 +1,4 @@
-"""Do spos and hyperband beat random search at equal budget? (issue 21, protocol 2)
+"""Do spos, hyperband and gdas beat random search at equal budget? (issue 21, protocol 2)
 
 For each strategy and search seed, `naskd search` on the macro space under one constraint (``--speedup``),
 then the pick retrained with one recipe for every pick (`naskd retrain --genotype ... --kd logit_mse --keep
@@ -10,9 +10,13 @@ last`: the last epoch's weights, so dev chooses nothing) and scored on SST-2 dev
   ``--candidate-rows`` rows x ``--random-epochs`` epochs (the ranking study's recipe), the best on the
   selection split picked. The defaults make its wall-clock about spos' on this CPU; both are in the table.
 - hyperband: the same standalone recipe, candidates proposed by TPE and pruned by Hyperband on the selection
-  score, until 3 x the supernet's rows are trained (its default budget, about random's rows).
+  score, until 3 x the supernet's rows are trained (its default budget, about random's rows);
+- gdas (the DARTS family on a space of sizes): its supernet and architecture parameters trained
+  ``--spos-epochs`` passes (each step one architecture-half and one weight-half batch, so the same rows as
+  spos' supernet), then the argmax and up to ``--trials`` draws from the learned distribution scored with
+  inherited weights.
 
-darts is not run: it searches cell spaces, not the macro space (the table says so).
+darts itself is not run: it searches cell spaces, not the macro space (the table says so).
 
 The table: each run's pick, its selection score, predicted and measured speed, search wall-clock and dev
 accuracy; per strategy the seed mean and standard deviation; the relative improvement over random (Yang et
@@ -39,7 +43,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, Evidence, load_json, markdown_table, retrain_once, run_naskd  # noqa: E402
 
-STRATEGIES = ("spos", "random", "hyperband")
+STRATEGIES = ("spos", "random", "hyperband", "gdas")
 
 
 def interval(b: dict) -> str:
@@ -54,7 +58,7 @@ def search(args, strategy: str, seed: int) -> Path:
     argv = ["search", "--task", "sst2", "--strategy", strategy, "--space", "macro", "--teacher", args.teacher,
             "--data-dir", args.data_dir, "--seed", str(seed), "--speedup", str(args.speedup), "--out", str(out),
             "--latency-threads", "1"]
-    if strategy == "spos":
+    if strategy in ("spos", "gdas"):
         argv += ["--epochs", str(args.spos_epochs), "--trials", str(args.trials)]
     elif strategy == "hyperband":         # its default budget: 3 x the supernet's rows, about random's
         argv += ["--epochs", str(args.random_epochs), "--candidate-rows", str(args.candidate_rows)]
@@ -74,9 +78,11 @@ def retrain(args, strategy: str, seed: int, run: Path) -> Path:
 
 
 def search_seconds(m: dict) -> float:
-    """Training plus discrete search (spos), or the candidates' training (random), over every process."""
-    if m.get("strategy") == "spos":
-        return float(m.get("supernet_seconds", 0.0)) + float(m.get("discrete_search_seconds_this_process", 0.0))
+    """Training plus discrete search (spos, gdas), or the candidates' training (random, hyperband), over every
+    process."""
+    if m.get("strategy") in ("spos", "gdas"):
+        return float(m.get("supernet_seconds", 0.0)) + float(m.get("discrete_search_seconds_this_process",
+                                                                   m.get("derivation_seconds_this_process", 0.0)))
     return float(m.get("train_seconds", 0.0))
 
 
@@ -125,17 +131,19 @@ def table(args, runs: dict) -> None:
             row["verdict"] = (f"{s} better" if b["low"] > 0 else "random better" if b["high"] < 0
                               else "not distinguishable")
         summary.append(row)
-    summary.append({"strategy": "darts", "seeds": 0, "verdict": "not run: darts searches cell spaces, not macro"})
+    summary.append({"strategy": "darts", "seeds": 0, "verdict": "not run: darts searches cell spaces, not macro "
+                                                                 "(gdas is the DARTS family's form for it)"})
     ev.save()
     command = "OMP_NUM_THREADS=1 python benchmarks/strategy_budget.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     text = "\n".join([
-        "## Equal budget: spos and hyperband against random search on the macro space (SST-2)", "",
+        "## Equal budget: spos, hyperband and gdas against random search on the macro space (SST-2)", "",
         f"Made with `{command}`.", "",
         (f"Constraint `--speedup {args.speedup:g}` (predicted batch-128 CPU throughput at one thread, relative to "
          f"the teacher `{Path(args.teacher).name}`). spos: supernet {args.spos_epochs} epochs, {args.trials} NSGA-II "
          f"trials; random: {args.candidates} candidates x {args.candidate_rows} rows x {args.random_epochs} epochs; "
          f"hyperband: TPE proposals, each up to {args.candidate_rows} rows x {args.random_epochs} epochs, Hyperband "
-         "pruning every 5,000 rows, 3 x the supernet's rows in all. "
+         "pruning every 5,000 rows, 3 x the supernet's rows in all; gdas: supernet and architecture parameters "
+         f"{args.spos_epochs} epochs, the argmax and up to {args.trials} draws. "
          f"Every pick retrained with one recipe: `naskd retrain --genotype PICK --kd logit_mse --epochs "
          f"{args.retrain_epochs} --keep last --seed 0` (all SST-2 training rows, the last epoch scored: dev "
          "chooses nothing). Selection = the 5,000-row split carved from train the search chose on."), "",
