@@ -8,42 +8,31 @@ from pathlib import Path
 
 from ..data.tasks import get_task
 from ..errors import NaskdError
-from ..genotype import Genotype
 from ..teachers.model import check_json_files, check_record, check_weights, load_weights
-from ..utils.io import atomic_path, read_json, save_pretrained_atomic, save_safetensors, write_json
-from .fixed import FixedStudent
+from ..utils.io import read_json, save_pretrained_atomic, save_safetensors, write_json
 
 STUDENT_FORMAT = 1
 
 
 def architecture_of(model) -> tuple[str, dict]:
-    from .baselines import BiLSTMStudent, TruncatedTeacher
-    from .macro import MacroStudent
+    """(the student kind's name, the fields student.json holds for ``model``): naskd.students.kinds."""
+    from .kinds import kind_of
 
-    if isinstance(model, FixedStudent):
-        return "genotype", {"width": model.width, "vocab_size": model.embeddings.word.num_embeddings,
-                            "max_positions": model.embeddings.position.num_embeddings,
-                            "embed_width": model.embeddings.embed_width, "genotype": model.genotype.to_dict()}
-    if isinstance(model, BiLSTMStudent):
-        return "bilstm", {"pair": model.pair, "vocab_size": model.word.num_embeddings, **model.sizes}
-    if isinstance(model, MacroStudent):
-        return "macro", {"pair": model.pair, "vocab_size": model.word.num_embeddings,
-                         "genotype": model.genotype.to_dict()}
-    if isinstance(model, TruncatedTeacher):
-        return "truncated_teacher", {"pooling": model.pooling, "layers": model.num_layers,
-                                     "width": model.hidden_size}
-    raise TypeError(f"cannot save a {type(model).__name__} as a student")
+    kind = kind_of(model)
+    return kind.name, kind.fields(model)
 
 
 def save_student(path: str | os.PathLike, model, tokenizer, *, task: str, extra: dict | None = None):
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    arch, fields = architecture_of(model)
+    from .kinds import kind_of
+
+    kind = kind_of(model)
+    arch, fields = kind.name, kind.fields(model)
     save_safetensors(path / "model.safetensors", model.state_dict(), metadata={"format": "naskd-student"})
     save_pretrained_atomic(tokenizer, path)
-    if arch == "truncated_teacher":
-        with atomic_path(path / "config.json") as tmp:
-            model.encoder.config.to_json_file(str(tmp))
+    if kind.save_files is not None:
+        kind.save_files(model, path)
     info = {"naskd": "student", "format": STUDENT_FORMAT, "architecture": arch, "task": task,
             "kind": model.kind, "num_labels": model.num_labels, **fields}
     info.update(extra or {})
@@ -72,43 +61,9 @@ def build_student(info: dict, path: Path, source: str = "student.json"):
 
 
 def _build_student(info: dict, path: Path, source: str):
-    arch = info.get("architecture", "genotype")
-    if arch == "genotype":
-        genotype = Genotype.from_dict(info["genotype"], source)
-        return FixedStudent(genotype, kind=info["kind"], num_labels=info["num_labels"],
-                            vocab_size=info["vocab_size"], max_positions=info["max_positions"], width=info["width"],
-                            embed_width=info.get("embed_width"))
-    if arch == "bilstm":
-        from .baselines import BiLSTMStudent
+    from .kinds import student_kind
 
-        return BiLSTMStudent(vocab_size=info["vocab_size"], kind=info["kind"], num_labels=info["num_labels"],
-                             pair=info["pair"], embed=info["embed"], hidden=info["hidden"], relu=info["relu"])
-    if arch == "macro":
-        from ..space.macro import MacroGenotype
-        from .macro import MacroStudent
-
-        genotype = MacroGenotype.from_dict(info["genotype"], f"{source}: its genotype")
-        if not isinstance(info["pair"], bool):
-            raise TypeError(f"'pair' must be true or false, got {info['pair']!r}")
-        return MacroStudent(genotype, vocab_size=info["vocab_size"], kind=info["kind"],
-                            num_labels=info["num_labels"], pair=info["pair"])
-    if arch == "truncated_teacher":
-        from transformers import AutoConfig, AutoModel
-
-        from ..teachers.model import _drop_pooler
-        from .baselines import TruncatedTeacher
-
-        if not (path / "config.json").is_file():
-            raise NaskdError(f"student directory {path} is incomplete: missing config.json")
-        check_json_files(path, ("config.json",), student_way_out(path))
-        try:
-            encoder = _drop_pooler(AutoModel.from_config(AutoConfig.from_pretrained(str(path))))
-        except (OSError, ValueError) as e:
-            raise NaskdError(f"{path / 'config.json'} does not describe a model ({str(e).splitlines()[0][:160]}); "
-                             f"{student_way_out(path)}") from None
-        return TruncatedTeacher(encoder, info["kind"], info["num_labels"], info.get("pooling", "mean"))
-    raise NaskdError(f"{source}: unknown student architecture '{arch}' (known: genotype, bilstm, "
-                     "truncated_teacher, macro)")
+    return student_kind(info.get("architecture", "cell"), source).build(info, path, source)
 
 
 # sizes a student.json may hold; each, where present, a whole number >= 1

@@ -17,9 +17,9 @@ from ..data.readers import load_split
 from ..data.tasks import TAGGING, get_task
 from ..distill import DistillationLoss, parse_kd, parse_pairs
 from ..errors import ConfigError, NaskdError
-from ..genotype import Genotype, sample_genotype
+from ..genotype import sample_genotype
 from ..space.oneshot import load_genotype
-from ..network import count_parameters, teacher_embedding_tables
+from ..network import count_parameters
 from ..augment.data import resolve_augmented
 from ..distill.context import kd_context
 from ..pipeline import DEFAULT_KD, DEFAULT_TAGGING_KD, batch_to, default_kd, prepare, resolve_teacher_run
@@ -33,19 +33,11 @@ from ..utils.rundir import check_run_dir, reads_of, run_settings
 from ..utils.runtime import pick_device, seed_everything
 from .fixed import FixedStudent
 from .io import save_student
+from .kinds import STUDENT_KINDS, genotype_kind, retrain_kind, truncate_k
 
 
-# Each baseline's published recipe, between the defaults and the user's file and flags.
-STUDENTS = {
-    "genotype": {},
-    "random": {},
-    # Tang et al. 2019: logit MSE alone (alpha = 0), AdaDelta (lr 1.0, rho 0.95), batch 50
-    "bilstm_soft": {"kd": "logit_mse", "optimizer": "adadelta", "lr": 1.0, "batch_size": 50,
-                    "weight_decay": 0.0, "warmup_ratio": 0.0},
-    # BERT_k-PKD (Sun et al. 2019): fine-tuning rates for pretrained layers; the default criteria
-    # (soft_ce=0.5,hard_ce=0.5,pkd=1, or substructure for tagging) include PKD on [CLS]
-    "truncated_teacher": {"lr": 5e-5, "weight_decay": 0.01, "warmup_ratio": 0.1},
-}
+# how `--student` obtains a student: from a genotype (a search's, or a sampled cell one), or a kind by name
+STUDENTS = ("genotype", "random", "bilstm_soft", "truncated_teacher")
 
 
 @dataclass
@@ -129,12 +121,12 @@ class RetrainConfig:
             raise ConfigError(f"--genotype is for --student genotype, not {self.student}")
         if self.student == "genotype":
             g = load_genotype(self.genotype)  # missing or malformed: refused before any work (tune: any trial)
-            if _kind(g) == "macro" and spec.kind == TAGGING:
+            if genotype_kind(g) == "macro" and spec.kind == TAGGING:
                 raise ConfigError(f"{self.genotype} is a macro genotype, a sentence encoder; {spec.name} is a tagging "
                                   "task (search it with a cell or teacher space)")
-            if _kind(g) != "cell" and (self.width is not None or self.embed_width is not None):
+            if genotype_kind(g) != "cell" and (self.width is not None or self.embed_width is not None):
                 raise ConfigError(f"--width and --embed-width are for cell genotypes; {self.genotype} is a "
-                                  f"{_kind(g)} genotype, whose widths are its own")
+                                  f"{genotype_kind(g)} genotype, whose widths are its own")
         # numbers are checked against their fields' declared ranges (naskd.config.resolve) before this
         if self.student == "random":
             load_space(self.space)
@@ -148,23 +140,14 @@ class RetrainConfig:
         return parse_pairs(self.pkd_pairs)
 
 
-# the recipe of a genotype of another space kind: a macro student trains on logits (its layers' widths
-# differ, so no layer map for PKD); a teacher-space genotype is a truncated teacher
-KIND_RECIPES = {"macro": {"kd": "logit_mse"}, "teacher": STUDENTS["truncated_teacher"]}
-
-
-def _kind(genotype) -> str:
-    return "cell" if isinstance(genotype, Genotype) else genotype.to_dict().get("kind", "cell")
-
-
 def resolve_retrain_config(flags: dict, config_file: str | None = None) -> RetrainConfig:
     file_layer = C.load_yaml(config_file) if config_file else {}
     student = flags.get("student") or file_layer.get("student") or "genotype"
-    recipe = STUDENTS.get(student, {})
+    recipe = STUDENT_KINDS[student].recipe if student in STUDENT_KINDS else {}
     gfile = flags.get("genotype") or file_layer.get("genotype")
     if student == "genotype" and gfile:
         try:
-            recipe = KIND_RECIPES.get(_kind(load_genotype(gfile)), recipe)
+            recipe = retrain_kind(student, load_genotype(gfile)).recipe    # the recipe of the genotype's kind
         except NaskdError:
             pass                              # validate() names the problem
     return C.resolve(RetrainConfig, recipe, file_layer, flags,
@@ -175,7 +158,7 @@ def _genotype_for(cfg: RetrainConfig):
     """The genotype a genotype or random student is built from (None for the other baselines)."""
     if cfg.student == "genotype":
         genotype = load_genotype(cfg.genotype)
-        if _kind(genotype) == "cell":
+        if genotype_kind(genotype) == "cell":
             genotype.check_width(cfg.width or genotype.width, str(cfg.genotype))
         return genotype
     if cfg.student == "random":
@@ -200,44 +183,10 @@ def _cell_parameters(genotype, width: int) -> int:
     return sum(p.numel() for p in m.parameters()) - sum(p.numel() for p in m.embeddings.parameters())
 
 
-def truncate_k(cfg: RetrainConfig, info: dict) -> int:
-    """Layers a truncated_teacher keeps: --truncate-k, by default ceil(M_t / 2)."""
-    return cfg.truncate_k or -(-int(info["num_layers"]) // 2)
-
-
 def build_retrain_student(cfg: RetrainConfig, spec, teacher_dir: Path, genotype, vocab_size: int):
-    """The untrained student (embeddings initialised from the teacher), its depth M_s, its width, a note."""
-    if genotype is not None and _kind(genotype) == "macro":
-        from .macro import MacroStudent
-
-        model = MacroStudent(genotype, vocab_size=vocab_size, kind=spec.kind, num_labels=spec.num_labels,
-                             pair=spec.is_pair, dropout=cfg.dropout)
-        note = model.init_from_teacher(teacher_embedding_tables(teacher_dir))
-        return model, genotype.depth, genotype.width, note
-    if genotype is not None and _kind(genotype) == "teacher":
-        from .baselines import truncated_teacher
-
-        model = truncated_teacher(teacher_dir, genotype.k, dropout=cfg.dropout)
-        return model, genotype.k, model.hidden_size, f"the teacher's first {genotype.k} layers and its head"
-    tables = teacher_embedding_tables(teacher_dir)
-    if cfg.student in ("genotype", "random"):
-        width = cfg.width or genotype.width
-        model = FixedStudent(genotype, kind=spec.kind, num_labels=spec.num_labels, vocab_size=vocab_size,
-                             width=width, dropout=cfg.dropout, embed_width=cfg.embed_width)
-        return model, genotype.layers, width, model.embeddings.init_from_teacher(tables)
-    if cfg.student == "bilstm_soft":
-        from .baselines import BiLSTMStudent
-
-        model = BiLSTMStudent(vocab_size=vocab_size, kind=spec.kind, num_labels=spec.num_labels,
-                              pair=spec.is_pair, embed=cfg.bilstm_embed, hidden=cfg.bilstm_hidden,
-                              relu=cfg.bilstm_relu, dropout=cfg.dropout)
-        return model, 1, 2 * cfg.bilstm_hidden, model.init_from_teacher(tables)
-    from .baselines import truncated_teacher
-
-    info = read_teacher_info(teacher_dir)
-    k = truncate_k(cfg, info)
-    model = truncated_teacher(teacher_dir, k, dropout=cfg.dropout)
-    return model, k, model.hidden_size, f"the teacher's first {k} of {info['num_layers']} layers and its head"
+    """The untrained student (embeddings initialised from the teacher), its depth M_s, its width, a note
+    (the student table, naskd.students.kinds)."""
+    return retrain_kind(cfg.student, genotype).retrain(cfg, spec, teacher_dir, genotype, vocab_size)
 
 
 def init_from_student(model, path: str, task: str) -> str:
@@ -270,11 +219,7 @@ def init_from_student(model, path: str, task: str) -> str:
 
 
 def describe_student(cfg: RetrainConfig, model, genotype) -> str:
-    if genotype is not None:
-        return f"{cfg.student} {genotype.describe()}"
-    if cfg.student == "bilstm_soft":
-        return f"bilstm_soft (BiLSTM {cfg.bilstm_hidden}x2, ReLU {cfg.bilstm_relu})"
-    return f"truncated_teacher (k={model.num_layers})"
+    return retrain_kind(cfg.student, genotype).describe(cfg, model, genotype)
 
 
 def retrain(cfg: RetrainConfig, *, overwrite: bool = False, resume: bool = False, on_epoch=None) -> dict:
@@ -294,7 +239,7 @@ def retrain(cfg: RetrainConfig, *, overwrite: bool = False, resume: bool = False
         if k > int(info["num_layers"]):
             raise ConfigError(f"--truncate-k {k} is more layers than the {info['num_layers']}-layer teacher has; it "
                               f"must be at most {int(info['num_layers'])}")
-    if genotype is not None and _kind(genotype) == "teacher" and genotype.teacher_layers != int(info["num_layers"]):
+    if genotype is not None and genotype_kind(genotype) == "teacher" and genotype.teacher_layers != int(info["num_layers"]):
         raise ConfigError(f"{cfg.genotype} is the first {genotype.k} of a {genotype.teacher_layers}-layer teacher's "
                           f"layers; the teacher {teacher_dir} has {info['num_layers']} (pass the teacher it was "
                           "searched with, --teacher)")

@@ -111,9 +111,9 @@ def test_random_genotypes_are_valid_uniform_draws():
 
 
 @pytest.mark.parametrize("student,extra,arch", [
-    ("bilstm_soft", ["--bilstm-hidden", "8", "--bilstm-relu", "8", "--bilstm-embed", "16"], "bilstm"),
+    ("bilstm_soft", ["--bilstm-hidden", "8", "--bilstm-relu", "8", "--bilstm-embed", "16"], "bilstm_soft"),
     ("truncated_teacher", [], "truncated_teacher"),
-    ("random", ["--layers", "2", "--width", "16", "--sample-seed", "3"], "genotype"),
+    ("random", ["--layers", "2", "--width", "16", "--sample-seed", "3"], "cell"),
 ])
 def test_baseline_retrain_save_load(tiny_teacher, tmp_path, student, extra, arch):
     teacher, _ = tiny_teacher
