@@ -3,8 +3,9 @@ Neural Networks", section 3.3), deterministic per example.
 
 For each example, ``n_iter`` times: walk the words with one uniform draw u each; u < p_mask replaces the
 word by ``[MASK]``; p_mask <= u < p_mask + p_pos replaces it by a word of the same part of speech drawn by
-unigram frequency (never the word itself where the pool has another; words the tagger does not know stay
-as they are); the two are mutually exclusive. Then with probability p_ng keep only a random n-gram, n
+unigram frequency (never the word itself where the pool has another; words the tagger does not tag stay
+as they are; the default tagger tags every word in context and draws from the task's own words, see
+naskd.augment.pos); the two are mutually exclusive. Then with probability p_ng keep only a random n-gram, n
 uniform in 1..5. Sentence pairs cycle through changing the first sentence only, the second only, and
 both. Duplicates and copies of any original are dropped.
 """
@@ -67,6 +68,7 @@ def perturb(words: list[str], tags: list, tagger: PosTagger, s: AugmentSettings,
         else:
             out.append(w)
     stats["words"] += len(words)
+    stats["perturbed"] += 1
     if rng.random() < s.p_ng and out:
         n = int(rng.integers(1, s.max_ngram + 1))
         if n < len(out):
@@ -110,6 +112,7 @@ def augment_texts(texts: list[str], pairs: list[str] | None, source_idx: list[in
     equal to an original or to an earlier synthetic one is dropped."""
     s.check()
     stats: Counter = Counter()
+    tagger.prepare([t.split() for t in texts] + ([p.split() for p in pairs] if pairs is not None else []))
     originals = {(t, p if pairs is not None else None) for t, p in
                  zip((" ".join(t.split()) for t in texts),
                      (" ".join(p.split()) for p in pairs) if pairs is not None else [None] * len(texts))}

@@ -44,6 +44,11 @@ class AugmentConfig:
     p_ng: float = C.field(0.25, help="probability of keeping only a random n-gram (n in 1..5)", low=0, high=1)
     pos_corpus: Optional[str] = C.field(None, help="POS-tagged corpus, CoNLL columns 'word POS ...' (default "
                                                    "<data-dir>/conll2000/train.txt, else spaCy)")
+    pos_tagger: str = C.field("context", help="context: a CRF tagger (python-crfsuite) trained on the corpus tags "
+                                              "each sentence in context, replacements drawn from the task's own "
+                                              "words of the tag; lexicon: each word's most frequent tag in the "
+                                              "corpus, replacements from the corpus (words it lacks never replaced)",
+                              choices=["context", "lexicon"])
     kd: str = C.field("logit_mse", help="criteria whose teacher states are cached with the logits (others are "
                                         "added on demand by search/retrain)")
     layers: int = C.field(6, help="cells of the students to be trained (pkd's layer map decides the states cached)",
@@ -130,7 +135,8 @@ def run_augment(cfg: AugmentConfig, *, overwrite: bool = False, resume: bool = F
     info = read_teacher_info(teacher_dir, spec.name)
     tokenizer = AutoTokenizer.from_pretrained(str(teacher_dir))
     lowercase = bool(getattr(tokenizer, "do_lower_case", True))
-    tagger = default_tagger(cfg.pos_corpus, cfg.data_dir, lowercase=lowercase, cache_dir=_cache_root(cfg))
+    tagger = default_tagger(cfg.pos_corpus, cfg.data_dir, lowercase=lowercase, cache_dir=_cache_root(cfg),
+                            kind=cfg.pos_tagger)
     train = load_split(spec, cfg.data_dir, "train")
     train = train.select(subsample(len(train), cfg.max_train_examples, cfg.data_seed))
     settings = cfg.settings(len(train))
@@ -221,7 +227,9 @@ def _generate(cfg, spec, train, tagger, settings, run_dir: Path) -> dict:
            "empty_dropped": stats["empty"], "effective_mask_rate": stats["masked"] / words,
            "effective_pos_replacement_rate": stats["pos_replaced"] / words,
            "pos_draws_on_unknown_words": stats["pos_unknown"] / words,
-           "ngram_rate": stats["ngram"] / max(1, stats["drawn"]), "generation_seconds": round(seconds, 2),
+           "ngram_rate": stats["ngram"] / max(1, stats["perturbed"]),
+           "requested": {"p_mask": settings.p_mask, "p_pos": settings.p_pos, "p_ng": settings.p_ng},
+           "tagger": tagger.describe(), "generation_seconds": round(seconds, 2),
            "generation_rate_per_s": round(stats["drawn"] / seconds, 1) if seconds > 0 else None}
     write_json(data_dir / "generated.json", gen)
     print(f"[augment] generated {n:,} synthetic examples from {len(texts):,} in {seconds:.1f} s; effective rates: "

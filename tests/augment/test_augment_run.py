@@ -1,6 +1,9 @@
 """`naskd augment` end to end with the tiny teacher: parts on disk, labelling resumed after an
 interruption without labelling a part twice, and students trained on original + synthetic data."""
+import functools
 import json
+import tempfile
+from pathlib import Path
 
 import pyarrow.parquet as pq
 
@@ -13,9 +16,20 @@ GENOTYPE = {"format": 1, "space": "tiny", "ops": ["conv3", "identity", "none"], 
             "aggregator": "max_pool"}
 
 
+@functools.lru_cache(maxsize=None)
+def small_corpus() -> Path:
+    """The first 300 sentences of CoNLL-2000's train file: the context tagger trains on them in seconds
+    (the whole file takes over a minute; tests/augment/test_generate.py checks that tagger on it)."""
+    text = (DATA / "conll2000/train.txt").read_text(encoding="utf-8")
+    f = Path(tempfile.mkdtemp(prefix="naskd-test-pos-")) / "conll2000-300.txt"
+    f.write_text("\n\n".join(text.split("\n\n")[:300]) + "\n", encoding="utf-8")
+    return f
+
+
 def argv(teacher, out, *extra):
     return ["augment", "--task", "sst2", "--teacher", str(teacher), "--data-dir", str(DATA), "--out", str(out),
-            "--max-train-examples", "40", "--n-iter", "4", "--chunk-size", "50", *extra]
+            "--max-train-examples", "40", "--n-iter", "4", "--chunk-size", "50", "--pos-corpus",
+            str(small_corpus()), *extra]
 
 
 def _passes(cache_root):
@@ -30,7 +44,9 @@ def test_augment_writes_parts_and_resumes_labelling(tiny_teacher, tmp_path, caps
     assert main(argv(teacher, full)) == 0
     m = json.loads((full / "metrics.json").read_text())
     assert m["status"] == "finished" and 40 < m["kept"] <= 160 and m["parts"] == -(-m["kept"] // 50)
-    assert 0.05 < m["effective_mask_rate"] < 0.15 and m["effective_pos_replacement_rate"] > 0.03
+    assert 0.05 < m["effective_mask_rate"] < 0.15 and 0.05 < m["effective_pos_replacement_rate"] < 0.15
+    assert m["pos_draws_on_unknown_words"] == 0 and m["requested"] == {"p_mask": 0.1, "p_pos": 0.1, "p_ng": 0.25}
+    assert "CRF tagger (python-crfsuite)" in m["tagger"]
     rows = sum(pq.read_table(str(p)).num_rows for p in sorted((full / "data").glob("part-*.parquet")))
     assert rows == m["kept"]
     assert "(from row" in capsys.readouterr().out                   # examples printed
