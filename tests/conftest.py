@@ -1,4 +1,9 @@
-"""Shared fixtures: real data and the tiny real BERT from ../shared, temporary run and cache folders."""
+"""Shared fixtures: real data and the tiny real BERT from ../shared, a tiny random BERT built here, temporary
+run and cache folders.
+
+Tests that need ../shared (the ``tiny_teacher`` fixture, or a module that reads ``DATA`` or ``TINY_BERT``)
+are marked ``slow`` when collected; without ../shared they are skipped, and the rest (unit tests, among them
+those on ``tiny_random_bert``) still run: ``pytest -m "not slow"`` runs the stand-alone part alone."""
 from __future__ import annotations
 
 import os
@@ -17,9 +22,57 @@ def pytest_configure(config):
     import torch
 
     torch.set_num_threads(1)
-    if not DATA.is_dir() or not TINY_BERT.is_dir():
-        raise pytest.UsageError(f"tests need ../shared beside the repository (looked in {SHARED}); "
-                                "set NASKD_SHARED to its path")
+
+
+def _needs_shared(item) -> bool:
+    if "tiny_teacher" in getattr(item, "fixturenames", ()):
+        return True
+    mod = getattr(item, "module", None)
+    return mod is not None and (getattr(mod, "DATA", None) is DATA or getattr(mod, "TINY_BERT", None) is TINY_BERT)
+
+
+def pytest_collection_modifyitems(config, items):
+    have = DATA.is_dir() and TINY_BERT.is_dir()
+    skip = pytest.mark.skip(reason=f"needs ../shared beside the repository (looked in {SHARED}; set NASKD_SHARED)")
+    for item in items:
+        if _needs_shared(item):
+            item.add_marker(pytest.mark.slow)
+            if not have:
+                item.add_marker(skip)
+
+
+TINY_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *"abcdefghijklmnopqrstuvwxyz0123456789.,!?'-",
+              *(f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz0123456789"),
+              "the", "a", "an", "and", "of", "to", "is", "it", "this", "that", "film", "movie", "story", "good",
+              "bad", "great", "not", "never", "very", "funny", "dull", "love", "hate", "plot", "actors", "with"]
+
+
+@pytest.fixture(scope="session")
+def tiny_random_bert(tmp_path_factory):
+    """A 2-layer, 32-wide BERT with random (seeded) weights and a WordPiece tokenizer of a 100-odd-token
+    vocabulary, saved as a Hugging Face model directory (config.json, model.safetensors, tokenizer files):
+    for tests of code that needs a tokenizer or a BERT's shapes, not a trained model (as transformers'
+    model testers build theirs)."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    out = tmp_path_factory.mktemp("tiny-random-bert")
+    ids = {w: i for i, w in enumerate(TINY_VOCAB)}
+    wp = Tokenizer(models.WordPiece(ids, unk_token="[UNK]"))
+    wp.normalizer = normalizers.BertNormalizer(lowercase=True)
+    wp.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    wp.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+                                                      special_tokens=[("[CLS]", ids["[CLS]"]), ("[SEP]", ids["[SEP]"])])
+    wp.decoder = decoders.WordPiece()
+    tok = BertTokenizerFast(tokenizer_object=wp, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                            sep_token="[SEP]", mask_token="[MASK]", do_lower_case=True)
+    tok.save_pretrained(str(out))
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=len(TINY_VOCAB), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=37, max_position_embeddings=128)
+    BertModel(cfg, add_pooling_layer=False).save_pretrained(str(out))
+    return out
 
 
 @pytest.fixture(autouse=True)

@@ -11,13 +11,13 @@ from ..errors import NaskdError
 from ..teachers.model import check_json_files, check_record, check_weights, load_weights
 from ..utils.io import read_json, save_pretrained_atomic, save_safetensors, write_json
 
+from .kinds import kind_of, student_kind, student_way_out
+
 STUDENT_FORMAT = 1
 
 
 def architecture_of(model) -> tuple[str, dict]:
     """(the student kind's name, the fields student.json holds for ``model``): naskd.students.kinds."""
-    from .kinds import kind_of
-
     kind = kind_of(model)
     return kind.name, kind.fields(model)
 
@@ -25,8 +25,6 @@ def architecture_of(model) -> tuple[str, dict]:
 def save_student(path: str | os.PathLike, model, tokenizer, *, task: str, extra: dict | None = None):
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    from .kinds import kind_of
-
     kind = kind_of(model)
     arch, fields = kind.name, kind.fields(model)
     save_safetensors(path / "model.safetensors", model.state_dict(), metadata={"format": "naskd-student"})
@@ -37,14 +35,6 @@ def save_student(path: str | os.PathLike, model, tokenizer, *, task: str, extra:
             "kind": model.kind, "num_labels": model.num_labels, **fields}
     info.update(extra or {})
     write_json(path / "student.json", info)
-
-
-def student_way_out(path: str | os.PathLike) -> str:
-    """How to get an intact student back at ``path`` (its run directory named where it is a run's student/)."""
-    path = Path(path)
-    run = f"--out {path.parent}" if path.name == "student" else "--out <its run directory>"
-    return (f"retrain the student (`naskd retrain ... {run} --overwrite`) or copy an intact student directory "
-            "in its place")
 
 
 def build_student(info: dict, path: Path, source: str = "student.json"):
@@ -61,8 +51,6 @@ def build_student(info: dict, path: Path, source: str = "student.json"):
 
 
 def _build_student(info: dict, path: Path, source: str):
-    from .kinds import student_kind
-
     return student_kind(info.get("architecture", "cell"), source).build(info, path, source)
 
 

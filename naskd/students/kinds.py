@@ -20,6 +20,7 @@ genotype), or a kind by name (``bilstm_soft``, ``truncated_teacher``).
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -43,6 +44,14 @@ class StudentKind:
 
 STUDENT_KINDS: dict[str, StudentKind] = {}
 _ALIASES: dict[str, str] = {}
+
+
+def student_way_out(path: str | os.PathLike) -> str:
+    """How to get an intact student back at ``path`` (its run directory named where it is a run's student/)."""
+    path = Path(path)
+    run = f"--out {path.parent}" if path.name == "student" else "--out <its run directory>"
+    return (f"retrain the student (`naskd retrain ... {run} --overwrite`) or copy an intact student directory "
+            "in its place")
 
 
 def register_student_kind(kind: StudentKind) -> StudentKind:
@@ -217,7 +226,6 @@ def _truncated_build(info: dict, path: Path, source: str):
 
     from ..teachers.model import _drop_pooler, check_json_files
     from .baselines import TruncatedTeacher
-    from .io import student_way_out
 
     if not (path / "config.json").is_file():
         raise NaskdError(f"student directory {path} is incomplete: missing config.json")

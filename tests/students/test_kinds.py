@@ -14,17 +14,15 @@ from naskd.space.spec import load_space
 from naskd.students import kinds as K
 from naskd.students.io import load_student, save_student
 
-from ..conftest import TINY_BERT
-
 
 @pytest.fixture(scope="module")
-def tokenizer():
+def tokenizer(tiny_random_bert):
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(TINY_BERT))
+    return AutoTokenizer.from_pretrained(str(tiny_random_bert))
 
 
-def tiny(name, vocab):
+def tiny(name, vocab, bert_dir):
     torch.manual_seed(0)
     if name == "cell":
         from naskd.students.fixed import FixedStudent
@@ -44,7 +42,7 @@ def tiny(name, vocab):
 
     from naskd.students.baselines import TruncatedTeacher
 
-    cfg = AutoConfig.from_pretrained(str(TINY_BERT))
+    cfg = AutoConfig.from_pretrained(str(bert_dir))
     cfg.num_hidden_layers = 1
     return TruncatedTeacher(AutoModel.from_config(cfg, add_pooling_layer=False), "single", 2, "mean")
 
@@ -62,14 +60,14 @@ def test_the_table_holds_the_four_kinds_with_their_recipes():
 
 
 @pytest.mark.parametrize("name", ["cell", "macro", "bilstm_soft", "truncated_teacher"])
-def test_every_kind_round_trips_and_its_old_name_loads(tokenizer, tmp_path, name):
-    m = tiny(name, len(tokenizer)).eval()
+def test_every_kind_round_trips_and_its_old_name_loads(tokenizer, tiny_random_bert, tmp_path, name):
+    m = tiny(name, len(tokenizer), tiny_random_bert).eval()
     assert K.kind_of(m).name == name
     path = tmp_path / name
     save_student(path, m, tokenizer, task="sst2")
     info = json.loads((path / "student.json").read_text())
     assert info["architecture"] == name
-    ids = torch.randint(1000, 2000, (3, 9), generator=torch.Generator().manual_seed(0))
+    ids = torch.randint(5, len(tokenizer), (3, 9), generator=torch.Generator().manual_seed(0))
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
     loaded, _, _ = load_student(path)
     assert type(loaded) is type(m)
