@@ -45,7 +45,7 @@ def criteria_alone(args) -> None:
     for name, kd_name in METHODS.items():
         kd = DistillationLoss(kd_name, ctx)
         em_s = torch.randn(B, W, T, generator=g, requires_grad=True)
-        batch = {"labels": labels, "_epoch": 0, "_epochs": 3, "_progress": 0.0}   # lambda = 1: KD alone
+        batch = {"labels": labels}        # no progress given: the start of training, lambda = 1 (KD alone)
 
         def step():
             loss, _ = kd({"logits": em_s, "word_mask": word_mask, "crf": student_crf, "states": [],
@@ -94,7 +94,6 @@ def epochs(args) -> None:
             t_teacher = t_fwd = t_bwd = 0.0
             for rows_ in batches:
                 b = batch_to(data.make_batch(rows_, with_teacher=False), "cpu")
-                b.update(_epoch=0, _epochs=3, _progress=0.0)
                 t0 = time.perf_counter()
                 if kd_name != "hard_ce":
                     if live:

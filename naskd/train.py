@@ -18,6 +18,7 @@ from typing import Callable
 import torch
 
 from .errors import NaskdError
+from .records import Progress
 from .utils import dist
 from .utils.io import append_jsonl, save_torch
 from .utils.progress import bar
@@ -168,20 +169,20 @@ def weights_of(model: torch.nn.Module, source: torch.nn.Module):
 
 
 class _Trainable(torch.nn.Module):
-    """The modules that train, with ``loss_fn(batch) -> (loss, logs)`` as their forward (for DDP)."""
+    """The modules that train, with ``loss_fn(batch, progress) -> (loss, logs)`` as their forward (for DDP)."""
 
     def __init__(self, parts: dict, loss_fn: Callable):
         super().__init__()
         self.parts = torch.nn.ModuleDict(parts)
         self.loss_fn = loss_fn
 
-    def forward(self, batch):
+    def forward(self, batch, progress=None):
         if batch is None:
             # a padded step (utils.dist.shard): a zero loss that reaches every trainable parameter, so that
             # this rank joins the gradient all-reduce with zeros; no data, no random draws, no state updates
             zero = sum((p * 0).sum() for p in self.parameters() if p.requires_grad)
             return zero, {}
-        return self.loss_fn(batch)
+        return self.loss_fn(batch, progress)
 
 
 def fit(*, model: torch.nn.Module, optimizer, scheduler, epochs: int,
@@ -196,8 +197,9 @@ def fit(*, model: torch.nn.Module, optimizer, scheduler, epochs: int,
         rows_in: Callable = len, postfix: Callable[[], dict] | None = None, keep: str = "best") -> FitResult:
     """Train ``model``; evaluate each epoch; call ``on_best`` when ``main_metric`` improves.
 
-    ``loss_fn(batch) -> (loss, logs)`` runs the forward pass; ``make_batch(rows)`` collates a batch
-    of row indices. Logs go to ``run_dir/log.jsonl``.
+    ``loss_fn(batch, progress) -> (loss, logs)`` runs the forward pass (``progress``: a
+    :class:`naskd.records.Progress`); ``make_batch(rows)`` collates a batch of row indices. Logs go to
+    ``run_dir/log.jsonl``.
 
     Under torchrun (w processes) an epoch of n batches takes ``ceil(n / w)`` steps on every rank: every
     batch is trained exactly once, and a last round with k < w batches averages the gradient over those
@@ -213,13 +215,12 @@ def fit(*, model: torch.nn.Module, optimizer, scheduler, epochs: int,
     estimate when it is the reported split.
 
     A search strategy plugs its own step in here and the loop does the rest (checkpoints, resume, NaN
-    checks, logging, progress, ``stop_after_steps``): ``before_step(batch)`` runs before the weight
-    step's forward (DARTS' architecture update; its logs join the step's), ``more_optimizers`` /
+    checks, logging, progress, ``stop_after_steps``): ``before_step(batch, progress)`` runs before the
+    weight step's forward (DARTS' architecture update; its logs join the step's), ``more_optimizers`` /
     ``more_schedulers`` are checkpointed beside the main ones (the architecture optimiser),
     ``rows_in(rows)`` counts the rows of one batch of ``batches_for_epoch``, and ``postfix()`` adds
-    values to the progress bar. Every batch carries ``_step`` (the global step, 0-based), ``_epoch``,
-    ``_epochs`` and ``_progress``, so a strategy's random choices can be a function of where training
-    stands (a resumed run makes the same ones).
+    values to the progress bar. ``progress`` (epoch, epochs, global step, fraction done) is the same for a
+    resumed run at the same step, so a strategy's random choices can be a function of it.
     """
     run_dir = Path(run_dir)
     extra = extra or {}
@@ -259,16 +260,16 @@ def fit(*, model: torch.nn.Module, optimizer, scheduler, epochs: int,
         while state.step_in_epoch < len(batches):
             rows = batches[state.step_in_epoch]
             weight = 1.0 if dist.world_size() == 1 else dist.round_weight(len(epoch_batches), state.step_in_epoch)
+            # where training stands, for criteria with schedules (structured KD's lambda) and strategies' draws
+            progress = Progress(epoch=state.epoch, epochs=epochs, step=state.global_step,
+                                fraction=(state.epoch * len(batches) + state.step_in_epoch) / (epochs * len(batches)))
             if rows is None:                        # padding: nothing left for this rank in the last round
                 batch = None
             else:
                 batch = to_device(make_batch(rows), device)
-                # where training stands, for criteria with schedules (structured KD's lambda)
-                batch.update(_epoch=state.epoch, _epochs=epochs, _step=state.global_step,
-                             _progress=(state.epoch * len(batches) + state.step_in_epoch) / (epochs * len(batches)))
                 rows_here += rows_in(rows) if hasattr(rows, "__len__") else 1      # a batch of one row index
-            before = before_step(batch) if before_step is not None and batch is not None else None
-            loss, logs = step_fn(batch)
+            before = before_step(batch, progress) if before_step is not None and batch is not None else None
+            loss, logs = step_fn(batch, progress)
             if before:
                 logs = {**before, **logs}
             if not torch.isfinite(loss):

@@ -111,7 +111,7 @@ def make_batch(rows):
     seen.append((epoch[0], [int(r) for r in rows]))
     return {"rows": torch.as_tensor(np.asarray(rows))}
 
-def loss_fn(batch):
+def loss_fn(batch, progress):
     r = batch["rows"]
     return ((model(X[r]).squeeze(-1) - Y[r]) ** 2).mean(), {}
 

@@ -13,7 +13,7 @@ def _run(run_dir, *, stop_after=None, resume=False):
     xs = torch.randn(STEPS_PER_EPOCH * EPOCHS, 4, 3, generator=torch.Generator().manual_seed(1))
     raw_weights, seen, saved = [], [], []
 
-    def loss_fn(batch):
+    def loss_fn(batch, progress):
         return ((model(batch["x"]) - 1.0) ** 2).mean(), {}
 
     def make_batch(i):
@@ -120,7 +120,7 @@ def test_fit_keep_last_saves_every_epoch_even_when_it_scores_worse(tmp_path):
         scores, saved = iter([0.9, 0.5, 0.1]), []
         res = fit(model=model, optimizer=opt, scheduler=None, epochs=3, batches_for_epoch=lambda e: [0],
                   make_batch=lambda i: {"x": torch.ones(1, 2)},
-                  loss_fn=lambda b: (model(b["x"]).sum(), {}), evaluate=lambda: {"score": next(scores)},
+                  loss_fn=lambda b, p: (model(b["x"]).sum(), {}), evaluate=lambda: {"score": next(scores)},
                   main_metric="score", run_dir=d, device=torch.device("cpu"),
                   on_best=lambda m: saved.append(m["score"]), grad_clip=None, keep=keep)
         return res, saved
@@ -129,3 +129,33 @@ def test_fit_keep_last_saves_every_epoch_even_when_it_scores_worse(tmp_path):
     assert saved == [0.9, 0.5, 0.1] and res.best_metrics["score"] == 0.1 and res.state.best_epoch == 2
     res, saved = run("best", tmp_path / "best")
     assert saved == [0.9] and res.best_metrics["score"] == 0.9 and res.state.best_epoch == 0
+
+
+def test_fit_passes_where_training_stands_and_a_resume_sees_the_same(tmp_path):
+    """loss_fn and before_step get a Progress record (no loop state in the batch); after a stop at step 4
+    the resumed run continues with the records an uninterrupted run has."""
+    from naskd.records import Progress
+
+    def run(run_dir, stop=None, resume=False):
+        torch.manual_seed(0)
+        model = torch.nn.Linear(2, 1)
+        seen, before = [], []
+
+        def loss_fn(batch, progress):
+            assert set(batch) == {"x"}
+            seen.append(progress)
+            return model(batch["x"]).pow(2).mean(), {}
+
+        fit(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), scheduler=None, epochs=2,
+            batches_for_epoch=lambda e: [0, 1, 2], make_batch=lambda i: {"x": torch.ones(3, 2) * i},
+            loss_fn=loss_fn, before_step=lambda b, p: before.append(p), evaluate=lambda: {"score": 0.0},
+            main_metric="score", run_dir=run_dir, device=torch.device("cpu"), resume=resume,
+            stop_after_steps=stop, checkpoint_every=1, grad_clip=None)
+        return seen, before
+
+    full, before = run(tmp_path / "a")
+    assert full == before == [Progress(epoch=e, epochs=2, step=3 * e + i, fraction=(3 * e + i) / 6)
+                              for e in range(2) for i in range(3)]
+    part, _ = run(tmp_path / "b", stop=4)
+    rest, _ = run(tmp_path / "b", resume=True)
+    assert part + rest == full

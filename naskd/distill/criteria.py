@@ -17,6 +17,7 @@ from torch import nn
 from ..data.tasks import REGRESSION, TAGGING, TaskSpec
 from ..errors import ConfigError
 from ..teachers.cache import HiddenRequest
+from ..records import Progress
 from . import functional as Fn
 from .registry import CRITERIA, parse_kd, register_criterion
 
@@ -47,6 +48,9 @@ class KDContext:
 
 
 class Criterion(nn.Module):
+    """A distillation criterion: ``forward(student, teacher, batch)`` -> a scalar. ``self.progress`` (a
+    :class:`naskd.records.Progress`, set by :class:`DistillationLoss` before each call; the start of
+    training when it was given none) is where training stands, for criteria with a schedule."""
     name = ""
     uses_teacher = True
     tasks = "any"          # "sentence", "tagging" or "any": the task kinds the criterion is defined for
@@ -54,6 +58,7 @@ class Criterion(nn.Module):
     def __init__(self, ctx: KDContext):
         super().__init__()
         self.ctx = ctx
+        self.progress = Progress()
         if self.tasks == "sentence" and ctx.tagging:
             raise ConfigError(f"criterion {self.name} compares sentence-level outputs; for the tagging task "
                               f"{ctx.task.name} use one of {', '.join(criteria_for('tagging'))}")
@@ -285,9 +290,9 @@ class FSD(Criterion):
 
 class _CRFCriterion(Criterion):
     """Structured KD for CRF taggers (Lin et al. 2022). The value is lambda * KD + (1 - lambda) * NLL,
-    lambda following the method's schedule over training (``batch["_epoch"]``, ``batch["_epochs"]`` and
-    ``batch["_progress"]``, the fraction of training steps done, set by the training loops). The
-    teacher's CRF comes from its run (``KDContext.teacher_crf``); its emissions from the output cache."""
+    lambda following the method's schedule over training (``self.progress``: epoch, epochs and the
+    fraction of training steps done, from the training loop). The teacher's CRF comes from its run
+    (``KDContext.teacher_crf``); its emissions from the output cache."""
 
     tasks = "tagging"
 
@@ -298,15 +303,15 @@ class _CRFCriterion(Criterion):
         for k, v in ctx.teacher_crf.items():
             self.register_buffer(f"t_{k}", v.float().clone(), persistent=False)
 
-    def schedule(self, batch) -> float:
+    def schedule(self) -> float:
         """Baselines (Lin et al.): lambda falls linearly from 1 to 0 over training."""
-        return 1.0 - float(batch.get("_progress", 0.0))
+        return 1.0 - float(self.progress.fraction)
 
     def kd(self, student, teacher_emissions, mask) -> torch.Tensor:
         raise NotImplementedError
 
     def forward(self, student, teacher, batch):
-        lam = self.schedule(batch)
+        lam = self.schedule()
         mask = student["word_mask"]
         nll = student["crf"].nll(student["logits"].float(), batch["labels"], mask) if lam < 1 else 0.0
         kd = self.kd(student, teacher["logits"].to(student["logits"].device), mask) if lam > 0 else 0.0
@@ -323,9 +328,9 @@ class Substructure(_CRFCriterion):
     (:func:`naskd.distill.functional.substructure_l2`). Schedule: lambda = 1, NLL alone in the last epoch.
     Needs no dynamic programme: teacher scores are the cached emissions plus its transitions."""
 
-    def schedule(self, batch) -> float:
-        epochs = int(batch.get("_epochs", 1))
-        return 0.0 if epochs > 1 and int(batch.get("_epoch", 0)) == epochs - 1 else 1.0
+    def schedule(self) -> float:
+        p = self.progress
+        return 0.0 if p.epochs > 1 and p.epoch == p.epochs - 1 else 1.0
 
     def kd(self, student, teacher_emissions, mask):
         from ..crf import substructure_scores
@@ -399,12 +404,15 @@ class DistillationLoss(nn.Module):
         for c in self.criteria.values():
             c.setup(train_outputs, train_data)
 
-    def forward(self, student: dict, teacher: dict, batch: dict):
+    def forward(self, student: dict, teacher: dict, batch: dict, progress: Progress | None = None):
+        """(total, {criterion: value}); ``progress`` (from the training loop; None: the start of training)
+        is handed to every criterion as ``progress``."""
         total, logs = 0.0, {}
         for name, crit in self.criteria.items():
             w = self.weights[name]
             if w == 0:
                 continue
+            crit.progress = progress if progress is not None else Progress()
             value = crit(student, teacher, batch)
             logs[name] = float(value.detach())
             total = total + w * value

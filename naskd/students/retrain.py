@@ -298,9 +298,9 @@ def retrain(cfg: RetrainConfig, *, overwrite: bool = False, resume: bool = False
              f"kd {cfg.kd}; {cfg.optimizer} lr {cfg.lr}{f', weight EMA {cfg.ema}' if cfg.ema else ''}; {emb_note}; "
              f"{f'{dist.world_size()} processes; ' if dist.world_size() > 1 else ''}run directory {run_dir}", flush=True)
 
-    def loss_fn(batch):
+    def loss_fn(batch, progress):
         out = model(**batch)
-        return kd(out, batch.get("teacher", {}), batch)
+        return kd(out, batch.get("teacher", {}), batch, progress)
 
     def evaluate():
         metrics, evaluate.last = evaluate_model(model, spec, data.dev, batch_size=128, device=device,

@@ -131,7 +131,7 @@ def finetune_teacher(cfg: TeacherConfig, *, overwrite: bool = False, resume: boo
              f"{f' x {dist.world_size()} processes' if dist.world_size() > 1 else ''}; run directory {run_dir}",
              flush=True)
 
-    def loss_fn(batch):
+    def loss_fn(batch, progress):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             logits = model(**batch)["logits"]
         return _loss(spec, logits, batch, model), {}

@@ -6,6 +6,7 @@ import torch
 from naskd.data.tasks import get_task
 from naskd.distill import CRITERIA, DistillationLoss, KDContext, default_pairs, parse_kd
 from naskd.errors import ConfigError
+from naskd.records import Progress
 from naskd.teachers.cache import HiddenRequest
 
 M_S, M_T, D_S, D_T, C = 3, 6, 8, 12, 2
@@ -65,7 +66,6 @@ def fake_tagging_batch(B=4, L=5, seed=0):
                    crf=CRF(T_TAGS))
     teacher["logits"] = torch.randn(B, W, T_TAGS, generator=g) * word_mask[..., None]
     batch["labels"] = torch.randint(0, T_TAGS, (B, W), generator=g).masked_fill(~word_mask, -100)
-    batch.update(_epoch=0, _epochs=3, _progress=0.25)
     return student, teacher, batch
 
 
@@ -79,6 +79,7 @@ def test_every_criterion(name, kind):
     make, fake = (ctx, fake_batch) if kind == "sentence" else (tagging_ctx, fake_tagging_batch)
     crit = CRITERIA[name](make())
     crit.setup(FakeTrainOutputs(), None)
+    crit.progress = Progress(epoch=0, epochs=3, step=5, fraction=0.25)    # a structured one mixes KD and NLL
     student, teacher, batch = fake()
     loss = crit(student, teacher, batch)
     assert loss.dim() == 0 and torch.isfinite(loss)
@@ -107,15 +108,25 @@ def test_criteria_refuse_the_wrong_task_kind():
 
 def test_structured_schedules():
     crit = CRITERIA["substructure"](tagging_ctx())
-    assert crit.schedule({"_epoch": 0, "_epochs": 3}) == 1.0 and crit.schedule({"_epoch": 2, "_epochs": 3}) == 0.0
-    assert crit.schedule({"_epoch": 0, "_epochs": 1}) == 1.0
+
+    def lam(c, **kw):
+        c.progress = Progress(**kw)
+        return c.schedule()
+
+    assert lam(crit, epoch=0, epochs=3) == 1.0 and lam(crit, epoch=2, epochs=3) == 0.0
+    assert lam(crit, epoch=0, epochs=1) == 1.0
     kb = CRITERIA["kbest"](tagging_ctx())
-    assert kb.schedule({"_progress": 0.0}) == 1.0 and kb.schedule({"_progress": 0.75}) == 0.25
-    # lambda = 0: the criterion is the student's CRF likelihood alone
+    assert lam(kb, fraction=0.0) == 1.0 and lam(kb, fraction=0.75) == 0.25
+    # lambda = 0: the criterion is the student's CRF likelihood alone; DistillationLoss hands progress down
     s, t, b = fake_tagging_batch()
-    b["_progress"] = 1.0
     nll = s["crf"].nll(s["logits"], b["labels"], s["word_mask"])
+    kb.progress = Progress(fraction=1.0)
     torch.testing.assert_close(kb(s, t, b), nll)
+    loss = DistillationLoss("kbest=1", tagging_ctx())
+    torch.testing.assert_close(loss(s, t, b, Progress(fraction=1.0))[0], nll)
+    assert loss.criteria["kbest"].progress.fraction == 1.0
+    loss(s, t, b)                                        # no progress given: the start of training
+    assert loss.criteria["kbest"].progress == Progress()
 
 
 def test_parse_kd():

@@ -78,19 +78,25 @@ class Darts(Strategy):
         sched = cosine_schedule(w_opt, total_steps)
         autocast = dict(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
+        # what the current step's loss saw: where training stands (set by before_step / loss_fn) and, after
+        # each supernet_loss call, its criteria's values and its batch accuracy (a cheap progress signal)
+        now: dict = {"progress": None, "logs": {}, "acc": {}}
+
         def supernet_loss(batch):
             with torch.autocast(**autocast):
                 out = model(**batch)
-                loss, logs = kd(out, batch["teacher"] if "teacher" in batch else {}, batch)
-            if spec.kind == TAGGING:   # word accuracy of the emissions' argmax (a cheap progress signal)
+                loss, logs = kd(out, batch["teacher"] if "teacher" in batch else {}, batch, now["progress"])
+            acc = float("nan")
+            if spec.kind == TAGGING:   # word accuracy of the emissions' argmax
                 keep = out["word_mask"]
-                batch["_acc"] = float((out["logits"].argmax(-1) == batch["labels"])[keep].float().mean())
+                acc = float((out["logits"].argmax(-1) == batch["labels"])[keep].float().mean())
             elif spec.kind != "regression":
                 hit = out["logits"].argmax(-1) == batch["labels"]
                 if "has_label" in batch:          # synthetic examples have no gold label
                     hit = hit[batch["has_label"]]
-                batch["_acc"] = float(hit.float().mean()) if hit.numel() else float("nan")
-            batch["_logs"] = logs
+                acc = float(hit.float().mean()) if hit.numel() else float("nan")
+            now["acc"][id(batch)] = acc          # by batch: order 2 evaluates the weight batch last
+            now["logs"] = logs
             return loss
 
         architect = Architect(supernet_loss, weights, model.alphas(), a_opt, order=cfg.order, xi=cfg.xi or lr,
@@ -109,24 +115,26 @@ class Darts(Strategy):
             rows_w, rows_a = rows
             return {**batch_to(data.make_batch(rows_w), device), "_arch_batch": batch_to(data.make_batch(rows_a), device)}
 
-        def before_step(batch):
+        def before_step(batch, progress):
             """The architecture step on the architecture half (alphas only); weights are left for the loop."""
             ba = batch.pop("_arch_batch")
-            ba.update({k: batch[k] for k in ("_epoch", "_epochs", "_step", "_progress")})
+            now["progress"], now["acc"] = progress, {}
             for p in model.alphas():
                 p.requires_grad_(True)
             val_loss = architect.step(batch, ba)
+            acc = now["acc"].get(id(ba), float("nan"))     # the architecture half's accuracy
             for p in model.alphas():      # the weight step leaves the alphas alone
                 p.requires_grad_(False)
-            if "_acc" in ba and not math.isnan(ba["_acc"]):
-                arch_acc["sum"] += ba["_acc"]
+            if not math.isnan(acc):
+                arch_acc["sum"] += acc
                 arch_acc["n"] += 1
-            return {"loss_a": val_loss, "arch_acc": ba.get("_acc"),
+            return {"loss_a": val_loss, "arch_acc": None if math.isnan(acc) else acc,
                     "alpha_entropy": model.alpha_entropy()}
 
-        def loss_fn(batch):
+        def loss_fn(batch, progress):
+            now["progress"] = progress
             loss = supernet_loss(batch)
-            return loss, {k: float(v) for k, v in batch.get("_logs", {}).items()}
+            return loss, {k: float(v) for k, v in now["logs"].items()}
 
         history_path = run_dir / "history.json"
         history = read_json(history_path, missing="") if env.resume and history_path.is_file() else []

@@ -170,13 +170,13 @@ class GDAS(_OneShot):
         def make_batch(r):
             return {**batch_to(data.make_batch(r[0]), device), "_arch_batch": batch_to(data.make_batch(r[1]), device)}
 
-        def before_step(batch):
+        def before_step(batch, progress):
             """The architecture step on the architecture half: one Gumbel path, gradients to alpha only."""
             ba = batch.pop("_arch_batch")
-            step, tau = batch["_step"], self.tau(batch["_progress"])
-            choices, gates = arch.sample(np.random.default_rng([cfg.seed, 29, step]), tau)
+            tau = self.tau(progress.fraction)
+            choices, gates = arch.sample(np.random.default_rng([cfg.seed, 29, progress.step]), tau)
             out = net(path=self.space.from_choices(choices), gates=gates, **ba)
-            loss, _ = kd(out, ba.get("teacher", {}), ba)
+            loss, _ = kd(out, ba.get("teacher", {}), ba, progress)
             grads = torch.autograd.grad(loss, list(arch.parameters()), allow_unused=True)
             a_opt.zero_grad(set_to_none=True)
             for p, g in zip(arch.parameters(), grads):
@@ -184,10 +184,10 @@ class GDAS(_OneShot):
             a_opt.step()
             return {"loss_a": float(loss.detach()), "tau": tau, "alpha_entropy": arch.entropy()}
 
-        def loss_fn(batch):
-            choices, _ = arch.sample(np.random.default_rng([cfg.seed, 31, batch["_step"]]), 1.0, gates=False)
+        def loss_fn(batch, progress):
+            choices, _ = arch.sample(np.random.default_rng([cfg.seed, 31, progress.step]), 1.0, gates=False)
             out = net(path=self.space.from_choices(choices), **batch)
-            return kd(out, batch.get("teacher", {}), batch)
+            return kd(out, batch.get("teacher", {}), batch, progress)
 
         probe_rows = self.selection.select(np.arange(min(PROBE_ROWS, len(self.selection))))
         alphas_path = run_dir / "alphas.json"

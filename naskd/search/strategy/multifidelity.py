@@ -155,8 +155,8 @@ class Hyperband(_OneShot):
                 if e + 1 < n_rungs and trial.should_prune():
                     raise _Pruned()
 
-            def loss_fn(batch, student=student):
-                return kd(student(**batch), batch.get("teacher", {}), batch)
+            def loss_fn(batch, progress, student=student):
+                return kd(student(**batch), batch.get("teacher", {}), batch, progress)
 
             remaining = None if cfg.stop_after_steps is None else cfg.stop_after_steps - steps_here
             t0 = time.time()

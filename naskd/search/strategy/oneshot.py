@@ -411,9 +411,9 @@ class SPOS(_OneShot):
         total = len(batches_for_epoch(0)) * cfg.epochs
         sched = cosine_schedule(opt, total)
 
-        def loss_fn(batch):
-            out = net(path=self.path(batch["_step"]), **batch)
-            return kd(out, batch.get("teacher", {}), batch)
+        def loss_fn(batch, progress):
+            out = net(path=self.path(progress.step), **batch)
+            return kd(out, batch.get("teacher", {}), batch, progress)
 
         probes = [self.space.sample(np.random.default_rng([cfg.seed, 23, i])) for i in range(PROBES)]
         probe_rows = self.selection.select(np.arange(min(PROBE_ROWS, len(self.selection))))
@@ -574,8 +574,8 @@ class RandomSearch(_OneShot):
             total = len(batches_for_epoch(0)) * cfg.epochs
             sched = cosine_schedule(opt, total)
 
-            def loss_fn(batch, student=student):
-                return kd(student(**batch), batch.get("teacher", {}), batch)
+            def loss_fn(batch, progress, student=student):
+                return kd(student(**batch), batch.get("teacher", {}), batch, progress)
 
             remaining = None if cfg.stop_after_steps is None else cfg.stop_after_steps - steps_here
             result = fit(model=student, optimizer=opt, scheduler=sched, epochs=cfg.epochs,
