@@ -11,7 +11,8 @@ from torch import nn
 
 from .data.tasks import REGRESSION, TAGGING
 from .space.aggregators import build_aggregator
-from .space.ops import zero_padding
+from .records import ModelOutput
+from .space.ops import Tokens, zero_padding
 
 
 def edge_list(nodes: int) -> list[tuple[int, int]]:
@@ -155,6 +156,30 @@ class MixedAggregator(nn.Module):
 
     def forward(self, x, mask, weights):
         return sum(w * a(x, mask) for w, a in zip(weights, self.aggs))
+
+
+def cell_network_forward(net: nn.Module, input_ids, attention_mask, token_type_ids, word_starts, word_mask, *,
+                         run_cell, pool) -> ModelOutput:
+    """The forward pass of a stack of cells, shared by :class:`~naskd.students.fixed.FixedStudent` and the
+    DARTS :class:`~naskd.supernet.model.Supernet` (``net`` has ``embeddings``, ``cells``, ``final_norm``,
+    ``head``, ``kind`` and ``crf``): embeddings, then ``run_cell(c, cell, s0, s1, tokens)`` for each cell c
+    (the input of a cell is the outputs of the two before it), a LayerNorm, then the head on the word starts
+    (tagging) or on ``pool(h, tokens)``. input_ids, attention_mask, token_type_ids (B, L); word_starts,
+    word_mask (B, W) for tagging."""
+    mask = attention_mask.bool()
+    tok = Tokens(mask)                   # what the ops derive from the mask, built once for all of them
+    emb = zero_padding(net.embeddings(input_ids, token_type_ids), tok)
+    states = [emb]
+    s0 = s1 = emb
+    for c, cell in enumerate(net.cells):
+        s0, s1 = s1, run_cell(c, cell, s0, s1, tok)
+        states.append(s1)
+    s1 = zero_padding(net.final_norm(s1), tok)
+    if net.kind == TAGGING:
+        logits = net.head(states=s1, word_starts=word_starts)
+        words = word_mask if word_mask is not None else word_starts.new_ones(word_starts.shape).bool()
+        return ModelOutput(logits=logits, states=states, mask=mask, word_mask=words, crf=net.crf)
+    return ModelOutput(logits=net.head(pooled=pool(s1, tok)), states=states, mask=mask)
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:

@@ -21,6 +21,7 @@ from torch import nn
 from ..data.tasks import REGRESSION, TAGGING
 from ..errors import NaskdError
 from ..network import width_projection
+from ..records import ModelOutput
 from ..space.ops import BiLSTM, zero_padding
 from ..teachers.model import TeacherModel
 
@@ -72,7 +73,7 @@ class BiLSTMStudent(nn.Module):
         logits = self.out(self.dropout(self.relu(self.dropout(feat))))
         if self.kind == REGRESSION:
             logits = logits.squeeze(-1)
-        return {"logits": logits, "states": [e], "mask": mask}
+        return ModelOutput(logits=logits, states=[e], mask=mask)
 
 
 class TruncatedTeacher(TeacherModel):
@@ -81,8 +82,8 @@ class TruncatedTeacher(TeacherModel):
     def forward(self, input_ids, attention_mask, token_type_ids=None, word_starts=None, word_mask=None, **_):
         out = super().forward(input_ids, attention_mask, token_type_ids, output_hidden_states=True,
                               word_starts=word_starts, word_mask=word_mask)
-        out["states"] = list(out.pop("hidden_states"))
-        out["mask"] = attention_mask.bool()
+        out.states, out.hidden_states = list(out.hidden_states), None
+        out.mask = attention_mask.bool()
         return out
 
 

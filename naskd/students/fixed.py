@@ -7,9 +7,9 @@ from torch import nn
 from ..crf import CRF
 from ..data.tasks import TAGGING
 from ..genotype import Genotype
-from ..network import CellBase, Embeddings, Head
+from ..network import CellBase, Embeddings, Head, cell_network_forward
 from ..space.aggregators import build_aggregator
-from ..space.ops import Tokens, build_op, zero_padding
+from ..space.ops import build_op
 
 
 class FixedCell(CellBase):
@@ -40,21 +40,6 @@ class FixedStudent(nn.Module):
         self.crf = CRF(num_labels) if kind == TAGGING else None   # tagging: emissions into a CRF
 
     def forward(self, input_ids, attention_mask, token_type_ids=None, word_starts=None, word_mask=None, **_):
-        mask = attention_mask.bool()
-        tok = Tokens(mask)                   # what the ops derive from the mask, built once for all of them
-        emb = zero_padding(self.embeddings(input_ids, token_type_ids), tok)
-        states = [emb]
-        s0 = s1 = emb
-        for cell in self.cells:
-            s0, s1 = s1, cell(s0, s1, tok)
-            states.append(s1)
-        s1 = zero_padding(self.final_norm(s1), tok)
-        if self.kind == TAGGING:
-            logits = self.head(states=s1, word_starts=word_starts)
-        else:
-            logits = self.head(pooled=self.aggregate(s1, tok))
-        out = {"logits": logits, "states": states, "mask": mask}
-        if self.kind == TAGGING:
-            out["word_mask"] = word_mask if word_mask is not None else word_starts.new_ones(word_starts.shape).bool()
-            out["crf"] = self.crf
-        return out
+        """A :class:`naskd.records.ModelOutput` (see :func:`naskd.network.cell_network_forward`)."""
+        return cell_network_forward(self, input_ids, attention_mask, token_type_ids, word_starts, word_mask,
+                                    run_cell=lambda c, cell, s0, s1, tok: cell(s0, s1, tok), pool=self.aggregate)

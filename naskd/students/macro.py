@@ -36,6 +36,7 @@ from torch import nn
 from ..data.tasks import REGRESSION, TAGGING
 from ..errors import ConfigError
 from ..network import width_projection
+from ..records import ModelOutput
 from ..space.ops import BiLSTM, Tokens, zero_padding
 
 POOLINGS = ("ends", "max", "mean")
@@ -187,7 +188,7 @@ def macro_forward(input_ids, attention_mask, token_type_ids, *, embed: Callable,
     logits = head(feat)
     if kind == REGRESSION:
         logits = logits.squeeze(-1)
-    return {"logits": logits, "states": [e, *states], "mask": mask}
+    return ModelOutput(logits=logits, states=[e, *states], mask=mask)
 
 
 # --- the layers ------------------------------------------------------------------------------------

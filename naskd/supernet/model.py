@@ -16,8 +16,8 @@ from torch import nn
 
 from ..crf import CRF
 from ..data.tasks import TAGGING
-from ..network import CellBase, Embeddings, Head, MixedAggregator, edge_list
-from ..space.ops import Tokens, build_op, zero_padding
+from ..network import CellBase, Embeddings, Head, MixedAggregator, cell_network_forward, edge_list
+from ..space.ops import build_op
 from ..space.spec import SearchSpace
 
 
@@ -108,31 +108,15 @@ class Supernet(nn.Module):
         (layers + 1) x (B, L, D), ``mask`` (B, L) bool (tagging: also ``word_mask`` and ``crf``)."""
         if path is not None:
             self.check_path(path)
-        mask = attention_mask.bool()
-        tok = Tokens(mask)                   # what the ops derive from the mask, built once for all of them
-        emb = zero_padding(self.embeddings(input_ids, token_type_ids), tok)
-        w_ops = self.op_weights() if path is None else None
-        states = [emb]
-        s0 = s1 = emb
-        for c, cell in enumerate(self.cells):
-            if path is not None:
-                w = path.cell(c)
-            else:
-                w = w_ops[c] if self.per_cell_alphas else w_ops
-            s0, s1 = s1, cell(s0, s1, tok, w)
-            states.append(s1)
-        s1 = zero_padding(self.final_norm(s1), tok)
-        if self.kind == TAGGING:
-            logits = self.head(states=s1, word_starts=word_starts)
-        elif path is not None:
-            logits = self.head(pooled=self.aggregate.aggs[self.aggregate.names.index(path.aggregator)](s1, tok))
-        else:
-            logits = self.head(pooled=self.aggregate(s1, tok, self.agg_weights()))
-        out = {"logits": logits, "states": states, "mask": mask}
-        if self.kind == TAGGING:
-            out["word_mask"] = word_mask if word_mask is not None else word_starts.new_ones(word_starts.shape).bool()
-            out["crf"] = self.crf
-        return out
+            return cell_network_forward(
+                self, input_ids, attention_mask, token_type_ids, word_starts, word_mask,
+                run_cell=lambda c, cell, s0, s1, tok: cell(s0, s1, tok, path.cell(c)),
+                pool=lambda h, tok: self.aggregate.aggs[self.aggregate.names.index(path.aggregator)](h, tok))
+        w_ops = self.op_weights()
+        return cell_network_forward(
+            self, input_ids, attention_mask, token_type_ids, word_starts, word_mask,
+            run_cell=lambda c, cell, s0, s1, tok: cell(s0, s1, tok, w_ops[c] if self.per_cell_alphas else w_ops),
+            pool=lambda h, tok: self.aggregate(h, tok, self.agg_weights()))
 
     def check_path(self, g) -> None:
         """Raise ValueError unless the genotype ``g`` is a path of this supernet: the same nodes, layers and

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..records import ModelOutput
 from ..data.tasks import REGRESSION, TAGGING, TaskSpec, get_task
 from ..errors import NaskdError
 from ..utils.io import atomic_path, file_sha256, read_json, save_pretrained_atomic, save_safetensors, write_json
@@ -234,12 +235,12 @@ class TeacherModel(nn.Module):
             logits = self.head(self.dropout(pooled))                     # (B, C)
             if self.kind == REGRESSION:
                 logits = logits.squeeze(-1)                                # (B,)
-        result = {"logits": logits}
+        result = ModelOutput(logits=logits)
         if self.kind == TAGGING:
-            result["word_mask"] = word_mask if word_mask is not None else word_starts.new_ones(word_starts.shape).bool()
-            result["crf"] = self.crf
+            result.word_mask = word_mask if word_mask is not None else word_starts.new_ones(word_starts.shape).bool()
+            result.crf = self.crf
         if output_hidden_states:
-            result["hidden_states"] = out.hidden_states  # (M_t + 1) x (B, L, H); 0 = embeddings
+            result.hidden_states = out.hidden_states  # (M_t + 1) x (B, L, H); 0 = embeddings
         return result
 
 
