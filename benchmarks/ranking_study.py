@@ -40,11 +40,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, markdown_table  # noqa: E402
 
 from naskd.search.strategy import register_strategy  # noqa: E402
-from naskd.search.strategy.oneshot import RandomSearch, _PathModel  # noqa: E402
+from naskd.search.strategy.oneshot import RandomSearch, _OneShot, _PathModel  # noqa: E402
 from naskd.stats import rank_correlation  # noqa: E402
 from naskd.utils.io import write_json, write_text  # noqa: E402
 
 STRATEGY = "ranking-standalone"
+PROXIES = "ranking-gdas-proxies"
 STATE: dict = {}          # what the registered strategy reads: the genotypes, the rows, the supernet's run
 
 
@@ -62,32 +63,51 @@ class Standalone(RandomSearch):
     def rows_per_epoch(self) -> int:
         return min(int(STATE["rows"]), len(self.train_rows))
 
-    def supernet(self, run: str):
-        net = self.space.supernet(self.ctx)
-        ck = torch.load(Path(run) / "checkpoint.pt", map_location="cpu", weights_only=True)
-        net.load_state_dict(ck["modules"]["model"])
-        return net.eval(), int(ck["loop"]["global_step"])
-
     def finish(self, candidates: list[dict], extra: dict) -> dict:
-        net, steps = self.supernet(STATE["spos_run"])
+        net, steps = supernet_of(self.space, self.ctx, STATE["spos_run"])
         t0 = time.time()
         for c in candidates:
             g = self.space.genotype_from_dict(c["genotype"], "a ranking candidate")
             c["inherited_score"] = self.score(_PathModel(net, g))
         extra = {**extra, "inherited_seconds": round(time.time() - t0, 1), "supernet_steps": steps}
-        if STATE.get("gdas_run"):             # the DARTS-family proxies: gdas' supernet and its alpha score
-            from naskd.search.strategy.gdas import used_dimensions
-
-            net, steps = self.supernet(STATE["gdas_run"])
-            probs = json.loads((Path(STATE["gdas_run"]) / "alphas.json").read_text())[-1]["probabilities"]
-            for c in candidates:
-                g = self.space.genotype_from_dict(c["genotype"], "a ranking candidate")
-                c["gdas_inherited_score"] = self.score(_PathModel(net, g))
-                choices = self.space.choices_of(g)
-                c["gdas_alpha_logprob"] = float(sum(np.log(probs[d][str(choices[d])])
-                                                    for d in used_dimensions(self.space, g)))
-            extra["gdas_supernet_steps"] = steps
         return super().finish(candidates, extra)
+
+
+def supernet_of(space, ctx, run: str):
+    net = space.supernet(ctx)
+    ck = torch.load(Path(run) / "checkpoint.pt", map_location="cpu", weights_only=True)
+    net.load_state_dict(ck["modules"]["model"])
+    return net.eval(), int(ck["loop"]["global_step"])
+
+
+@register_strategy
+class GdasProxies(_OneShot):
+    """Scores the given architectures (STATE["genotypes"]) with a finished gdas run's supernet on the
+    selection split, and gives each its log-probability under that run's architecture parameters; trains
+    nothing. Writes ``proxies.json`` in its run directory."""
+
+    name = PROXIES
+    summary = "the ranking study's DARTS-family proxies of given architectures (benchmarks/ranking_study.py)"
+    space_kinds = ("macro",)
+
+    def run(self) -> dict:
+        from naskd.search.strategy.gdas import used_dimensions
+
+        self.setup()
+        net, steps = supernet_of(self.space, self.ctx, STATE["gdas_run"])
+        probs = json.loads((Path(STATE["gdas_run"]) / "alphas.json").read_text())[-1]["probabilities"]
+        rows, t0 = [], time.time()
+        for i, d in enumerate(STATE["genotypes"]):
+            g = self.space.genotype_from_dict(d, f"ranking genotype {i}")
+            choices = self.space.choices_of(g)
+            rows.append({"genotype": g.to_dict(), "gdas_inherited_score": self.score(_PathModel(net, g)),
+                         "gdas_alpha_logprob": float(sum(np.log(probs[k][str(choices[k])])
+                                                         for k in used_dimensions(self.space, g)))})
+        out = {"command": "search", "strategy": PROXIES, "status": "finished", "gdas_run": STATE["gdas_run"],
+               "gdas_supernet_steps": steps, "seconds": round(time.time() - t0, 1)}
+        write_json(self.env.run_dir / "proxies.json", {**out, "rows": rows})
+        write_json(self.env.run_dir / "metrics.json", out)
+        return out
 
 
 def stratified(space, ctx, lut, lengths, n: int, pool: int, seed: int) -> list[dict]:
@@ -225,27 +245,45 @@ def main() -> None:
             raise SystemExit(f"{gdas}: not a finished gdas run with the spos run's {', '.join(same)}")
     STATE.update(genotypes=[g["genotype"] for g in genotypes], rows=args.rows, spos_run=str(spos),
                  gdas_run=str(gdas) if gdas else None)
-    cfg = resolve_search_config(flags)
     std = out / "standalone"
     t0 = time.time()
-    try:
-        metrics = run_search(cfg, resume=(std / "naskd-run.json").is_file())
-    except NaskdError as e:
-        raise SystemExit(f"ranking study: {e}") from None
+    metrics = json.loads((std / "metrics.json").read_text()) if (std / "metrics.json").is_file() else {}
+    if metrics.get("status") != "finished" or "inherited_seconds" not in metrics:   # else read, not run again
+        try:
+            metrics = run_search(resolve_search_config(flags), resume=(std / "naskd-run.json").is_file())
+        except NaskdError as e:
+            raise SystemExit(f"ranking study: {e}") from None
     if metrics.get("status") != "finished":
         raise SystemExit(f"stopped; run the same command again to resume ({time.time() - t0:.0f} s this time)")
+    proxies = None
+    if gdas is not None:                 # a run of its own (it trains nothing), resumed like the other
+        pdir = out / "gdas-proxies"
+        pflags = {**flags, "strategy": PROXIES, "out": str(pdir)}
+        pflags.pop("candidates", None)
+        try:
+            pm = run_search(resolve_search_config(pflags), resume=(pdir / "naskd-run.json").is_file())
+        except NaskdError as e:
+            raise SystemExit(f"ranking study: {e}") from None
+        proxies = json.loads((pdir / "proxies.json").read_text())
+        if pm.get("gdas_run") != str(gdas) or [r["genotype"] for r in proxies["rows"]] != STATE["genotypes"]:
+            raise SystemExit(f"{pdir} scored another gdas run or other architectures; use another --out")
     doc = json.loads((std / "pareto.json").read_text())
     command = "OMP_NUM_THREADS=1 python benchmarks/ranking_study.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     res = {"command": command, "task": doc["task"], "space": doc["space"], "pool": args.pool, "rows": args.rows,
            "epochs": args.epochs, "kd": conf.get("kd"), "selection_rows": doc["selection_examples"],
            "spos_run": str(spos), "supernet_steps": metrics["supernet_steps"],
-           "gdas_run": str(gdas) if gdas else None, "gdas_supernet_steps": metrics.get("gdas_supernet_steps"),
+           "gdas_run": str(gdas) if gdas else None,
+           "gdas_supernet_steps": proxies["gdas_supernet_steps"] if proxies else None,
            "train_seconds": metrics["train_seconds"], "inherited_seconds": metrics["inherited_seconds"],
            "threads": int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())),
            "candidates": [{k: c[k] for k in ("genotype", "text", "score", "inherited_score", "params",
-                                             "params_without_embeddings", "b1_ms", "b128_ms", "train_seconds",
-                                             "gdas_inherited_score", "gdas_alpha_logprob") if k in c}
+                                             "params_without_embeddings", "b1_ms", "b128_ms", "train_seconds")}
                           for c in doc["candidates"]]}
+    if proxies:                          # the same architectures in the same order (checked above)
+        by_key = {json.dumps(r["genotype"], sort_keys=True): r for r in proxies["rows"]}
+        for c in res["candidates"]:
+            r = by_key[json.dumps(c["genotype"], sort_keys=True)]
+            c.update(gdas_inherited_score=r["gdas_inherited_score"], gdas_alpha_logprob=r["gdas_alpha_logprob"])
     md = table(res)
     name = f"ranking_{res['task']}_{res['space']}"
     write_json(RESULTS / f"{name}.json", res)
