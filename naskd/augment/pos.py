@@ -23,6 +23,16 @@ from ..errors import DataError, NaskdError
 from ..utils.io import file_sha256, write_json
 
 
+def _draw(pools: dict, tag: str, rng: np.random.Generator) -> str | None:
+    """A word of ``tag`` from ``pools`` ({tag: (words, cumulative probabilities)}) by one uniform draw; None
+    for a tag without a pool."""
+    pool = pools.get(tag)
+    if pool is None:
+        return None
+    words, cdf = pool
+    return words[min(int(np.searchsorted(cdf, rng.random(), side="right")), len(words) - 1)]
+
+
 class PosTagger:
     """tag(words) -> one tag or None per word; sample(tag, rng) -> a word of that tag by frequency;
     prepare(sentences) -> called once with every sentence to be augmented, before any tag or sample."""
@@ -99,11 +109,7 @@ class CorpusTagger(PosTagger):
         return [self.word_tag.get(w.lower() if self.lowercase else w) for w in words]
 
     def sample(self, tag, rng):
-        pool = self.pools.get(tag)
-        if pool is None:
-            return None
-        words, cdf = pool
-        return words[min(int(np.searchsorted(cdf, rng.random(), side="right")), len(words) - 1)]
+        return _draw(self.pools, tag, rng)
 
     def describe(self):
         return f"lexicon of {len(self.word_tag):,} words, {len(self.pools)} tags from {self.source}"
@@ -296,11 +302,7 @@ class ContextTagger(PosTagger):
         self.task_words = sum(sum(c.values()) for c in counts.values())
 
     def sample(self, tag, rng):
-        pool = self.pools.get(tag)
-        if pool is None:
-            return None
-        words, cdf = pool
-        return words[min(int(np.searchsorted(cdf, rng.random(), side="right")), len(words) - 1)]
+        return _draw(self.pools, tag, rng)
 
     def describe(self):
         return (f"CRF tagger (python-crfsuite) trained on {self.info['train_sentences']:,} sentences of "

@@ -38,7 +38,6 @@ from ...predict import evaluate_model
 from ...train import adamw, cosine_schedule, fit
 from ...utils.io import append_jsonl, write_json
 from ...utils.progress import bar
-from ...utils.runtime import seed_everything
 from . import register_strategy
 from .oneshot import PROBE_ROWS, _key, _OneShot, _PathModel, _read_jsonl
 
@@ -147,11 +146,8 @@ class GDAS(_OneShot):
         self.setup()
         env, cfg = self.env, self.env.cfg
         data, device, kd, run_dir = env.data, env.device, env.kd, env.run_dir
-        seed_everything(cfg.seed)
-        net = self.space.supernet(self.ctx).to(device)
+        net, weights = self.build_supernet()
         arch = ArchParameters(self.space.dimensions()).to(device)
-        kd.to(device)
-        weights = [p for p in net.parameters() if p.requires_grad] + [p for p in kd.parameters() if p.requires_grad]
         opt = adamw(weights, lr=self.lr, weight_decay=cfg.weight_decay)
         a_opt = torch.optim.Adam(arch.parameters(), lr=cfg.arch_lr, betas=(0.5, 0.999),
                                  weight_decay=cfg.arch_weight_decay)

@@ -84,6 +84,15 @@ class _OneShot(Strategy):
                                                                   self.lat.teacher)
         self.feasible = self.lat.feasible
 
+    def build_supernet(self):
+        """(the space's supernet on the device, seeded by --seed; its trainable weights with the criteria's),
+        after :meth:`setup`."""
+        env = self.env
+        seed_everything(env.cfg.seed)
+        net = self.space.supernet(self.ctx).to(env.device)
+        env.kd.to(env.device)
+        return net, [p for m in (net, env.kd) for p in m.parameters() if p.requires_grad]
+
     def latency(self, g) -> dict:
         return self.lat.latency(g)
 
@@ -398,10 +407,7 @@ class SPOS(_OneShot):
         self.setup()
         env, cfg = self.env, self.env.cfg
         data, device, kd, run_dir = env.data, env.device, env.kd, env.run_dir
-        seed_everything(cfg.seed)
-        net = self.space.supernet(self.ctx).to(device)
-        kd.to(device)
-        params = [p for p in net.parameters() if p.requires_grad] + [p for p in kd.parameters() if p.requires_grad]
+        net, params = self.build_supernet()
         opt = adamw(params, lr=self.lr, weight_decay=cfg.weight_decay)
         rows = self.train_rows
 
