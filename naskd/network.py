@@ -80,6 +80,19 @@ def width_projection(W: torch.Tensor, d_s: int) -> tuple[torch.Tensor, str]:
     return vh[:d_s].T, f"projected onto {d_s} principal directions"
 
 
+@torch.no_grad()
+def init_word_table(word: nn.Embedding, tables: dict[str, torch.Tensor]) -> str:
+    """Copy the teacher's word table ``tables["word"]`` (V, D_t) into ``word`` (V, E) through
+    :func:`width_projection` (PCA-projected when E < D_t); ValueError when the vocabularies differ. Returns a
+    note for the log."""
+    W = tables["word"].float()
+    if W.size(0) != word.num_embeddings:
+        raise ValueError(f"teacher vocabulary {W.size(0)} != student vocabulary {word.num_embeddings}")
+    proj, how = width_projection(W, word.embedding_dim)
+    word.weight.copy_((W @ proj).to(word.weight))
+    return f"word embeddings initialised from the teacher's ({W.size(1)} -> {word.embedding_dim}, {how})"
+
+
 def teacher_embedding_tables(teacher_dir: str | Path) -> dict[str, torch.Tensor]:
     """Read the word, position and segment tables from a teacher's safetensors file, nothing else."""
     from safetensors import safe_open

@@ -31,6 +31,20 @@ def default_kd(task: str) -> str:
     return DEFAULT_TAGGING_KD if get_task(task).kind == TAGGING else DEFAULT_KD
 
 
+def start_distillation_run(command: str, cfg, spec: TaskSpec, *, overwrite: bool, resume: bool):
+    """What `naskd search` and `naskd retrain` do first: the run directory (``cfg.out``, default
+    ``runs/<task>-<command>``) checked before any work (naskd.utils.rundir: nothing overwritten or mixed
+    unasked), then the teacher run resolved (a default one fine-tuned when missing) and read. Returns
+    (out, guard: the check's keywords for creating the directory later, teacher_dir, teacher info)."""
+    from .utils.rundir import check_run_dir, reads_of, run_settings
+
+    out = Path(cfg.out or f"runs/{spec.name}-{command}")
+    guard = dict(command=command, overwrite=overwrite, resume=resume, reads=reads_of(cfg), settings=run_settings(cfg))
+    check_run_dir(out, **guard)               # before any work (a default teacher may be fine-tuned next)
+    teacher_dir = resolve_teacher_run(spec.name, cfg.teacher, cfg.data_dir)
+    return out, guard, teacher_dir, read_teacher_info(teacher_dir, spec.name)
+
+
 def resolve_teacher_run(task: str, teacher: str | None, data_dir, *, runs_root: str = "runs") -> Path:
     """``--teacher RUN_DIR`` if given; else ``runs/<task>-teacher``; else fine-tune the default teacher
     first (saying so), so a fresh machine needs one command."""

@@ -20,10 +20,10 @@ from ..distill import DistillationLoss, parse_kd, parse_pairs
 from ..errors import ConfigError, NaskdError
 from ..augment.data import resolve_augmented
 from ..distill.context import kd_context
-from ..pipeline import DEFAULT_KD, DEFAULT_TAGGING_KD, default_kd, prepare, resolve_teacher_run
+from ..pipeline import DEFAULT_KD, DEFAULT_TAGGING_KD, default_kd, prepare, start_distillation_run
 from ..space.spec import load_space
 from ..utils.io import write_text
-from ..utils.rundir import check_run_dir, prepare_run_dir, reads_of, run_settings
+from ..utils.rundir import prepare_run_dir
 from ..utils.runtime import pick_device, seed_everything
 
 DEFAULT_STRATEGY = "darts"
@@ -224,14 +224,7 @@ def run_search(cfg: SearchConfig, *, overwrite: bool = False, resume: bool = Fal
     spec = get_task(cfg.task)
     strategy = get_strategy(cfg.strategy)
     kind = cfg.space_kind()
-    out = Path(cfg.out or f"runs/{spec.name}-search")
-    guard = dict(command="search", overwrite=overwrite, resume=resume, reads=reads_of(cfg),
-                 settings=run_settings(cfg))
-    check_run_dir(out, **guard)               # before any work (a default teacher may be fine-tuned next)
-    teacher_dir = resolve_teacher_run(spec.name, cfg.teacher, cfg.data_dir)
-    from ..teachers.model import read_teacher_info
-
-    info = read_teacher_info(teacher_dir, spec.name)
+    out, guard, teacher_dir, info = start_distillation_run("search", cfg, spec, overwrite=overwrite, resume=resume)
     if cfg.strategy == "darts":
         space = cfg.resolved_space()
         layers, width = cfg.layers, space.width

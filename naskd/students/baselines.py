@@ -20,7 +20,7 @@ from torch import nn
 
 from ..data.tasks import REGRESSION, TAGGING
 from ..errors import NaskdError
-from ..network import width_projection
+from ..network import init_word_table
 from ..records import ModelOutput
 from ..space.ops import BiLSTM, zero_padding
 from ..teachers.model import TeacherModel
@@ -44,12 +44,8 @@ class BiLSTMStudent(nn.Module):
 
     @torch.no_grad()
     def init_from_teacher(self, tables: dict[str, torch.Tensor]) -> str:
-        W = tables["word"].float()
-        if W.size(0) != self.word.num_embeddings:
-            raise ValueError(f"teacher vocabulary {W.size(0)} != student vocabulary {self.word.num_embeddings}")
-        proj, how = width_projection(W, self.word.embedding_dim)
-        self.word.weight.copy_(W @ proj)
-        return f"word embeddings initialised from the teacher's ({W.size(1)} -> {self.word.embedding_dim}, {how})"
+        """Word embeddings from the teacher's table ``tables["word"]`` (V, D_t), PCA-projected to E."""
+        return init_word_table(self.word, tables)
 
     def encode(self, x, mask):
         """x (B, L, E), mask (B, L) -> (B, 2H): final forward state and final backward state."""

@@ -35,7 +35,7 @@ from torch import nn
 
 from ..data.tasks import REGRESSION, TAGGING
 from ..errors import ConfigError
-from ..network import width_projection
+from ..network import init_word_table
 from ..records import ModelOutput
 from ..space.ops import BiLSTM, Tokens, zero_padding
 
@@ -276,12 +276,7 @@ class MacroStudent(nn.Module):
     @torch.no_grad()
     def init_from_teacher(self, tables: dict[str, torch.Tensor]) -> str:
         """Word embeddings from the teacher's table ``tables["word"]`` (V, D_t), PCA-projected to E."""
-        W = tables["word"].float()
-        if W.size(0) != self.word.num_embeddings:
-            raise ValueError(f"teacher vocabulary {W.size(0)} != student vocabulary {self.word.num_embeddings}")
-        proj, how = width_projection(W, self.word.embedding_dim)
-        self.word.weight.copy_((W @ proj).to(self.word.weight))
-        return f"word embeddings initialised from the teacher's ({W.size(1)} -> {self.word.embedding_dim}, {how})"
+        return init_word_table(self.word, tables)
 
     def head(self, feat):
         """(B, F) -> (B, labels): dropout, ReLU layer, dropout, classifier."""

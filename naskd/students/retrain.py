@@ -22,14 +22,12 @@ from ..space.oneshot import load_genotype
 from ..network import count_parameters
 from ..augment.data import resolve_augmented
 from ..distill.context import kd_context
-from ..pipeline import DEFAULT_KD, DEFAULT_TAGGING_KD, batch_to, default_kd, prepare, resolve_teacher_run
+from ..pipeline import DEFAULT_KD, DEFAULT_TAGGING_KD, batch_to, default_kd, prepare, start_distillation_run
 from ..predict import evaluate_model
 from ..space.spec import load_space
-from ..teachers.model import read_teacher_info
 from ..train import adamw, fit
 from ..utils import dist
 from ..utils.io import save_npy, write_json, write_text
-from ..utils.rundir import check_run_dir, reads_of, run_settings
 from ..utils.runtime import pick_device, seed_everything
 from .fixed import FixedStudent
 from .io import save_student
@@ -228,12 +226,7 @@ def retrain(cfg: RetrainConfig, *, overwrite: bool = False, resume: bool = False
     seed_everything(cfg.seed)
     spec = get_task(cfg.task)
     genotype = _genotype_for(cfg)
-    out = Path(cfg.out or f"runs/{spec.name}-retrain")
-    guard = dict(command="retrain", overwrite=overwrite, resume=resume, reads=reads_of(cfg),
-                 settings=run_settings(cfg))
-    check_run_dir(out, **guard)               # before any work (a default teacher may be fine-tuned next)
-    teacher_dir = resolve_teacher_run(spec.name, cfg.teacher, cfg.data_dir)
-    info = read_teacher_info(teacher_dir, spec.name)
+    out, guard, teacher_dir, info = start_distillation_run("retrain", cfg, spec, overwrite=overwrite, resume=resume)
     if cfg.student == "truncated_teacher":
         k = truncate_k(cfg, info)
         if k > int(info["num_layers"]):
