@@ -42,7 +42,11 @@ def cmd_teacher(args) -> int:
 
     cfg = resolve_teacher_config(_settings(args), args.config)
     metrics = finetune_teacher(cfg, overwrite=args.overwrite, resume=args.resume)
-    print(f"[teacher] {metrics['status']}: dev {metrics['dev']} (best epoch {metrics['best_epoch']})")
+    if "ensemble" in metrics:
+        print(f"[teacher] ensemble of {len(metrics['ensemble'])}: dev {metrics['dev']} (members: "
+              f"{', '.join(str(d) for d in metrics['member_dev'])})")
+    else:
+        print(f"[teacher] {metrics['status']}: dev {metrics['dev']} (best epoch {metrics['best_epoch']})")
     return 0
 
 

@@ -94,8 +94,16 @@ def init_word_table(word: nn.Embedding, tables: dict[str, torch.Tensor]) -> str:
 
 
 def teacher_embedding_tables(teacher_dir: str | Path) -> dict[str, torch.Tensor]:
-    """Read the word, position and segment tables from a teacher's safetensors file, nothing else."""
+    """Read the word, position and segment tables from a teacher's safetensors file, nothing else (an
+    ensemble teacher's: its first member's)."""
     from safetensors import safe_open
+
+    if not (Path(teacher_dir) / "model.safetensors").is_file():
+        from .teachers.model import read_teacher_info
+
+        members = read_teacher_info(teacher_dir).get("ensemble")
+        if members:
+            return teacher_embedding_tables(members[0])
 
     want = {"word": "word_embeddings.weight", "position": "position_embeddings.weight",
             "segment": "token_type_embeddings.weight"}

@@ -108,6 +108,9 @@ def _teacher_shape(ctx: BuildContext | None, what: str) -> tuple[int, int | None
         from ..teachers.model import read_teacher_info
 
         info = read_teacher_info(ctx.teacher_dir)
+        if info.get("ensemble") is not None:
+            raise ConfigError(f"{what} is made of the teacher's own layers; {ctx.teacher_dir} is an ensemble "
+                              f"teacher (pass one of its members: {', '.join(info['ensemble'])})")
     if ctx is not None and ctx.teacher_layers is not None:
         L = int(ctx.teacher_layers)
     elif info is not None:

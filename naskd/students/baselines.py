@@ -93,6 +93,9 @@ def truncated_teacher(teacher_dir: str | Path, k: int, *, dropout: float = 0.1) 
     from ..teachers.model import _drop_pooler, read_teacher_info
 
     info = read_teacher_info(teacher_dir)
+    if info.get("ensemble") is not None:
+        raise NaskdError(f"teacher {teacher_dir} is an ensemble: it has no layers of its own to truncate; pass one "
+                         f"of its members ({', '.join(info['ensemble'])})")
     m_t = int(info["num_layers"])
     if not 1 <= k <= m_t:
         raise NaskdError(f"--truncate-k must be in 1..{m_t} for a {m_t}-layer teacher, got {k}")

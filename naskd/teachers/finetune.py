@@ -51,6 +51,9 @@ class TeacherConfig:
     device: str = C.field("auto", help="auto, cpu or cuda", choices=["auto", "cpu", "cuda"])
     checkpoint_every: int = C.field(500, help="save a resumable checkpoint every N steps (0: epoch ends only)", low=0)
     stop_after_steps: Optional[int] = C.field(None, help="end cleanly after N steps, as if interrupted", low=1)
+    ensemble: Optional[str] = C.field(None, help="instead of fine-tuning: make a teacher of these teacher runs "
+                                                 "(comma-separated; same task, tokenizer, depth and width) whose "
+                                                 "outputs are the members' means, scored on dev")
 
     def validate(self) -> None:
         get_task(self.task)    # numbers: their fields' declared ranges, checked by naskd.config.resolve
@@ -83,7 +86,16 @@ def _loss(spec, logits, batch, model):
 
 
 def finetune_teacher(cfg: TeacherConfig, *, overwrite: bool = False, resume: bool = False) -> dict:
-    """Fine-tune; return the metrics written to ``metrics.json``."""
+    """Fine-tune (or, with ``cfg.ensemble``, make an ensemble teacher); return the metrics written to
+    ``metrics.json``."""
+    if cfg.ensemble:
+        from .ensemble import make_ensemble
+
+        if resume:
+            raise NaskdError("an ensemble teacher is made in one go; run it again with --overwrite instead of --resume")
+        return make_ensemble([m for m in cfg.ensemble.split(",") if m.strip()], cfg.out or f"runs/{cfg.task}-teacher",
+                             data_dir=cfg.data_dir, max_eval_examples=cfg.max_eval_examples, seed=cfg.seed,
+                             overwrite=overwrite)
     t_start = time.time()
     spec = get_task(cfg.task)
     # Read and check every input before any model is built.

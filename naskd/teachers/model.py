@@ -244,6 +244,35 @@ class TeacherModel(nn.Module):
         return result
 
 
+class TeacherEnsemble(nn.Module):
+    """The mean of member teachers (:class:`naskd.teachers.model.TeacherModel`, same task, depth and width):
+    ``forward`` returns the members' mean logits and, with ``output_hidden_states``, each layer's mean."""
+
+    def __init__(self, members: list[nn.Module]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        first = members[0]
+        self.kind, self.num_labels, self.pooling = first.kind, first.num_labels, first.pooling
+        self.crf = None
+
+    @property
+    def num_layers(self) -> int:
+        return self.members[0].num_layers
+
+    @property
+    def hidden_size(self) -> int:
+        return self.members[0].hidden_size
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None, output_hidden_states: bool = False, **kw):
+        outs = [m(input_ids, attention_mask, token_type_ids, output_hidden_states=output_hidden_states, **kw)
+                for m in self.members]
+        logits = torch.stack([o.logits for o in outs]).mean(0)
+        hidden = None
+        if output_hidden_states:
+            hidden = tuple(torch.stack(layer).mean(0) for layer in zip(*(o.hidden_states for o in outs)))
+        return ModelOutput(logits=logits, hidden_states=hidden)
+
+
 def save_teacher(run_dir: str | os.PathLike, model: TeacherModel, tokenizer, spec: TaskSpec,
                  base: str, extra: dict | None = None) -> None:
     run_dir = Path(run_dir)
@@ -270,13 +299,24 @@ def read_teacher_info(run_dir: str | os.PathLike, task: str | None = None) -> di
         raise NaskdError(f"{info_path} is not a JSON object; it does not describe a teacher run")
     if info.get("naskd") != "teacher":
         raise NaskdError(f"{info_path} does not describe a teacher run")
-    missing = [f for f in ("model.safetensors", "config.json", "tokenizer.json") if not (run_dir / f).is_file()]
+    members = info.get("ensemble")
+    own = ("tokenizer.json",) if members is not None else ("model.safetensors", "config.json", "tokenizer.json")
+    missing = [f for f in own if not (run_dir / f).is_file()]
     if missing:
         raise NaskdError(f"teacher run {run_dir} is incomplete: missing {', '.join(missing)}")
     check_record(info, info_path, required=("task", "kind", "num_labels", "num_layers", "hidden_size"),
                  sizes=("num_labels", "num_layers", "hidden_size"), way_out=teacher_way_out(run_dir))
-    check_weights(run_dir / "model.safetensors", teacher_way_out(run_dir))
-    check_json_files(run_dir, ("config.json", "tokenizer.json"), teacher_way_out(run_dir))
+    if members is not None:               # an ensemble (naskd.teachers.ensemble): its members are its weights
+        if not isinstance(members, list) or len(members) < 2 or not all(isinstance(m, str) for m in members):
+            raise NaskdError(f"{info_path}: 'ensemble' must list at least two member teacher runs; "
+                             f"{teacher_way_out(run_dir)}")
+        for m in members:
+            if read_teacher_info(m).get("ensemble") is not None:
+                raise NaskdError(f"{info_path}: member {m} is an ensemble itself; list its members instead")
+    else:
+        check_weights(run_dir / "model.safetensors", teacher_way_out(run_dir))
+    check_json_files(run_dir, own[-1:] if members is not None else ("config.json", "tokenizer.json"),
+                     teacher_way_out(run_dir))
     if task is not None and info.get("task") != get_task(task).name:
         raise NaskdError(f"teacher run {run_dir} was fine-tuned for task {info.get('task')}, not {task}")
     return info
@@ -284,11 +324,14 @@ def read_teacher_info(run_dir: str | os.PathLike, task: str | None = None) -> di
 
 def load_teacher(run_dir: str | os.PathLike, task: str | None = None):
     """Rebuild a fine-tuned teacher and its tokenizer from a run directory (no pickle)."""
-    from transformers import AutoConfig, AutoModel, AutoTokenizer
+    from transformers import AutoConfig, AutoModel
 
     run_dir = Path(run_dir)
     info = read_teacher_info(run_dir, task)
     way_out = teacher_way_out(run_dir)
+    if info.get("ensemble") is not None:
+        model = TeacherEnsemble([load_teacher(m)[0] for m in info["ensemble"]])
+        return model.eval(), _tokenizer(run_dir, way_out), info
     try:
         config = AutoConfig.from_pretrained(str(run_dir))
         encoder = _drop_pooler(AutoModel.from_config(config))
@@ -302,16 +345,28 @@ def load_teacher(run_dir: str | os.PathLike, task: str | None = None):
         raise NaskdError(f"weights in {run_dir / 'model.safetensors'} do not match its config "
                          f"({_first_line(e)}); {way_out}") from None
     model.eval()
+    return model, _tokenizer(run_dir, way_out), info
+
+
+def _tokenizer(run_dir: Path, way_out: str):
+    from transformers import AutoTokenizer
+
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(run_dir))
+        return AutoTokenizer.from_pretrained(str(run_dir))
     except Exception as e:  # noqa: BLE001  the Rust tokenizers library raises plain Exceptions
         raise NaskdError(f"the tokenizer files of {run_dir} cannot be loaded ({_first_line(e)}); {way_out}") from None
-    return model, tokenizer, info
 
 
 def teacher_fingerprint(run_dir: str | os.PathLike) -> str:
-    """Content hash of a teacher's weights (memoised on path, size and mtime)."""
+    """Content hash of a teacher's weights (memoised on path, size and mtime); an ensemble's is the hash of
+    its members' in order."""
     p = Path(run_dir) / "model.safetensors"
+    if not p.is_file() and (Path(run_dir) / "teacher.json").is_file():
+        members = read_teacher_info(run_dir).get("ensemble")
+        if members is not None:
+            import hashlib
+
+            return hashlib.sha256("|".join(teacher_fingerprint(m) for m in members).encode()).hexdigest()
     st = p.stat()
     key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
     if key not in _FP:
