@@ -41,7 +41,12 @@ def cmd_teacher(args) -> int:
     from .teachers.finetune import finetune_teacher, resolve_teacher_config
 
     cfg = resolve_teacher_config(_settings(args), args.config)
-    metrics = finetune_teacher(cfg, overwrite=args.overwrite, resume=args.resume)
+    source = None
+    if cfg.distill_from:
+        from .teachers.selfdistill import SelfDistillation
+
+        source = SelfDistillation(cfg)
+    metrics = finetune_teacher(cfg, overwrite=args.overwrite, resume=args.resume, source=source)
     if "ensemble" in metrics:
         print(f"[teacher] ensemble of {len(metrics['ensemble'])}: dev {metrics['dev']} (members: "
               f"{', '.join(str(d) for d in metrics['member_dev'])})")

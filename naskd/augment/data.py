@@ -30,6 +30,19 @@ def resolve_augmented(cfg, spec, teacher_dir: Path) -> str | None:
     return name
 
 
+def check_labelled_by(run, teacher_dir) -> None:
+    """NaskdError (one line) unless ``run`` is a finished `naskd augment` run labelled by ``teacher_dir``."""
+    import yaml
+
+    run = Path(run)
+    if not (run / "data" / "generated.json").is_file():
+        raise NaskdError(f"{run} is not a finished `naskd augment` run (no data/generated.json)")
+    used = yaml.safe_load((run / "config.yaml").read_text()).get("teacher")
+    if used and Path(used).resolve() != Path(teacher_dir).resolve():
+        raise NaskdError(f"{run} was labelled by the teacher {used}, not {teacher_dir}; pass that --teacher or "
+                         "augment again")
+
+
 def with_augmented(spec, run, teacher_dir, train: Encoded, outputs, tokenizer, max_length, requests, cache_dir,
                     device):
     from ..data.encode import concat_encoded
@@ -37,15 +50,7 @@ def with_augmented(spec, run, teacher_dir, train: Encoded, outputs, tokenizer, m
     from .run import encode_part, part_paths, read_part
 
     run = Path(run)
-    meta = run / "data" / "generated.json"
-    if not meta.is_file():
-        raise NaskdError(f"{run} is not a finished `naskd augment` run (no data/generated.json)")
-    import yaml
-
-    used = yaml.safe_load((run / "config.yaml").read_text()).get("teacher")
-    if used and Path(used).resolve() != Path(teacher_dir).resolve():
-        raise NaskdError(f"{run} was labelled by the teacher {used}, not {teacher_dir}; pass that --teacher or "
-                         "augment again")
+    check_labelled_by(run, teacher_dir)
     if outputs is None:          # criteria without a teacher: still no gold labels for synthetic rows
         raise NaskdError("--augmented needs a distillation criterion that uses the teacher (synthetic examples "
                          "have no gold label)")

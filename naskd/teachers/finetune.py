@@ -15,7 +15,7 @@ from ..assets import asset_path
 from ..data.encode import bucket_batches, collate, encode
 from ..data.readers import load_split, subsample
 from ..data.tasks import REGRESSION, TAGGING, get_task
-from ..errors import NaskdError
+from ..errors import ConfigError, NaskdError
 from ..predict import evaluate_model
 from ..train import adamw, fit
 from ..utils import dist
@@ -51,12 +51,28 @@ class TeacherConfig:
     device: str = C.field("auto", help="auto, cpu or cuda", choices=["auto", "cpu", "cuda"])
     checkpoint_every: int = C.field(500, help="save a resumable checkpoint every N steps (0: epoch ends only)", low=0)
     stop_after_steps: Optional[int] = C.field(None, help="end cleanly after N steps, as if interrupted", low=1)
+    distill_from: Optional[str] = C.field(None, help="self-distillation (born-again networks): train the base "
+                                                     "encoder on this teacher run's cached outputs instead of the "
+                                                     "gold labels, with --augmented (its synthetic rows labelled by "
+                                                     "that teacher) and --kd")
+    augmented: Optional[str] = C.field(None, help="with --distill-from: a `naskd augment` run labelled by that "
+                                                  "teacher; its synthetic rows join the training rows")
+    kd: str = C.field("soft_ce=1", help="with --distill-from: the distillation criteria (see `naskd search "
+                                        "--help`)")
     ensemble: Optional[str] = C.field(None, help="instead of fine-tuning: make a teacher of these teacher runs "
                                                  "(comma-separated; same task, tokenizer, depth and width) whose "
                                                  "outputs are the members' means, scored on dev")
 
     def validate(self) -> None:
         get_task(self.task)    # numbers: their fields' declared ranges, checked by naskd.config.resolve
+        from ..distill import parse_kd
+
+        if self.augmented and not self.distill_from:
+            raise ConfigError("--augmented is for --distill-from (the synthetic rows carry that teacher's outputs, "
+                              "no gold labels)")
+        if self.distill_from and self.ensemble:
+            raise ConfigError("give --distill-from or --ensemble, not both")
+        parse_kd(self.kd)
 
 
 def recipe_for(task: str) -> tuple[dict, Path | None]:
@@ -85,9 +101,10 @@ def _loss(spec, logits, batch, model):
     return torch.nn.functional.cross_entropy(logits, labels)
 
 
-def finetune_teacher(cfg: TeacherConfig, *, overwrite: bool = False, resume: bool = False) -> dict:
+def finetune_teacher(cfg: TeacherConfig, *, overwrite: bool = False, resume: bool = False, source=None) -> dict:
     """Fine-tune (or, with ``cfg.ensemble``, make an ensemble teacher); return the metrics written to
-    ``metrics.json``."""
+    ``metrics.json``. ``source`` (:class:`naskd.teachers.selfdistill.SelfDistillation` for
+    ``--distill-from``): where the training rows and their targets come from instead of the gold labels."""
     if cfg.ensemble:
         from .ensemble import make_ensemble
 
@@ -105,6 +122,8 @@ def finetune_teacher(cfg: TeacherConfig, *, overwrite: bool = False, resume: boo
     guard = dict(command="teacher", overwrite=overwrite, resume=resume, reads=reads_of(cfg),
                  settings=run_settings(cfg))
     check_run_dir(out, **guard)
+    if source is not None:
+        source.check(spec)                    # a teacher of another task, a foreign augmented run: now
     device = pick_device(cfg.device)          # under torchrun this joins the process group
     run_dir = dist.run_directory(out, **guard)
     if dist.is_main() and not resume:         # the record of what ran: never rewritten by a resume
@@ -115,11 +134,24 @@ def finetune_teacher(cfg: TeacherConfig, *, overwrite: bool = False, resume: boo
     # subsample before tokenising: a quick run should not pay for the whole split
     train_cols = train_cols.select(subsample(len(train_cols), cfg.max_train_examples, cfg.seed))
     dev_cols = dev_cols.select(subsample(len(dev_cols), cfg.max_eval_examples, cfg.seed))
-    train = encode(spec, train_cols, tokenizer, cfg.max_length)
-    dev = encode(spec, dev_cols, tokenizer, cfg.max_length)
     pad_id = tokenizer.pad_token_id or 0
-
     model = TeacherModel(encoder, spec.kind, spec.num_labels, cfg.pooling, cfg.dropout).to(device)
+    extra, kd = {}, None
+    if source is None:
+        train = encode(spec, train_cols, tokenizer, cfg.max_length)
+        dev = encode(spec, dev_cols, tokenizer, cfg.max_length)
+
+        def make_batch(rows):
+            return collate(train, rows, pad_id=pad_id)
+
+        def target_loss(out, batch, progress):
+            return _loss(spec, out["logits"], batch, model), {}
+    else:                                     # self-distillation: the teacher's outputs are the targets
+        train, dev, make_batch, kd = source.setup(spec, tokenizer, model, device)
+        extra = {"kd": kd}
+
+        def target_loss(out, batch, progress):
+            return kd(out, batch.get("teacher", {}), batch, progress)
     no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
     # the CRF starts from scratch, so it learns at its own (higher) rate, without decay
     named = [(n, p) for n, p in model.named_parameters() if not n.startswith("crf.")]
@@ -129,6 +161,8 @@ def finetune_teacher(cfg: TeacherConfig, *, overwrite: bool = False, resume: boo
     ]
     if spec.kind == TAGGING:
         groups.append({"params": list(model.crf.parameters()), "weight_decay": 0.0, "lr": cfg.crf_lr})
+    if kd is not None and any(p.requires_grad for p in kd.parameters()):   # the criteria's projections
+        groups.append({"params": [p for p in kd.parameters() if p.requires_grad], "weight_decay": cfg.weight_decay})
     optimizer = adamw(groups, lr=cfg.lr)
     steps_per_epoch = len(dist.shard(bucket_batches(train.lengths, cfg.batch_size, seed=cfg.seed, epoch=0,
                                                     bucket=cfg.bucket)))
@@ -145,8 +179,10 @@ def finetune_teacher(cfg: TeacherConfig, *, overwrite: bool = False, resume: boo
 
     def loss_fn(batch, progress):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            logits = model(**batch)["logits"]
-        return _loss(spec, logits, batch, model), {}
+            out = model(**batch, output_hidden_states=bool(kd is not None and kd.teacher_requests()))
+        if kd is not None and out.hidden_states is not None:      # criteria on states read the student's
+            out.states, out.mask = list(out.hidden_states), batch["attention_mask"].bool()
+        return target_loss(out, batch, progress)
 
     def evaluate():
         metrics, evaluate.last = evaluate_model(model, spec, dev, batch_size=cfg.eval_batch_size, device=device,
@@ -155,17 +191,18 @@ def finetune_teacher(cfg: TeacherConfig, *, overwrite: bool = False, resume: boo
 
     def on_best(metrics):
         save_teacher(run_dir, model, tokenizer, spec, cfg.teacher,
-                     extra={"recipe": C.to_dict(cfg), "dev": metrics})
+                     extra={"recipe": C.to_dict(cfg), "dev": metrics,
+                            **({"distilled_from": str(cfg.distill_from)} if source is not None else {})})
         if spec.kind != TAGGING:
             save_npy(run_dir / "dev_logits.npy", np.asarray(evaluate.last, dtype=np.float32))
 
     result = fit(model=model, optimizer=optimizer, scheduler=scheduler, epochs=cfg.epochs,
                  batches_for_epoch=lambda e: bucket_batches(lengths, cfg.batch_size, seed=cfg.seed, epoch=e,
                                                             bucket=cfg.bucket),
-                 make_batch=lambda rows: collate(train, rows, pad_id=pad_id), loss_fn=loss_fn,
+                 make_batch=make_batch, loss_fn=loss_fn,
                  evaluate=evaluate, main_metric=spec.main_metric, run_dir=run_dir, device=device,
                  on_best=on_best, resume=resume, stop_after_steps=cfg.stop_after_steps,
-                 checkpoint_every=cfg.checkpoint_every, desc=f"teacher {spec.name}")
+                 checkpoint_every=cfg.checkpoint_every, desc=f"teacher {spec.name}", extra=extra)
     metrics = {
         "command": "teacher", "task": spec.name, "base": cfg.teacher, "status":
             "stopped" if result.stopped else "finished",
