@@ -93,9 +93,12 @@ def cmd_tune(args) -> int:
     base = {"task": args.task, "data_dir": args.data_dir, "teacher": args.teacher, "genotype": args.genotype,
             **parse_set(args.set)}
     base = {k: v for k, v in base.items() if v is not None}
+    if args.stage == "teacher" and args.genotype:
+        raise NaskdError("--genotype is for --stage retrain; --stage teacher tunes the teacher's fine-tuning "
+                         "(--teacher names its base encoder there)")
     r = run_tune(base, trials=args.trials, out=args.out, storage=args.storage, study_name=args.study_name,
-                 space=tuple(x for x in args.space.split(",") if x), seed=args.seed, prune=args.prune,
-                 overwrite=args.overwrite, resume=args.resume)
+                 space=tuple(x for x in args.space.split(",") if x) if args.space else None, seed=args.seed,
+                 prune=args.prune, overwrite=args.overwrite, resume=args.resume, stage=args.stage)
     print(f"[tune] best {r['metric']} {r['best_value']:.4f} (trial {r['best_trial']}); settings "
           f"{r['best_settings']}; wrote {r['_out']}")
     return 0
@@ -264,15 +267,22 @@ def build_parser() -> argparse.ArgumentParser:
                                 "written as Parquet and labelled through the teacher output cache in parts "
                                 "(resumable).")
 
-    p = sub.add_parser("tune", help="Optuna over retraining hyperparameters (studies shareable via a database)",
+    p = sub.add_parser("tune", help="Optuna over retraining or teacher fine-tuning hyperparameters (studies "
+                                    "shareable via a database)",
                        formatter_class=_Help)
     p.add_argument("--task", default="sst2", help="task")
     p.add_argument("--genotype", default=None, help="genotype.json of the student to tune")
-    p.add_argument("--teacher", default=None, help="teacher run directory")
+    p.add_argument("--teacher", default=None, help="teacher run directory (--stage teacher: the base encoder)")
     p.add_argument("--data-dir", default=None, help="data root (default $NASKD_DATA_DIR)")
     p.add_argument("--trials", type=C.ranged(int, 1), default=20,
                    help="trials in the study (counting earlier ones; >= 1)")
-    p.add_argument("--space", default="lr,dropout,weight_decay,kd", help="dimensions tuned")
+    p.add_argument("--stage", default="retrain", choices=["retrain", "teacher"],
+                   help="retrain: a student's retraining, chosen on dev; teacher: the teacher's fine-tuning "
+                        "recipe, chosen on a selection split carved from train (--set selection_examples=N, "
+                        "5000 by default), dev reported beside each trial")
+    p.add_argument("--space", default=None, help="dimensions tuned (retrain: lr,dropout,weight_decay,kd; "
+                                                 "teacher: lr,epochs,warmup,weight_decay,layer_lr_decay,"
+                                                 "dropout,pooling; default: all of the stage's)")
     p.add_argument("--set", action="append", default=None, metavar="KEY=VALUE",
                    help="a fixed retrain setting for every trial (repeatable), e.g. --set epochs=3")
     p.add_argument("--storage", default=None, help="Optuna storage URL, e.g. sqlite:///runs/tune.db (shared, "

@@ -1,4 +1,5 @@
-"""`naskd tune`: Optuna over retraining hyperparameters, with studies shared through a database.
+"""`naskd tune`: Optuna over retraining (or, with ``--stage teacher``, teacher fine-tuning) hyperparameters,
+with studies shared through a database.
 
 Each trial is one `naskd retrain` run (its own run directory under ``<out>/trial-NNNN``) with sampled
 settings; the objective is its best dev value of the task's main metric, reported per epoch so that
@@ -20,6 +21,29 @@ from .errors import NaskdError
 from .utils.io import write_json
 
 SPACES = ("lr", "dropout", "weight_decay", "kd")
+TEACHER_SPACES = ("lr", "epochs", "warmup", "weight_decay", "layer_lr_decay", "dropout", "pooling")
+TEACHER_SELECTION = 5000     # rows carved from train that a teacher trial is chosen on (never dev)
+
+
+def suggest_teacher(trial, names: tuple[str, ...]) -> dict:
+    """A teacher recipe (`naskd teacher` settings): lr log-uniform 1e-5..2e-4, 1-3 epochs, warm-up 0..0.2,
+    weight decay log-uniform 1e-4..1e-1, layer-wise lr decay 0.6..1, classifier dropout 0..0.3, pooling."""
+    s = {}
+    if "lr" in names:
+        s["lr"] = trial.suggest_float("lr", 1e-5, 2e-4, log=True)
+    if "epochs" in names:
+        s["epochs"] = trial.suggest_int("epochs", 1, 3)
+    if "warmup" in names:
+        s["warmup_ratio"] = trial.suggest_float("warmup_ratio", 0.0, 0.2)
+    if "weight_decay" in names:
+        s["weight_decay"] = trial.suggest_float("weight_decay", 1e-4, 1e-1, log=True)
+    if "layer_lr_decay" in names:
+        s["layer_lr_decay"] = trial.suggest_float("layer_lr_decay", 0.6, 1.0)
+    if "dropout" in names:
+        s["dropout"] = trial.suggest_float("dropout", 0.0, 0.3)
+    if "pooling" in names:
+        s["pooling"] = trial.suggest_categorical("pooling", ["mean", "cls"])
+    return s
 
 
 def suggest(trial, names: tuple[str, ...]) -> dict:
@@ -39,34 +63,49 @@ def suggest(trial, names: tuple[str, ...]) -> dict:
 
 
 def run_tune(base: dict, *, trials: int, out: str | None, storage: str | None, study_name: str | None,
-             space: tuple[str, ...] = SPACES, seed: int = 0, prune: bool = True, overwrite: bool = False,
-             resume: bool = False) -> dict:
+             space: tuple[str, ...] | None = None, seed: int = 0, prune: bool = True, overwrite: bool = False,
+             resume: bool = False, stage: str = "retrain") -> dict:
     """Run (or, with ``resume``, continue) the study; write ``<out>/tune.json``. A second study into an
     existing ``out`` is refused unless ``resume`` (same settings; ``trials`` may grow) or ``overwrite`` (which
-    also deletes the study of that name from a persistent ``storage``)."""
+    also deletes the study of that name from a persistent ``storage``).
+
+    ``stage="retrain"``: each trial a `naskd retrain` scored on dev per epoch. ``stage="teacher"``: each trial
+    a `naskd teacher` fine-tuning (:func:`suggest_teacher`'s recipe) chosen and pruned on a selection split
+    carved from train (``selection_examples``, default ``TEACHER_SELECTION``; scored twice an epoch,
+    ``evals_per_epoch`` 2), never on dev; each trial's dev score is recorded beside it for the report."""
     import optuna
 
-    from .students.retrain import resolve_retrain_config, retrain
-
-    unknown = set(space) - set(SPACES)
+    if stage not in ("retrain", "teacher"):
+        raise NaskdError(f"unknown tuning stage {stage!r}; known: retrain, teacher")
+    known = SPACES if stage == "retrain" else TEACHER_SPACES
+    space = known if space is None else space
+    unknown = set(space) - set(known)
     if unknown:
-        raise NaskdError(f"unknown tuning dimensions {sorted(unknown)}; known: {', '.join(SPACES)}")
+        raise NaskdError(f"unknown tuning dimensions {sorted(unknown)} for --stage {stage}; known: {', '.join(known)}")
     if trials < 1:
         raise NaskdError(f"--trials must be at least 1, got {trials}")
-    probe = resolve_retrain_config(base)          # every fixed setting checked before the first trial
+    if stage == "teacher":
+        from .teachers.finetune import finetune_teacher, resolve_teacher_config
+
+        base = {"selection_examples": TEACHER_SELECTION, "evals_per_epoch": 2, **base}
+        probe = resolve_teacher_config(base)      # every fixed setting checked before the first trial
+    else:
+        from .students.retrain import resolve_retrain_config, retrain
+
+        probe = resolve_retrain_config(base)
     from .data.tasks import TAGGING, get_task
 
     spec = get_task(probe.task)
     if spec.kind == TAGGING and "kd" in space:
         space = tuple(x for x in space if x != "kd")   # the soft/hard/pkd mix is a sentence-task recipe
-    root = Path(out or f"runs/{spec.name}-tune")
+    root = Path(out or f"runs/{spec.name}-tune" + ("-teacher" if stage == "teacher" else ""))
     db = check_storage(storage, root)              # a URL that cannot work is refused before the run directory
     name = study_name or f"naskd-{spec.name}"
     if resume and storage is None:
         raise NaskdError("--resume continues a study kept in a database; an in-memory study ends with its "
                          "process: pass the --storage it ran with, or start again with --overwrite")
     settings = {"base": base, "trials": trials, "space": list(space), "seed": seed, "prune": prune,
-                "storage": storage, "study_name": name}
+                "storage": storage, "study_name": name, "stage": stage}
     from .utils.rundir import prepare_run_dir, reads_of
 
     prepare_run_dir(root, command="tune", overwrite=overwrite, resume=resume, settings=settings,
@@ -83,7 +122,8 @@ def run_tune(base: dict, *, trials: int, out: str | None, storage: str | None, s
     study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.trials))
 
     def objective(trial):
-        settings = {**base, **suggest(trial, space), "out": str(root / f"trial-{trial.number:04d}")}
+        pick = suggest(trial, space) if stage == "retrain" else suggest_teacher(trial, space)
+        settings = {**base, **pick, "out": str(root / f"trial-{trial.number:04d}")}
         trial.set_user_attr("settings", settings)
 
         def on_epoch(epoch, metrics):
@@ -91,8 +131,12 @@ def run_tune(base: dict, *, trials: int, out: str | None, storage: str | None, s
             if trial.should_prune():
                 raise optuna.TrialPruned()
 
-        m = retrain(resolve_retrain_config(settings), overwrite=True, on_epoch=on_epoch)
-        return m["dev"][spec.main_metric]
+        if stage == "retrain":
+            m = retrain(resolve_retrain_config(settings), overwrite=True, on_epoch=on_epoch)
+            return m["dev"][spec.main_metric]
+        m = finetune_teacher(resolve_teacher_config(settings), overwrite=True, on_epoch=on_epoch)
+        trial.set_user_attr("dev", m["dev"])          # reported, never chosen on
+        return m["selection"][spec.main_metric]
 
     done = len([t for t in study.trials if t.state.is_finished()])
     study.optimize(objective, n_trials=max(0, trials - done))
@@ -100,10 +144,12 @@ def run_tune(base: dict, *, trials: int, out: str | None, storage: str | None, s
     if not finished:
         raise NaskdError("no trial finished (all pruned or failed); see the trial directories under " + str(root))
     best = study.best_trial
-    result = {"command": "tune", "task": spec.name, "study": name, "storage": storage or "in memory",
-              "metric": spec.main_metric, "best_value": best.value, "best_trial": best.number,
-              "best_settings": best.user_attrs.get("settings"),
-              "trials": [{"number": t.number, "state": t.state.name, "value": t.value, "params": t.params}
+    result = {"command": "tune", "stage": stage, "task": spec.name, "study": name, "storage": storage or "in memory",
+              "metric": spec.main_metric, "chosen_on": "dev" if stage == "retrain" else "selection split",
+              "best_value": best.value, "best_trial": best.number, "best_settings": best.user_attrs.get("settings"),
+              "best_dev": best.user_attrs.get("dev"),
+              "trials": [{"number": t.number, "state": t.state.name, "value": t.value, "params": t.params,
+                          **({"dev": t.user_attrs["dev"]} if "dev" in t.user_attrs else {})}
                          for t in study.trials]}
     write_json(root / "tune.json", result)
     result["_out"] = str(root / "tune.json")

@@ -1,6 +1,7 @@
 import json
 
 import optuna
+import pytest
 
 from naskd.cli import main
 
@@ -38,3 +39,60 @@ def test_tune_bad_input(tmp_path, capsys):
     assert "--set expects key=value" in capsys.readouterr().err
     assert main(["tune", "--set", "epoch=3", "--genotype", "g.json", "--out", str(tmp_path)]) == 2
     assert "unknown setting 'epoch'" in capsys.readouterr().err
+
+
+def test_tune_teacher_stage_chooses_on_a_selection_split(tmp_path, capsys):
+    """Each trial fine-tunes the tiny BERT, scored twice an epoch on rows carved from train; the study's best is
+    the best selection score, and every trial's dev score is recorded beside it, not chosen on."""
+    from .conftest import TINY_BERT
+
+    out = tmp_path / "tune"
+    assert main(["tune", "--stage", "teacher", "--task", "sst2", "--teacher", str(TINY_BERT), "--data-dir", str(DATA),
+                 "--trials", "2", "--space", "lr,epochs,layer_lr_decay", "--set", "max_train_examples=80",
+                 "--set", "max_eval_examples=32", "--set", "selection_examples=24", "--set", "batch_size=16",
+                 "--set", "checkpoint_every=0", "--no-prune", "--out", str(out)]) == 0
+    res = json.loads((out / "tune.json").read_text())
+    assert res["stage"] == "teacher" and res["chosen_on"] == "selection split"
+    done = [t for t in res["trials"] if t["state"] == "COMPLETE"]
+    assert res["best_value"] == max(t["value"] for t in done) and all("accuracy" in t["dev"] for t in done)
+    for t in done:
+        run = out / f"trial-{t['number']:04d}"
+        info = json.loads((run / "teacher.json").read_text())
+        m = json.loads((run / "metrics.json").read_text())
+        assert info["selection"]["accuracy"] == t["value"] and info["dev"] == t["dev"] == m["dev"]
+        assert len(m["history"]) == 2 * t["params"]["epochs"]          # two scorings an epoch
+        assert m["train_examples"] == 80 - 24
+        assert 0.6 <= t["params"]["layer_lr_decay"] <= 1.0
+    assert main(["tune", "--stage", "teacher", "--genotype", "g.json", "--out", str(tmp_path / "x")]) == 2
+    assert "--genotype is for --stage retrain" in capsys.readouterr().err
+    assert main(["tune", "--stage", "teacher", "--space", "lr,kd", "--out", str(tmp_path / "y")]) == 2
+    assert "unknown tuning dimensions ['kd'] for --stage teacher" in capsys.readouterr().err
+
+
+def test_layer_wise_learning_rates(tiny_random_bert):
+    """Encoder layer i of L at lr x d^(L-1-i), the embeddings at lr x d^L, the head at lr; no decay on norms."""
+    from transformers import AutoModel
+
+    from naskd.data.tasks import get_task
+    from naskd.teachers.finetune import TeacherConfig, _parameter_groups
+    from naskd.teachers.model import TeacherModel
+
+    model = TeacherModel(AutoModel.from_pretrained(str(tiny_random_bert)), "single", 2, "mean")
+    cfg = TeacherConfig(lr=1e-3, layer_lr_decay=0.5, weight_decay=0.01)
+    groups = _parameter_groups(model, cfg, get_task("sst2"))
+    rate = {id(p): (g["lr"], g["weight_decay"]) for g in groups for p in g["params"]}
+    assert len(rate) == sum(1 for _ in model.parameters())
+    for name, p in model.named_parameters():
+        lr, wd = rate[id(p)]
+        if ".layer.0." in name:
+            want = 1e-3 * 0.5 ** 1
+        elif ".layer.1." in name:
+            want = 1e-3
+        elif "embeddings" in name:
+            want = 1e-3 * 0.5 ** 2
+        else:
+            want = 1e-3                        # the head
+        assert lr == pytest.approx(want), name
+        assert wd == (0.0 if name.endswith(("bias", "LayerNorm.weight")) else 0.01), name
+    one = _parameter_groups(model, TeacherConfig(lr=1e-3), get_task("sst2"))
+    assert {g["lr"] for g in one} == {1e-3}

@@ -12,7 +12,7 @@ import yaml
 
 from .. import config as C
 from ..assets import asset_path
-from ..data.encode import bucket_batches, collate, encode
+from ..data.encode import bucket_batches, collate, encode, epoch_rows
 from ..data.readers import load_split, subsample
 from ..data.tasks import REGRESSION, TAGGING, get_task
 from ..errors import ConfigError, NaskdError
@@ -51,6 +51,17 @@ class TeacherConfig:
     device: str = C.field("auto", help="auto, cpu or cuda", choices=["auto", "cpu", "cuda"])
     checkpoint_every: int = C.field(500, help="save a resumable checkpoint every N steps (0: epoch ends only)", low=0)
     stop_after_steps: Optional[int] = C.field(None, help="end cleanly after N steps, as if interrupted", low=1)
+    selection_examples: Optional[int] = C.field(None, help="rows carved (seeded by --seed) from the training "
+                                                           "split, never trained on, that choose the best epoch "
+                                                           "instead of dev; dev is then scored once, on the kept "
+                                                           "weights (what `naskd tune --stage teacher` chooses on)",
+                                                low=1)
+    evals_per_epoch: int = C.field(1, help="score the split that chooses this many times per pass over the "
+                                           "training rows (each time on a slice of a seeded pass; Optuna prunes "
+                                           "on these scores)", low=1)
+    layer_lr_decay: float = C.field(1.0, help="layer-wise learning-rate decay: encoder layer i of L learns at "
+                                              "lr x decay^(L-1-i), the embeddings at lr x decay^L, the head at lr "
+                                              "(1: one rate)", low=0, high=1, low_open=True)
     distill_from: Optional[str] = C.field(None, help="self-distillation (born-again networks): train the base "
                                                      "encoder on this teacher run's cached outputs instead of the "
                                                      "gold labels, with --augmented (its synthetic rows labelled by "
@@ -101,10 +112,42 @@ def _loss(spec, logits, batch, model):
     return torch.nn.functional.cross_entropy(logits, labels)
 
 
-def finetune_teacher(cfg: TeacherConfig, *, overwrite: bool = False, resume: bool = False, source=None) -> dict:
+def _parameter_groups(model, cfg, spec) -> list[dict]:
+    """AdamW groups: weight decay off for biases and norms; with ``cfg.layer_lr_decay`` d < 1 each encoder layer
+    i of L at lr x d^(L-1-i) and the embeddings at lr x d^L (layer-wise decay, as in ELECTRA and ULMFiT's
+    discriminative fine-tuning); the CRF (tagging) from scratch at its own rate."""
+    import re
+
+    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
+    L = model.num_layers
+
+    def scale(name: str) -> float:
+        if cfg.layer_lr_decay >= 1.0 or not name.startswith("encoder."):
+            return 1.0
+        m = re.search(r"\.layers?\.(\d+)\.", name)
+        if m:
+            return cfg.layer_lr_decay ** (L - 1 - int(m.group(1)))
+        return cfg.layer_lr_decay ** L if "embeddings" in name else 1.0
+
+    groups: dict = {}
+    for n, p in model.named_parameters():
+        if n.startswith("crf."):
+            continue
+        key = (scale(n), n.endswith(no_decay))
+        groups.setdefault(key, []).append(p)
+    out = [{"params": ps, "lr": cfg.lr * k[0], "weight_decay": 0.0 if k[1] else cfg.weight_decay}
+           for k, ps in sorted(groups.items(), key=lambda kv: (-kv[0][0], kv[0][1]))]
+    if spec.kind == TAGGING:                  # the CRF starts from scratch: its own (higher) rate, no decay
+        out.append({"params": list(model.crf.parameters()), "weight_decay": 0.0, "lr": cfg.crf_lr})
+    return out
+
+
+def finetune_teacher(cfg: TeacherConfig, *, overwrite: bool = False, resume: bool = False, source=None,
+                     on_epoch=None) -> dict:
     """Fine-tune (or, with ``cfg.ensemble``, make an ensemble teacher); return the metrics written to
     ``metrics.json``. ``source`` (:class:`naskd.teachers.selfdistill.SelfDistillation` for
-    ``--distill-from``): where the training rows and their targets come from instead of the gold labels."""
+    ``--distill-from``): where the training rows and their targets come from instead of the gold labels.
+    ``on_epoch(epoch, metrics)`` is called after each scoring (of the selection split, or dev)."""
     if cfg.ensemble:
         from .ensemble import make_ensemble
 
@@ -124,6 +167,14 @@ def finetune_teacher(cfg: TeacherConfig, *, overwrite: bool = False, resume: boo
     check_run_dir(out, **guard)
     if source is not None:
         source.check(spec)                    # a teacher of another task, a foreign augmented run: now
+    if cfg.selection_examples:
+        n_train = min(len(train_cols), cfg.max_train_examples or len(train_cols))
+        if source is not None:
+            raise ConfigError("--selection-examples is for fine-tuning on gold labels; a self-distilled teacher "
+                              "chooses its epoch on dev")
+        if cfg.selection_examples > n_train // 2:
+            raise ConfigError(f"--selection-examples {cfg.selection_examples} would leave fewer rows to train on "
+                              f"than to select on ({n_train} training rows); lower it to at most {n_train // 2}")
     device = pick_device(cfg.device)          # under torchrun this joins the process group
     run_dir = dist.run_directory(out, **guard)
     if dist.is_main() and not resume:         # the record of what ran: never rewritten by a resume
@@ -137,9 +188,14 @@ def finetune_teacher(cfg: TeacherConfig, *, overwrite: bool = False, resume: boo
     pad_id = tokenizer.pad_token_id or 0
     model = TeacherModel(encoder, spec.kind, spec.num_labels, cfg.pooling, cfg.dropout).to(device)
     extra, kd = {}, None
+    selection = None
     if source is None:
         train = encode(spec, train_cols, tokenizer, cfg.max_length)
         dev = encode(spec, dev_cols, tokenizer, cfg.max_length)
+        if cfg.selection_examples:            # carved from train, never trained on; chooses instead of dev
+            perm = np.random.default_rng([cfg.seed, 5]).permutation(len(train))
+            selection = train.select(np.sort(perm[:cfg.selection_examples]))
+            train = train.select(np.sort(perm[cfg.selection_examples:]))
 
         def make_batch(rows):
             return collate(train, rows, pad_id=pad_id)
@@ -152,30 +208,34 @@ def finetune_teacher(cfg: TeacherConfig, *, overwrite: bool = False, resume: boo
 
         def target_loss(out, batch, progress):
             return kd(out, batch.get("teacher", {}), batch, progress)
-    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
-    # the CRF starts from scratch, so it learns at its own (higher) rate, without decay
-    named = [(n, p) for n, p in model.named_parameters() if not n.startswith("crf.")]
-    groups = [
-        {"params": [p for n, p in named if not n.endswith(no_decay)], "weight_decay": cfg.weight_decay},
-        {"params": [p for n, p in named if n.endswith(no_decay)], "weight_decay": 0.0},
-    ]
-    if spec.kind == TAGGING:
-        groups.append({"params": list(model.crf.parameters()), "weight_decay": 0.0, "lr": cfg.crf_lr})
+    groups = _parameter_groups(model, cfg, spec)
     if kd is not None and any(p.requires_grad for p in kd.parameters()):   # the criteria's projections
         groups.append({"params": [p for p in kd.parameters() if p.requires_grad], "weight_decay": cfg.weight_decay})
     optimizer = adamw(groups, lr=cfg.lr)
-    steps_per_epoch = len(dist.shard(bucket_batches(train.lengths, cfg.batch_size, seed=cfg.seed, epoch=0,
-                                                    bucket=cfg.bucket)))
-    total = steps_per_epoch * cfg.epochs
+    lengths = train.lengths
+    rounds = cfg.epochs * cfg.evals_per_epoch          # the loop's epochs: slices of passes between scorings
+    per_round = -(-len(train) // cfg.evals_per_epoch)
+
+    def batches_for_epoch(e):
+        if cfg.evals_per_epoch == 1:
+            return bucket_batches(lengths, cfg.batch_size, seed=cfg.seed, epoch=e, bucket=cfg.bucket)
+        rows = epoch_rows(len(train), per_round, seed=cfg.seed, epoch=e)
+        return [rows[b] for b in bucket_batches(lengths[rows], cfg.batch_size, seed=cfg.seed, epoch=e,
+                                                bucket=cfg.bucket)]
+
+    steps_per_epoch = len(dist.shard(batches_for_epoch(0)))
+    total = steps_per_epoch * rounds
     from transformers import get_linear_schedule_with_warmup
 
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total), total)
-    lengths = train.lengths
+    chooser = "dev" if selection is None else f"a {len(selection)}-row selection split carved from train"
     dist.say(f"[teacher] {spec.name}: {len(train)} train / {len(dev)} dev examples, base {cfg.teacher}, "
-             f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, {cfg.epochs} epochs of "
-             f"{steps_per_epoch} steps on {device}"
-             f"{f' x {dist.world_size()} processes' if dist.world_size() > 1 else ''}; run directory {run_dir}",
-             flush=True)
+             f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, {cfg.epochs} epochs"
+             f"{f' scored {cfg.evals_per_epoch} times each' if cfg.evals_per_epoch > 1 else ''} ({total} steps) on "
+             f"{device}{f' x {dist.world_size()} processes' if dist.world_size() > 1 else ''}; the best epoch "
+             f"chosen on {chooser}"
+             f"{f'; layer-wise lr decay {cfg.layer_lr_decay}' if cfg.layer_lr_decay < 1 else ''}; run directory "
+             f"{run_dir}", flush=True)
 
     def loss_fn(batch, progress):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
@@ -185,28 +245,43 @@ def finetune_teacher(cfg: TeacherConfig, *, overwrite: bool = False, resume: boo
         return target_loss(out, batch, progress)
 
     def evaluate():
-        metrics, evaluate.last = evaluate_model(model, spec, dev, batch_size=cfg.eval_batch_size, device=device,
-                                                pad_id=pad_id)
+        metrics, evaluate.last = evaluate_model(model, spec, dev if selection is None else selection,
+                                                batch_size=cfg.eval_batch_size, device=device, pad_id=pad_id)
         return metrics
 
-    def on_best(metrics):
+    def record(metrics, logits, **more):
         save_teacher(run_dir, model, tokenizer, spec, cfg.teacher,
-                     extra={"recipe": C.to_dict(cfg), "dev": metrics,
+                     extra={"recipe": C.to_dict(cfg), "dev": metrics, **more,
                             **({"distilled_from": str(cfg.distill_from)} if source is not None else {})})
         if spec.kind != TAGGING:
-            save_npy(run_dir / "dev_logits.npy", np.asarray(evaluate.last, dtype=np.float32))
+            save_npy(run_dir / "dev_logits.npy", np.asarray(logits, dtype=np.float32))
 
-    result = fit(model=model, optimizer=optimizer, scheduler=scheduler, epochs=cfg.epochs,
-                 batches_for_epoch=lambda e: bucket_batches(lengths, cfg.batch_size, seed=cfg.seed, epoch=e,
-                                                            bucket=cfg.bucket),
-                 make_batch=make_batch, loss_fn=loss_fn,
+    def on_best(metrics):
+        if selection is None:
+            record(metrics, evaluate.last)
+        else:                                 # dev is scored once, on the kept weights, after training
+            save_teacher(run_dir, model, tokenizer, spec, cfg.teacher,
+                         extra={"recipe": C.to_dict(cfg), "selection": metrics, "dev": None})
+
+    result = fit(model=model, optimizer=optimizer, scheduler=scheduler, epochs=rounds,
+                 batches_for_epoch=batches_for_epoch, make_batch=make_batch, loss_fn=loss_fn,
                  evaluate=evaluate, main_metric=spec.main_metric, run_dir=run_dir, device=device,
-                 on_best=on_best, resume=resume, stop_after_steps=cfg.stop_after_steps,
+                 on_best=on_best, on_epoch=on_epoch, resume=resume, stop_after_steps=cfg.stop_after_steps,
                  checkpoint_every=cfg.checkpoint_every, desc=f"teacher {spec.name}", extra=extra)
+    dev_metrics, chosen = result.best_metrics, None
+    if selection is not None and not result.stopped and dist.is_main():
+        from .model import load_teacher
+
+        kept, _, _ = load_teacher(run_dir)
+        dev_metrics, logits = evaluate_model(kept.to(device), spec, dev, batch_size=cfg.eval_batch_size,
+                                             device=device, pad_id=pad_id)
+        chosen = result.best_metrics
+        model.load_state_dict(kept.state_dict())
+        record(dev_metrics, logits, selection=chosen)
     metrics = {
         "command": "teacher", "task": spec.name, "base": cfg.teacher, "status":
             "stopped" if result.stopped else "finished",
-        "dev": result.best_metrics, "best_epoch": result.state.best_epoch + 1,
+        "dev": dev_metrics, "selection": chosen, "best_epoch": result.state.best_epoch + 1,
         "epochs_done": result.state.epoch, "steps": result.state.global_step,
         "train_examples": len(train), "rows_trained_per_epoch": result.state.rows_per_epoch,
         "dev_examples": len(dev),
