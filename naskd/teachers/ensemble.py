@@ -22,11 +22,11 @@ from ..errors import ConfigError
 from ..utils.io import file_sha256, save_npy, save_pretrained_atomic, write_json
 
 
-def make_ensemble(members: list[str], out: str | Path, *, data_dir=None, max_eval_examples: int | None = None,
-                  seed: int = 42, overwrite: bool = False) -> dict:
+def make_ensemble(members: list[str], out: str | Path, *, task: str | None = None, data_dir=None,
+                  max_eval_examples: int | None = None, seed: int = 42, overwrite: bool = False) -> dict:
     """Write the ensemble teacher run ``out`` of the teacher runs ``members`` and score it on dev; return its
     metrics. ConfigError (one line, before any work) for fewer than two members, a member that is not a
-    teacher run, members of different tasks, label sets, depths, widths or tokenizers, an ensemble member,
+    teacher run, members of another task than ``task``, members of different tasks, label sets, depths, widths or tokenizers, an ensemble member,
     or a tagging task."""
     from ..data.encode import encode
     from ..data.readers import load_split, subsample
@@ -53,6 +53,9 @@ def make_ensemble(members: list[str], out: str | Path, *, data_dir=None, max_eva
             raise ConfigError(f"--ensemble members use different tokenizers ({paths[0]} and {p}); an ensemble "
                               "averages outputs over the same tokens")
     spec = get_task(first["task"])
+    if task is not None and get_task(task).name != spec.name:
+        raise ConfigError(f"--ensemble members are {spec.name} teachers, not {get_task(task).name} (pass --task "
+                          f"{spec.name})")
     if spec.kind == TAGGING:
         raise ConfigError(f"--ensemble is for sentence tasks; {spec.name} is a tagging task (the members' CRF "
                           "transitions are not averaged)")

@@ -154,7 +154,7 @@ def finetune_teacher(cfg: TeacherConfig, *, overwrite: bool = False, resume: boo
         if resume:
             raise NaskdError("an ensemble teacher is made in one go; run it again with --overwrite instead of --resume")
         return make_ensemble([m for m in cfg.ensemble.split(",") if m.strip()], cfg.out or f"runs/{cfg.task}-teacher",
-                             data_dir=cfg.data_dir, max_eval_examples=cfg.max_eval_examples, seed=cfg.seed,
+                             task=cfg.task, data_dir=cfg.data_dir, max_eval_examples=cfg.max_eval_examples, seed=cfg.seed,
                              overwrite=overwrite)
     t_start = time.time()
     spec = get_task(cfg.task)

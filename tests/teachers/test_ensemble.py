@@ -80,6 +80,9 @@ def test_bad_ensembles_are_refused_before_any_work(members, tmp_path, capsys):
              ([str(members[0]), str(odd)], "members differ in labels"),
              ([str(members[0]), str(other_tok)], "different tokenizers"),
              ([str(members[0]), str(tmp_path / "none")], "does not exist")]
+    capsys.readouterr()
+    assert main(one[:2] + ["rte"] + one[3:] + ["--ensemble", f"{members[0]},{members[1]}"]) == 2
+    assert "members are sst2 teachers, not rte" in capsys.readouterr().err
     for listed, message in cases:
         capsys.readouterr()
         assert main(one + ["--ensemble", ",".join(listed)]) == 2
