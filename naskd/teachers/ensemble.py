@@ -26,8 +26,8 @@ def make_ensemble(members: list[str], out: str | Path, *, task: str | None = Non
                   max_eval_examples: int | None = None, seed: int = 42, overwrite: bool = False) -> dict:
     """Write the ensemble teacher run ``out`` of the teacher runs ``members`` and score it on dev; return its
     metrics. ConfigError (one line, before any work) for fewer than two members, a member that is not a
-    teacher run, members of another task than ``task``, members of different tasks, label sets, depths, widths or tokenizers, an ensemble member,
-    or a tagging task."""
+    teacher run, members of another task than ``task``, members of different tasks, label sets, depths,
+    widths or tokenizers, an ensemble member, or a tagging task."""
     from ..data.encode import encode
     from ..data.readers import load_split, subsample
     from ..predict import evaluate_model
