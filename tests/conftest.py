@@ -93,11 +93,14 @@ def _latency_dir(tmp_path_factory):
 def shared_latency_table(_latency_dir, monkeypatch):
     """One latency table for every search of the session that asks for it, as a user's cache is: measured by the
     first search, extended by later ones. Timing noise between two searches is not a drifted machine here, so
-    a cached table is never rescaled (drift itself is tested in tests/search/test_lut.py)."""
+    a cached table is neither re-timed nor rescaled (drift itself is tested in tests/search/test_lut.py), and
+    the picks are reported at one thread only (a test that wants both sets ``lut.machine_threads`` back)."""
     from naskd.search import lut
 
     monkeypatch.setattr(lut, "default_lut_path", lambda cache_dir=None: _latency_dir / f"{lut.machine_id()}.json")
     monkeypatch.setattr(lut, "DRIFT_TOLERANCE", float("inf"))
+    monkeypatch.setattr(lut.LatencyLUT, "drift", lambda self, *a, **k: {})
+    monkeypatch.setattr(lut, "machine_threads", lambda cores=None: (1,))
     return _latency_dir
 
 

@@ -113,12 +113,17 @@ def test_spos_discrete_search_resumes_mid_way(tiny_teacher, spaces, tmp_path):
     assert candidates(part) == candidates(full)
 
 
-def test_spos_under_a_constraint_and_derive_from_the_front(tiny_teacher, spaces, tmp_path, capsys):
+def test_spos_under_a_constraint_and_derive_from_the_front(tiny_teacher, spaces, tmp_path, capsys, monkeypatch):
     teacher, _ = tiny_teacher
+    from naskd.search import lut
+
+    monkeypatch.setattr(lut, "machine_threads", lambda cores=None: lut.THREADS)   # the pick at 1 and 2 threads
     out = tmp_path / "s"
     assert main(argv(teacher, spaces["macro"], out, "spos", "--speedup", "1.5")) == 0
     doc = json.loads((out / "pareto.json").read_text())
     pick = next(c for c in doc["candidates"] if c["trial"] == doc["pick"])
+    assert set(pick["latency"]) == {"threads_1", "threads_2"}
+    assert all(r["measured_b128_ms"] > 0 and r["predicted_b128_ms"] > 0 for r in pick["latency"].values())
     assert pick["speedup"] >= 1.5
     assert pick["score"] == max(c["score"] for c in doc["candidates"] if c["speedup"] >= 1.5)
     assert "measured_b1_ms" in pick and "measured_b128_ms" in pick
