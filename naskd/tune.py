@@ -21,29 +21,28 @@ from .errors import NaskdError
 from .utils.io import write_json
 
 SPACES = ("lr", "dropout", "weight_decay", "kd")
-TEACHER_SPACES = ("lr", "epochs", "warmup", "weight_decay", "layer_lr_decay", "dropout", "pooling")
 TEACHER_SELECTION = 5000     # rows carved from train that a teacher trial is chosen on (never dev)
+
+
+# dimension -> (teacher setting, how a trial draws it)
+_TEACHER_DRAWS = {
+    "lr": ("lr", lambda t: t.suggest_float("lr", 1e-5, 2e-4, log=True)),
+    "epochs": ("epochs", lambda t: t.suggest_int("epochs", 1, 3)),
+    "warmup": ("warmup_ratio", lambda t: t.suggest_float("warmup_ratio", 0.0, 0.2)),
+    "weight_decay": ("weight_decay", lambda t: t.suggest_float("weight_decay", 1e-4, 1e-1, log=True)),
+    "layer_lr_decay": ("layer_lr_decay", lambda t: t.suggest_float("layer_lr_decay", 0.6, 1.0)),
+    "dropout": ("dropout", lambda t: t.suggest_float("dropout", 0.0, 0.3)),
+    "pooling": ("pooling", lambda t: t.suggest_categorical("pooling", ["mean", "cls"])),
+}
+
+
+TEACHER_SPACES = tuple(_TEACHER_DRAWS)
 
 
 def suggest_teacher(trial, names: tuple[str, ...]) -> dict:
     """A teacher recipe (`naskd teacher` settings): lr log-uniform 1e-5..2e-4, 1-3 epochs, warm-up 0..0.2,
     weight decay log-uniform 1e-4..1e-1, layer-wise lr decay 0.6..1, classifier dropout 0..0.3, pooling."""
-    s = {}
-    if "lr" in names:
-        s["lr"] = trial.suggest_float("lr", 1e-5, 2e-4, log=True)
-    if "epochs" in names:
-        s["epochs"] = trial.suggest_int("epochs", 1, 3)
-    if "warmup" in names:
-        s["warmup_ratio"] = trial.suggest_float("warmup_ratio", 0.0, 0.2)
-    if "weight_decay" in names:
-        s["weight_decay"] = trial.suggest_float("weight_decay", 1e-4, 1e-1, log=True)
-    if "layer_lr_decay" in names:
-        s["layer_lr_decay"] = trial.suggest_float("layer_lr_decay", 0.6, 1.0)
-    if "dropout" in names:
-        s["dropout"] = trial.suggest_float("dropout", 0.0, 0.3)
-    if "pooling" in names:
-        s["pooling"] = trial.suggest_categorical("pooling", ["mean", "cls"])
-    return s
+    return {setting: draw(trial) for name, (setting, draw) in _TEACHER_DRAWS.items() if name in names}
 
 
 def suggest(trial, names: tuple[str, ...]) -> dict:

@@ -63,9 +63,9 @@ def make_ensemble(members: list[str], out: str | Path, *, task: str | None = Non
     guard = dict(command="teacher", overwrite=overwrite, resume=False, reads=[str(p) for p in paths],
                  settings={"ensemble": [str(p) for p in paths], "task": spec.name})
     check_run_dir(Path(out), **guard)
-    model_members = [load_teacher(p)[0] for p in paths]
-    _, tokenizer, _ = load_teacher(paths[0])
-    model = TeacherEnsemble(model_members).eval()
+    loaded = [load_teacher(p) for p in paths]
+    tokenizer = loaded[0][1]                                  # the members' shared tokenizer
+    model = TeacherEnsemble([m for m, _, _ in loaded]).eval()
     run_dir = prepare_run_dir(Path(out), **guard)
     save_pretrained_atomic(tokenizer, run_dir)
     dev_cols = dev_cols.select(subsample(len(dev_cols), max_eval_examples, seed))
