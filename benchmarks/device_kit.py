@@ -1,5 +1,6 @@
-"""Pack what `benchmarks/students_sst2.py` needs to retrain width-64 genotype students on a lent GPU machine
-that has no Hub, no `../shared` and room for 64 MiB of files, and the driver that runs it there.
+"""Pack what the students_sst2 studies (`benchmarks/run.py`, kind benchmarks/kinds/students_sst2.py) need to
+retrain width-64 genotype students on a lent GPU machine that has no Hub, no `../shared` and room for 64 MiB
+of files, and the driver that runs them there.
 
 The kit (written to .kit/, which git ignores) holds:
 - data/glue/SST-2/{train,dev}.tsv, copied from the data directory;
@@ -12,8 +13,14 @@ The kit (written to .kit/, which git ignores) holds:
 - runs/: the search's genotype and metrics, the augment run, and one finished searched run's config and
   metrics (the random students' parameter floor).
 
-On the device: `python benchmarks/device_kit.py --drive -- <students_sst2.py arguments>` sets the cache and
-data directories, makes the cache key use the real teacher's fingerprint, and runs students_sst2.py.
+The code and the study configs (benchmarks/run.py, benchmarks/kinds/, benchmarks/studies/) are not packed:
+they travel with the working tree the lent machine gets (tracked files and untracked ones git does not
+ignore), and the kit (.kit/, ignored) goes with them as a carried path.
+
+On the device: `python benchmarks/device_kit.py --drive -- STUDY [--set KEY=VALUE ...] [--only STAGE]` (the
+arguments of `python benchmarks/run.py`, e.g. `students_sst2_allx8of200k-aug-kd-logit_mse --set train_seed=3
+--only searched`) sets the cache and data directories (the kit's data: the default `data_dir` of every kind),
+makes the cache key use the real teacher's fingerprint, and runs the study through benchmarks/run.py.
 
 Measured on an H100 (2026-11-23, the seed-0 genotype, batch 32, fp32): 14-16 steps/s for one process, no
 faster than one CPU thread here (the step is a few hundred small kernels); eight processes side by side ran
@@ -96,10 +103,9 @@ def build(args) -> None:
     print(f"[kit] {size / 2**20:.1f} MiB in {KIT}")
 
 
-def drive(argv: list[str]) -> None:
-    """On the device: the kit's runs in place, the cache keyed by the real teacher, then students_sst2."""
-    import runpy
-
+def drive(argv: list[str]) -> int:
+    """On the device: the kit's runs in place, the cache keyed by the real teacher, then the study (``argv``:
+    benchmarks/run.py's arguments)."""
     Path("runs").mkdir(exist_ok=True)
     for p in (KIT / "runs").iterdir():
         dst = Path("runs") / p.name
@@ -115,15 +121,18 @@ def drive(argv: list[str]) -> None:
     from naskd.teachers import model as model_mod
 
     model_mod.teacher_fingerprint = cache_mod.teacher_fingerprint = lambda d: fp
-    sys.argv = ["students_sst2.py", "--data-dir", os.environ["NASKD_DATA_DIR"], *argv]
-    runpy.run_path(str(Path(__file__).parent / "students_sst2.py"), run_name="__main__")
+    # the runner after NASKD_DATA_DIR is set: it is the default data_dir of every kind (benchmarks/kinds/common.py)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import run as runner
+
+    return runner.main(argv)
 
 
 def main() -> None:
     if "--drive" in sys.argv:
         i = sys.argv.index("--drive")
         rest = sys.argv[i + 1:]
-        return drive(rest[1:] if rest[:1] == ["--"] else rest)
+        sys.exit(drive(rest[1:] if rest[:1] == ["--"] else rest))
     ap = argparse.ArgumentParser()
     ap.add_argument("--teacher", default="runs/sst2-teacher")
     ap.add_argument("--search", default="runs/sst2-search-seed0")

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from transformers import AutoTokenizer
 
+from . import config as C
 from .data.encode import Encoded, collate, encode
 from .data.readers import load_split, subsample
 from .augment.data import with_augmented
@@ -25,6 +26,23 @@ from .teachers.model import read_teacher_info
 # for CRF taggers (its own schedule mixes in the CRF likelihood).
 DEFAULT_KD = "soft_ce=0.5,hard_ce=0.5,pkd=1"
 DEFAULT_TAGGING_KD = "substructure"
+
+
+def data_seed_field():
+    """The ``data_seed`` field of a distillation run's config (search and retrain share it)."""
+    return C.field(0, help="seed of the training subsample; fixed by default so runs with different --seed train "
+                           "on the same examples", range=C.SEED)
+
+
+def augmented_field():
+    """The ``augmented`` field of a distillation run's config (search and retrain)."""
+    return C.field(None, help="a `naskd augment` run: train on the teacher's outputs for the original plus "
+                              "synthetic examples (hard-label terms skip synthetic ones)")
+
+
+def augment_field():
+    """The ``augment`` field of a distillation run's config (search and retrain)."""
+    return C.field(False, help="build the default augmentation of the training rows first (or reuse it)")
 
 
 def default_kd(task: str) -> str:

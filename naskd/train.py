@@ -55,7 +55,7 @@ def adamw(params, **kw) -> torch.optim.AdamW:
     """AdamW with torch's fused kernel where it has one for the parameters' device (CPU since torch 2.4, CUDA):
     one pass over each tensor instead of a dozen small ops. On the width-64 SST-2 student the optimizer step
     fell from 31 to 5 ms (its 2M-entry embedding table dominates), a training step from 150 to 123 ms
-    (benchmarks/bench_optimizer.py). Same update as the default implementation up to float rounding
+    (study optimizer_step of benchmarks/). Same update as the default implementation up to float rounding
     (tests/test_train.py); a checkpoint written unfused resumes unfused (the optimizer's saved settings win),
     so a run keeps its trajectory."""
     params = list(params)

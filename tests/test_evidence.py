@@ -1,10 +1,13 @@
-"""The committed dev predictions of benchmarks/ (runs/ is not kept between sessions): a study's tables are
-recomputed from them, equal to the tables computed from the runs themselves."""
+"""Dev predictions kept after the runs are gone (naskd.evidence; benchmarks/ commits them because runs/ is not
+kept between sessions): a study's tables are recomputed from them, equal to the tables computed from the runs
+themselves. The studies run as a user runs them: `python benchmarks/run.py STUDY.yaml --set ...` in a
+subprocess, their tables written to a temporary NASKD_RESULTS_DIR."""
 from __future__ import annotations
 
-import importlib
 import json
+import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -12,17 +15,26 @@ import numpy as np
 import pytest
 import yaml
 
+from naskd.errors import NaskdError
+from naskd.evidence import PredictionStore
+
 from .conftest import DATA
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture()
-def bench(tmp_path, monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCH))
-    common = importlib.import_module("common")
-    monkeypatch.setattr(common, "RESULTS", tmp_path / "results")
-    return common
+def run_study(tmp_path, kind: str, args: dict, *sets: str) -> subprocess.CompletedProcess:
+    """A study of ``kind`` with ``args``, its tables and dev predictions under ``tmp_path / "results"``."""
+    cfg = tmp_path / f"{kind}.yaml"
+    cfg.write_text(yaml.safe_dump({"kind": kind, "tables": [], "args": args}))
+    env = {**os.environ, "NASKD_RESULTS_DIR": str(tmp_path / "results")}
+    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run.py"), str(cfg),
+                           *[x for s in sets for x in ("--set", s)]],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+def finished(r: subprocess.CompletedProcess) -> None:
+    assert r.returncode == 0, r.stderr[-2000:]
 
 
 def fake_run(d: Path, logits: np.ndarray, acc: float, **cfg) -> None:
@@ -34,40 +46,41 @@ def fake_run(d: Path, logits: np.ndarray, acc: float, **cfg) -> None:
     (d / "config.yaml").write_text(yaml.safe_dump(cfg))
 
 
-def test_record_then_read_without_the_run(bench, tmp_path):
+def test_record_then_read_without_the_run(tmp_path):
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(7, 2))
     run = tmp_path / "runs" / "random-0-x"
     fake_run(run, logits, 0.5, min_params=99, sample_seed=0)
-    ev = bench.Evidence()
+    store = tmp_path / "predictions.json"
+    ev = PredictionStore(store)
     assert ev.metrics(run)["dev"]["accuracy"] == 0.5 and not ev.from_store(run)
     ev.record(run, ev.labels(run, 7), metrics=ev.metrics(run), teacher_labels=np.zeros(7, int))
     ev.save()
     shutil.rmtree(run)
-    ev2 = bench.Evidence()                       # read back from the file
+    ev2 = PredictionStore(store)                 # read back from the file
     assert ev2.from_store(run)
     assert np.array_equal(ev2.labels(run, 7), logits.argmax(-1))
     m = ev2.metrics(run)
     assert m["status"] == "finished" and m["dev"] == {"accuracy": 0.5, "epoch": 2}
     assert m["config"] == {"min_params": 99, "sample_seed": 0} and "history" not in m
     assert ev2.teacher_differs(run, np.ones(7, int)) and not ev2.teacher_differs(run, np.zeros(7, int))
-    with pytest.raises(SystemExit, match="dev has 8"):
+    with pytest.raises(NaskdError, match="dev has 8"):
         ev2.labels(run, 8)
-    with pytest.raises(SystemExit, match="no finished run there and no record"):
+    with pytest.raises(NaskdError, match="no finished run there and no record"):
         ev2.labels(tmp_path / "runs" / "never-trained", 7)
 
 
-def test_unfinished_run_is_not_read(bench, tmp_path):
+def test_unfinished_run_is_not_read(tmp_path):
     run = tmp_path / "runs" / "bilstm-x"
     fake_run(run, np.zeros((3, 2)), 0.1)
     (run / "metrics.json").write_text(json.dumps({"status": "running"}))
-    ev = bench.Evidence()
+    ev = PredictionStore(tmp_path / "predictions.json")
     assert ev.metrics(run) is None
-    with pytest.raises(SystemExit):
+    with pytest.raises(NaskdError):
         ev.labels(run, 3)
 
 
-def test_seed_spread_table_is_the_same_from_the_record(bench, tmp_path, monkeypatch):
+def test_seed_spread_table_is_the_same_from_the_record(tmp_path):
     from naskd.data.readers import read_columns
     from naskd.data.tasks import get_task
 
@@ -84,11 +97,9 @@ def test_seed_spread_table_is_the_same_from_the_record(bench, tmp_path, monkeypa
     fake_run(runs / "searched-t", logits_with(0.85), 0.85)
     fake_run(runs / "searched-t-s1", logits_with(0.86), 0.86)
     fake_run(runs / "bilstm-150-200-t", logits_with(0.8), 0.8)
-    spread = importlib.import_module("seed_spread")
-    argv = ["seed_spread.py", "--tag", "t", "--seeds", "0,1", "--runs", str(runs), "--teacher",
-            str(runs / "sst2-teacher"), "--baselines", "bilstm-150-200,random-0", "--data-dir", str(DATA)]
-    monkeypatch.setattr(sys, "argv", argv)
-    spread.main()
+    args = {"tag": "t", "seeds": [0, 1], "runs": str(runs), "teacher": str(runs / "sst2-teacher"),
+            "baselines": ["bilstm-150-200", "random-0"], "data_dir": str(DATA)}
+    finished(run_study(tmp_path, "seed_spread", args))
     results = tmp_path / "results"
     first = json.loads((results / "seed_spread_sst2_t.json").read_text())
     assert "Not finished: baseline random-0" in first["notes"] and "committed" not in first["notes"]
@@ -97,14 +108,14 @@ def test_seed_spread_table_is_the_same_from_the_record(bench, tmp_path, monkeypa
 
     for name in ("searched-t", "searched-t-s1", "bilstm-150-200-t", "sst2-teacher"):
         shutil.rmtree(runs / name)
-    spread.main()
+    finished(run_study(tmp_path, "seed_spread", args))
     second = json.loads((results / "seed_spread_sst2_t.json").read_text())
     assert second["rows"] == first["rows"]       # accuracies, best epochs, bootstrap intervals, verdicts
     assert "committed dev predictions" in second["notes"] and "searched-t-s1" in second["notes"]
     assert "teacher run whose dev predictions differ" not in second["notes"]
 
 
-def test_students_table_is_the_same_from_the_record(bench, tmp_path, monkeypatch):
+def test_students_table_is_the_same_from_the_record(tmp_path):
     from naskd.data.readers import read_columns
     from naskd.data.tasks import get_task
 
@@ -122,22 +133,19 @@ def test_students_table_is_the_same_from_the_record(bench, tmp_path, monkeypatch
     fake_run(runs / f"bilstm-300-400-{tag}", logits_with(0.82), 0.82)
     for s in range(2):
         fake_run(runs / f"random-{s}-{tag}", logits_with(0.84), 0.84, min_params=123, sample_seed=s)
-    students = importlib.import_module("students_sst2")
-    argv = ["students_sst2.py", "--max-train-examples", "0", "--epochs", "1", "--random", "3", "--finished-only",
-            "--search", str(tmp_path / "no-such-search"), "--runs", str(runs), "--teacher", str(runs / "sst2-teacher"),
-            "--data-dir", str(DATA)]
-    monkeypatch.setattr(sys, "argv", argv)
-    students.main()
+    args = {"max_train_examples": 0, "epochs": 1, "random": 3, "finished_only": True,
+            "search": str(tmp_path / "no-such-search"), "runs": str(runs), "teacher": str(runs / "sst2-teacher"),
+            "data_dir": str(DATA)}
+    finished(run_study(tmp_path, "students_sst2", args))
     name = f"students_sst2_{tag}_no-such-search.json"
     first = json.loads((tmp_path / "results" / name).read_text())
     assert [r["student"] for r in first["rows"]] == ["teacher", "searched", "bilstm_soft 300/400 (best on dev)",
                                                      "random 0", "random 1"]
     assert "truncated_teacher k=3, random 2" in first["notes"] and "at least the searched student's 123" in first["notes"]
     shutil.rmtree(runs)
-    students.main()
+    finished(run_study(tmp_path, "students_sst2", args))
     second = json.loads((tmp_path / "results" / name).read_text())
     assert second["rows"] == first["rows"]
     assert "committed dev predictions" in second["notes"] and "random-1-allx1" in second["notes"]
-    monkeypatch.setattr(sys, "argv", argv + ["--bench"])
-    with pytest.raises(SystemExit, match="exist only as committed predictions"):
-        students.main()
+    r = run_study(tmp_path, "students_sst2", args, "bench=true")
+    assert r.returncode != 0 and "exist only as committed predictions" in r.stderr.strip().splitlines()[-1]

@@ -20,6 +20,7 @@ from ..distill import DistillationLoss, parse_kd, parse_pairs
 from ..errors import ConfigError, NaskdError
 from ..augment.data import resolve_augmented
 from ..distill.context import kd_context
+from .. import pipeline as P
 from ..pipeline import DEFAULT_KD, DEFAULT_TAGGING_KD, default_kd, prepare, start_distillation_run
 from ..space.spec import load_space
 from ..utils.io import write_text
@@ -36,7 +37,7 @@ STRATEGY_HELP = ("search strategy: darts (differentiable, cell spaces), spos (si
                  "on SST-2's macro space, Kendall tau -0.08 in benchmarks/results/ranking_sst2_macro.md) or gdas "
                  "(DARTS' architecture parameters over a macro space, one Gumbel-sampled path per step). The "
                  "default is darts, the strategy the shipped results were measured with, until the equal-budget "
-                 "comparison (benchmarks/strategy_budget.py) is finished")
+                 "comparison (study strategy_budget_sst2_macro of benchmarks/) is finished")
 
 
 @dataclass
@@ -122,11 +123,9 @@ class SearchConfig:
                                                      "next-best op. `naskd derive` applies it to a finished run", low=0)
     grad_clip: float = C.field(5.0, help="gradient norm clip for the weights", low=0, low_open=True)
     seed: int = C.field(0, help="random seed", range=C.SEED)
-    data_seed: int = C.field(0, help="seed of the training subsample; fixed by default so runs with different "
-                                     "--seed train on the same examples", range=C.SEED)
-    augmented: Optional[str] = C.field(None, help="a `naskd augment` run: train on the teacher's outputs for the "
-                                                  "original plus synthetic examples (hard-label terms skip synthetic ones)")
-    augment: bool = C.field(False, help="build the default augmentation of the training rows first (or reuse it)")
+    data_seed: int = P.data_seed_field()
+    augmented: Optional[str] = P.augmented_field()
+    augment: bool = P.augment_field()
     latency_ms: Optional[float] = C.field(None, help="spos, random, hyperband, gdas: batch-1 forward time (ms per sentence, on this "
                                                      "machine, predicted over the dev length distribution) the "
                                                      "student must meet", low=0, low_open=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..data.tasks import get_task
 from ..errors import NaskdError
-from ..teachers.model import check_json_files, check_record, check_weights, load_weights
+from ..teachers.model import check_json_files, check_record, check_weights, load_weights_into
 from ..utils.io import read_json, save_pretrained_atomic, save_safetensors, write_json
 
 from .kinds import kind_of, student_kind, student_way_out
@@ -87,13 +87,7 @@ def load_student(path: str | os.PathLike):
     path = Path(info["_path"])
     get_task(info["task"])
     model = build_student(info, path, str(path / "student.json"))
-    state = load_weights(path / "model.safetensors", student_way_out(path))
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        raise NaskdError(f"weights in {path / 'model.safetensors'} do not match student.json "
-                         f"({str(e).strip().splitlines()[0][:200]}); {student_way_out(path)}") from None
-    model.eval()
+    load_weights_into(model, path / "model.safetensors", "student.json", student_way_out(path))
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(path))
     except Exception as e:  # noqa: BLE001  the Rust tokenizers library raises plain Exceptions

@@ -237,12 +237,19 @@ def build_layer(op: str, in_width: int, width: int) -> nn.Module:
     """The module of one macro layer: ``op`` from ``in_width`` to ``width`` (ConfigError when it cannot build).
     It takes ``(x (B, L, in_width), mask or Tokens)`` and returns (B, L, width), zero at padding."""
     check_layer(op, width)
+    return layer_of(op, in_width, width, BiLSTM, MacroConv, MacroAttention)
+
+
+def layer_of(op: str, in_width: int, width: int, lstm, conv, attention) -> nn.Module:
+    """``op``'s module from the three families' classes (the student's, or the supernet's sliced ones):
+    ``lstm(in_width, width // 2)`` (a BiLSTM's units per direction), ``conv(in_width, width, k,
+    depthwise=...)``, ``attention(in_width, width, heads)``."""
     family, n = parse_op(op)
     if family == "lstm":
-        return BiLSTM(in_width, width // 2)
+        return lstm(in_width, width // 2)
     if family in ("conv", "dwconv"):
-        return MacroConv(in_width, width, n, depthwise=family == "dwconv")
-    return MacroAttention(in_width, width, n)
+        return conv(in_width, width, n, depthwise=family == "dwconv")
+    return attention(in_width, width, n)
 
 
 def pair_features(width: int, pair: bool) -> int:

@@ -22,6 +22,7 @@ from ..space.oneshot import load_genotype
 from ..network import count_parameters
 from ..augment.data import resolve_augmented
 from ..distill.context import kd_context
+from .. import pipeline as P
 from ..pipeline import DEFAULT_KD, DEFAULT_TAGGING_KD, batch_to, default_kd, prepare, start_distillation_run
 from ..predict import evaluate_model
 from ..space.spec import load_space
@@ -96,11 +97,9 @@ class RetrainConfig:
     max_eval_examples: Optional[int] = C.field(None, help="seeded dev subsample", low=1)
     max_length: Optional[int] = C.field(None, help="maximum sub-tokens (default: the teacher's recipe)", low=8)
     seed: int = C.field(0, help="random seed", range=C.SEED)
-    data_seed: int = C.field(0, help="seed of the training subsample; fixed by default so runs with different "
-                                     "--seed train on the same examples", range=C.SEED)
-    augmented: Optional[str] = C.field(None, help="a `naskd augment` run: train on the teacher's outputs for the "
-                                                  "original plus synthetic examples (hard-label terms skip synthetic ones)")
-    augment: bool = C.field(False, help="build the default augmentation of the training rows first (or reuse it)")
+    data_seed: int = P.data_seed_field()
+    augmented: Optional[str] = P.augmented_field()
+    augment: bool = P.augment_field()
     device: str = C.field("auto", help="auto, cpu or cuda", choices=["auto", "cpu", "cuda"])
     checkpoint_every: int = C.field(500, help="checkpoint every N steps (and at each epoch end; 0: at epoch ends "
                                                 "only)", low=0)

@@ -36,7 +36,7 @@ from ..students.macro import (
     conv_apply,
     macro_forward,
     pair_features,
-    parse_op,
+    layer_of,
 )
 
 
@@ -109,12 +109,7 @@ class SlicedAttention(MacroAttention):
 
 def _sliced_layer(op: str, in_width: int, width: int) -> nn.Module:
     """The shared module of ``op`` at the largest widths (``in_width`` -> ``width``)."""
-    family, n = parse_op(op)
-    if family == "lstm":
-        return SlicedLSTM(in_width, width // 2)
-    if family in ("conv", "dwconv"):
-        return SlicedConv(in_width, width, n, depthwise=family == "dwconv")
-    return SlicedAttention(in_width, width, n)
+    return layer_of(op, in_width, width, SlicedLSTM, SlicedConv, SlicedAttention)
 
 
 class MacroSupernet(nn.Module):

@@ -140,6 +140,18 @@ def load_weights(path: str | os.PathLike, way_out: str) -> dict:
         raise NaskdError(f"{path} is not a readable safetensors file ({_first_line(e)}); {way_out}") from None
 
 
+def load_weights_into(model, path: str | os.PathLike, described_by: str, way_out: str) -> None:
+    """Load the safetensors file ``path`` into ``model`` strictly and put it in eval mode; :class:`NaskdError`
+    naming ``described_by`` (the file the model was built from) when the tensors do not match it."""
+    state = load_weights(path, way_out)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise NaskdError(f"weights in {path} do not match {described_by} ({_first_line(e)}); "
+                         f"{way_out}") from None
+    model.eval()
+
+
 def check_json_files(folder: Path, names, way_out: str) -> None:
     """Raise :class:`NaskdError` naming the first of ``names`` in ``folder`` that is not a UTF-8 JSON object
     (``config.json``, ``tokenizer.json``: files Hugging Face would otherwise fail on with a traceback)."""
@@ -338,13 +350,7 @@ def load_teacher(run_dir: str | os.PathLike, task: str | None = None):
     except (OSError, ValueError, KeyError) as e:
         raise NaskdError(f"{run_dir / 'config.json'} does not describe a model ({_first_line(e)}); {way_out}") from None
     model = TeacherModel(encoder, info["kind"], info["num_labels"], info.get("pooling", "mean"))
-    state = load_weights(run_dir / "model.safetensors", way_out)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        raise NaskdError(f"weights in {run_dir / 'model.safetensors'} do not match its config "
-                         f"({_first_line(e)}); {way_out}") from None
-    model.eval()
+    load_weights_into(model, run_dir / "model.safetensors", "its config", way_out)
     return model, _tokenizer(run_dir, way_out), info
 
 

@@ -39,7 +39,7 @@ from ...train import adamw, cosine_schedule, fit
 from ...utils.io import append_jsonl, write_json
 from ...utils.progress import bar
 from . import register_strategy
-from .oneshot import PROBE_ROWS, _key, _OneShot, _PathModel, _read_jsonl
+from .oneshot import PROBE_ROWS, _key, _OneShot, _PathModel, candidate_log
 
 TAU_MAX, TAU_MIN = 10.0, 0.1
 DRAW_ATTEMPTS = 50          # draws per wanted candidate before the derivation stops looking
@@ -239,10 +239,8 @@ class GDAS(_OneShot):
         ``--trials`` distinct ones, each scored with inherited weights; replayed on resume when recorded with
         the same supernet."""
         env, cfg = self.env, self.env.cfg
-        path = env.run_dir / "candidates.jsonl"
-        recorded = {r["trial"]: r for r in _read_jsonl(path)} if env.resume else {}
-        if not env.resume and path.exists():
-            path.unlink()
+        path, log = candidate_log(env)
+        recorded = {r["trial"]: r for r in log}
         rng = np.random.default_rng([cfg.seed, 37])
         seen, out = set(), []
         net.eval()

@@ -381,6 +381,19 @@ class Latency:
                          f"throughput, {lat['b1_ms']:.2f} ms at batch 1); relax the constraint or widen the space")
 
 
+def candidate_log(env) -> tuple[Path, list[dict]]:
+    """The run's ``candidates.jsonl`` and what it recorded: read on resume, removed on a fresh start."""
+    path = env.run_dir / "candidates.jsonl"
+    if not env.resume and path.exists():
+        path.unlink()
+    return path, _read_jsonl(path) if env.resume else []
+
+
+def criteria_state(kd) -> dict:
+    """A copy of the criteria's own weights (projections), to start every standalone candidate from."""
+    return {k: v.detach().clone() for k, v in kd.state_dict().items()}
+
+
 def _read_jsonl(path) -> list[dict]:
     if not path.is_file():
         return []
@@ -482,10 +495,8 @@ class SPOS(_OneShot):
         for g in list(baselines.values()) + ([self.feasible] if getattr(self, "feasible", None) else []):
             study.enqueue_trial(self.space.choices_of(g))
         names = {_key(g): name for name, g in baselines.items()}
-        path = env.run_dir / "candidates.jsonl"
-        recorded = {r["trial"]: r for r in _read_jsonl(path)} if env.resume else {}
-        if not env.resume and path.exists():
-            path.unlink()
+        path, log = candidate_log(env)
+        recorded = {r["trial"]: r for r in log}
         by_key: dict = {}
         objective = "b1_ms" if cfg.latency_ms is not None else "b128_ms"
         candidates = []
@@ -558,11 +569,9 @@ class RandomSearch(_OneShot):
         data, device, kd, run_dir = env.data, env.device, env.kd, env.run_dir
         rows = self.train_rows
         per_epoch = self.rows_per_epoch()
-        path = run_dir / "candidates.jsonl"
-        done = {r["index"]: r for r in _read_jsonl(path)} if env.resume else {}
-        if not env.resume and path.exists():
-            path.unlink()
-        kd_state = {k: v.detach().clone() for k, v in kd.state_dict().items()}
+        path, log = candidate_log(env)
+        done = {r["index"]: r for r in log}
+        kd_state = criteria_state(kd)
         print(f"[search] random on {env.spec.name}: space {self.space.name} ({self.space.kind}); {cfg.candidates} "
               f"candidates, each {cfg.epochs} epochs x {per_epoch} rows of the {len(rows)} training rows ("
               f"{cfg.candidates * cfg.epochs * per_epoch:,} rows in all; a spos supernet of as many epochs trains "

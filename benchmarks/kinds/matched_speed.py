@@ -1,0 +1,257 @@
+"""Searched students against the baselines at matched speed (issue 21, protocol 3).
+
+For each baseline B (Tang et al.'s `bilstm_soft` 150/200; the teacher's first k layers, `truncated_teacher`
+k = 1 and 3):
+
+1. B is retrained on the shared recipe's data and budget (``augmented``, ``epochs`` x ``epoch_examples``
+   rows; B's own published optimiser and rates, `--kd logit_mse`, `--keep last`: dev chooses nothing).
+2. `naskd bench` times B and the teacher in one run (``threads``, batch 128, PyTorch); B's throughput
+   relative to the teacher's is the constraint S_B.
+3. The spos pick at S_B is derived from the front of an unconstrained spos run (`naskd derive RUN --speedup
+   S_B`: the most accurate architecture on the selection split at least that fast), and a `random` search
+   runs under the same constraint (the strategy_budget recipe: 9 candidates x 20,000 rows x 2 epochs).
+4. Both picks are retrained with the same data, budget and criteria as B (retrain's default AdamW recipe for
+   a genotype), ``seeds`` training seeds each, as is B.
+
+The table: dev accuracy seed means of B, the spos pick and the random pick; paired-bootstrap 95% intervals of
+the differences of seed-mean correctness over the dev sentences (spos pick - B, spos pick - random pick).
+
+The study: `python benchmarks/run.py matched_speed_sst2 [--set lane=I/N] [--only table]` (benchmarks/studies/;
+one thread).
+
+Jobs run in a fixed order (each baseline's first seed, its bench, the picks, then the second seeds); `--set
+lane=I/N` takes every N-th job from the I-th (0-based), so two one-thread processes share the list, and a job
+whose inputs are not ready yet is skipped (run the lane again). Every job resumes. Writes
+benchmarks/results/matched_speed_sst2.{md,json}; finished runs' dev predictions go to
+benchmarks/results/dev_predictions_sst2.json.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from common import (DATA_DIR, REQUIRED, RESULTS, Evidence, load_json, markdown_table, retrain_once, run_naskd,
+                    study_command)
+
+BASELINES = {
+    "bilstm-150-200": {"student": "bilstm_soft", "bilstm_hidden": 150, "bilstm_relu": 200},
+    "truncated-1": {"student": "truncated_teacher", "truncate_k": 1},
+    "truncated-3": {"student": "truncated_teacher", "truncate_k": 3},
+}
+PARAMS = {
+    "teacher": (REQUIRED, "the SST-2 teacher run every student distils from"),
+    "augmented": (REQUIRED, "a `naskd augment` run labelled by teacher"),
+    "spos_run": (REQUIRED, "an unconstrained spos search of the macro space"),
+    "root": (REQUIRED, "where the retrains, benches and searches go (resumed when there)"),
+    "data_dir": (DATA_DIR, "the data folder"),
+    "baselines": (list(BASELINES), f"the baselines B (of {', '.join(BASELINES)})"),
+    "seeds": ([0, 1], "training seeds of every student"),
+    "epochs": (8, "epochs of every retrain"),
+    "epoch_examples": (200000, "rows per epoch of every retrain"),
+    "threads": (1, "threads of the bench and the constraint"),
+    "lane": (None, "I/N: every N-th job from the I-th"),
+    "only": (None, "table: no job, the table only"),
+}
+
+
+def command() -> str:
+    """The study's command without its lane (the table is the same whichever lane writes it)."""
+    return re.sub(r" --set '?lane=[^ ]*", "", study_command())
+
+
+def interval(b: dict) -> str:
+    return f"{b['difference']:+.4f} [{b['low']:+.4f}, {b['high']:+.4f}]"
+
+
+def verdict(b: dict, first: str, second: str) -> str:
+    return f"{first} better" if b["low"] > 0 else f"{second} better" if b["high"] < 0 else "not distinguishable"
+
+
+class Study:
+    def __init__(self, args):
+        self.a = args
+        self.root = Path(args.root)
+        self.base = {"task": "sst2", "teacher": args.teacher, "data_dir": args.data_dir, "epochs": args.epochs,
+                     "epoch_examples": args.epoch_examples, "augmented": args.augmented, "kd": "logit_mse",
+                     "keep": "last"}
+
+    # --- paths -----------------------------------------------------------------------------------
+    def run(self, who: str, b: str, seed: int) -> Path:
+        return self.root / (f"matched-{b}-s{seed}" if who == "baseline" else f"matched-{who}-{b}-s{seed}")
+
+    def bench_dir(self, b: str) -> Path:
+        return self.root / f"bench-{b}"
+
+    def genotype(self, who: str, b: str) -> Path:
+        return self.root / (f"spos-pick-{b}.json" if who == "spos" else f"random-{b}/genotype.json")
+
+    @staticmethod
+    def finished(run: Path) -> bool:
+        m = load_json(run / "metrics.json")
+        return m is not None and m.get("status") == "finished"
+
+    # --- jobs ------------------------------------------------------------------------------------
+    def jobs(self) -> list:
+        seeds = [int(s) for s in self.a.seeds]
+        out = []
+        for b in self.a.baselines:
+            out.append((f"baseline {b} seed {seeds[0]}", lambda b=b: self.train("baseline", b, seeds[0])))
+            out.append((f"bench {b}", lambda b=b: self.bench(b)))
+            out.append((f"spos pick at {b}'s speed", lambda b=b: self.derive(b)))
+            out.append((f"random search at {b}'s speed", lambda b=b: self.random(b)))
+            for who in ("spos", "random"):
+                out.append((f"{who} pick at {b} seed {seeds[0]}", lambda b=b, who=who: self.train(who, b, seeds[0])))
+        for s in seeds[1:]:
+            for b in self.a.baselines:
+                for who in ("baseline", "spos", "random"):
+                    out.append((f"{who} {b} seed {s}", lambda b=b, who=who, s=s: self.train(who, b, s)))
+        return out
+
+    def train(self, who: str, b: str, seed: int) -> bool:
+        out = self.run(who, b, seed)
+        if who == "baseline":
+            flags = {**self.base, **BASELINES[b], "seed": seed}
+        else:
+            g = self.genotype(who, b)
+            if not g.is_file():
+                return False
+            flags = {**self.base, "student": "genotype", "genotype": str(g), "seed": seed}
+        retrain_once(out, flags)
+        return True
+
+    def speedup(self, b: str) -> float | None:
+        doc = load_json(self.bench_dir(b) / "bench.json")
+        if doc is None:
+            return None
+        row = next(r for r in doc["rows"] if r["role"] != "teacher")
+        return float(row["torch x throughput"])
+
+    def bench(self, b: str) -> bool:
+        from naskd.bench import run_bench
+
+        if self.speedup(b) is not None:
+            return True
+        first = self.run("baseline", b, int(self.a.seeds[0]))
+        if not self.finished(first):
+            return False
+        run_bench([str(first / "student"), self.a.teacher], data_dir=self.a.data_dir, out=str(self.bench_dir(b)),
+                  onnx=False, threads=self.a.threads, overwrite=self.bench_dir(b).exists())
+        return True
+
+    def derive(self, b: str) -> bool:
+        s = self.speedup(b)
+        if s is None:
+            return False
+        g = self.genotype("spos", b)
+        if not g.is_file():
+            run_naskd(["derive", self.a.spos_run, "--speedup", f"{s:.4f}", "-o", str(g)])
+        return True
+
+    def random(self, b: str) -> bool:
+        s = self.speedup(b)
+        if s is None:
+            return False
+        out = self.root / f"random-{b}"
+        if self.finished(out):
+            return True
+        argv = ["search", "--task", "sst2", "--strategy", "random", "--space", "macro", "--teacher", self.a.teacher,
+                "--data-dir", self.a.data_dir, "--speedup", f"{s:.4f}", "--candidates", "9", "--candidate-rows",
+                "20000", "--epochs", "2", "--latency-threads", str(self.a.threads), "--out", str(out)]
+        run_naskd(argv, out)
+        return True
+
+    # --- the table -------------------------------------------------------------------------------
+    def table(self) -> None:
+        from naskd.data.readers import read_columns
+        from naskd.data.tasks import get_task
+        from naskd.stats import paired_bootstrap
+
+        spec = get_task("sst2")
+        gold = np.asarray(read_columns(spec, self.a.data_dir, "dev")["label"])
+        ev = Evidence()
+        t_labels = ev.labels(Path(self.a.teacher), len(gold), finished=False)
+        seeds = [int(s) for s in self.a.seeds]
+        rows, comparisons, missing = [], [], []
+        cmd = command()
+        for b in self.a.baselines:
+            s_b = self.speedup(b)
+            correct = {}
+            for who in ("baseline", "spos", "random"):
+                cs = []
+                for seed in seeds:
+                    run = self.run(who, b, seed)
+                    m = ev.metrics(run)
+                    if m is None:
+                        missing.append(run.name)
+                        continue
+                    labels = ev.labels(run, len(gold))
+                    if not ev.from_store(run):
+                        ev.record(run, labels, metrics=m, teacher_labels=t_labels, command=cmd)
+                    cs.append((labels == gold).astype(float))
+                if not cs:
+                    continue
+                correct[who] = np.mean(cs, axis=0)
+                accs = [c.mean() for c in cs]
+                g = self.genotype(who, b) if who != "baseline" else None
+                what = b if who == "baseline" else (load_json(g) and _describe(g)) or str(g)
+                rows.append({"baseline B": b, "B's speed (x teacher)": s_b if s_b is not None else "",
+                             "student": f"{who}: {what}", "seeds": len(cs), "dev mean": float(np.mean(accs)),
+                             "sd": float(np.std(accs, ddof=1)) if len(cs) > 1 else ""})
+            for first, second in (("spos", "baseline"), ("spos", "random")):
+                if first in correct and second in correct:
+                    bt = paired_bootstrap(correct[first], correct[second])
+                    comparisons.append({"baseline B": b, "comparison": f"{first} pick - {second}",
+                                        "difference (95% CI)": interval(bt), "verdict": verdict(bt, first, second)})
+        ev.save()
+        text = "\n".join([
+            "## Searched students against the baselines at matched speed (SST-2)", "", f"Made with `{cmd}`.", "",
+            (f"Every student on the same data and budget: `--augmented {Path(self.a.augmented).name} --epochs "
+             f"{self.a.epochs} --epoch-examples {self.a.epoch_examples} --kd logit_mse --keep last` (the last epoch "
+             "scored: dev chooses nothing); baselines with their published optimisers, picks with retrain's "
+             "default. B's speed: `naskd bench` of B and the teacher in one run, batch-128 PyTorch throughput at "
+             f"{self.a.threads} thread(s). spos picks derived from `{self.a.spos_run}` (unconstrained front) at "
+             "B's speed; random picks from a random search under the same constraint."), "",
+            markdown_table(rows, ["baseline B", "B's speed (x teacher)", "student", "seeds", "dev mean", "sd"]), "",
+            markdown_table(comparisons, ["baseline B", "comparison", "difference (95% CI)", "verdict"]), "",
+            "Intervals: paired bootstrap over the 872 dev sentences of seed-mean correctness (10,000 resamples)."
+            + (f" Not finished yet: {', '.join(missing)}." if missing else ""), ""])
+        from naskd.utils.io import write_json, write_text
+
+        write_text(RESULTS / "matched_speed_sst2.md", text)
+        write_json(RESULTS / "matched_speed_sst2.json", {"command": cmd, "rows": rows,
+                                                           "comparisons": comparisons, "missing": missing})
+        print(text)
+
+
+def _describe(path: Path) -> str:
+    from naskd.space.oneshot import load_genotype
+
+    g = load_genotype(path)
+    return g.describe() if hasattr(g, "describe") else str(g.to_dict())
+
+
+def run(args) -> None:
+    if args.only not in (None, "table"):
+        raise SystemExit(f"only={args.only!r}: table (or none)")
+    for k in ("baselines", "seeds"):     # one value given alone (--set seeds=1) is a list of one
+        v = getattr(args, k)
+        setattr(args, k, v.split(",") if isinstance(v, str) else [v] if isinstance(v, int) else list(v))
+    for k in ("teacher", "augmented", "spos_run", "root"):
+        setattr(args, k, str(Path(getattr(args, k)).expanduser()))
+    unknown = [b for b in args.baselines if b not in BASELINES]
+    if unknown:
+        raise SystemExit(f"unknown baseline(s) {', '.join(unknown)}; known: {', '.join(BASELINES)}")
+    study = Study(args)
+    if args.only != "table":
+        jobs = study.jobs()
+        if args.lane:
+            i, n = (int(x) for x in args.lane.split("/"))
+            jobs = jobs[i::n]
+        for name, job in jobs:
+            print(f"[matched] {name}", flush=True)
+            if not job():
+                print(f"[matched] {name}: its inputs are not ready; skipped (run again later)", flush=True)
+    study.table()
+
