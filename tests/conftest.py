@@ -1,8 +1,8 @@
 """Shared fixtures: real data and the tiny real BERT from ../shared, a tiny random BERT built here, temporary
 run and cache folders.
 
-Tests that need ../shared (the ``tiny_teacher`` fixture, or a module that reads ``DATA`` or ``TINY_BERT``)
-are marked ``slow`` when collected; without ../shared they are skipped, and the rest (unit tests, among them
+Tests that need ../shared (their function, a fixture they use or a helper of the same module reads ``DATA``,
+``TINY_BERT`` or ``SHARED``) are marked ``slow`` when collected; without ../shared they are skipped, and the rest (unit tests, among them
 those on ``tiny_random_bert``) still run: ``pytest -m "not slow"`` runs the stand-alone part alone."""
 from __future__ import annotations
 
@@ -24,11 +24,48 @@ def pytest_configure(config):
     torch.set_num_threads(1)
 
 
-def _needs_shared(item) -> bool:
-    if "tiny_teacher" in getattr(item, "fixturenames", ()):
+_SHARED_NAMES = {"DATA", "TINY_BERT", "SHARED"}
+
+
+def _code_names(code) -> set:
+    """Global names a code object and the functions nested in it read."""
+    names = set(code.co_names)
+    for c in code.co_consts:
+        if hasattr(c, "co_names"):
+            names |= _code_names(c)
+    return names
+
+
+def _reads_shared(fn, seen: set) -> bool:
+    """Whether ``fn``, or a function of its own module it calls (transitively), reads DATA, TINY_BERT or SHARED
+    or a module constant that names a path under SHARED."""
+    fn = getattr(fn, "__wrapped__", fn)
+    code = getattr(fn, "__code__", None)
+    if code is None or code in seen:
+        return False
+    seen.add(code)
+    names = _code_names(code)
+    if names & _SHARED_NAMES:
         return True
-    mod = getattr(item, "module", None)
-    return mod is not None and (getattr(mod, "DATA", None) is DATA or getattr(mod, "TINY_BERT", None) is TINY_BERT)
+    glob = getattr(fn, "__globals__", {})
+    if any(isinstance(glob.get(n), (str, Path, list, tuple, dict)) and str(SHARED) in repr(glob[n]) for n in names):
+        return True                   # a module constant built from them (an argv naming the data folder)
+    return any(_reads_shared(glob[n], seen) for n in names
+               if callable(glob.get(n)) and getattr(glob[n], "__module__", None) == fn.__module__)
+
+
+def _needs_shared(item) -> bool:
+    """A test needs ../shared when its function, a fixture it uses (transitively) or a helper of their modules
+    reads DATA, TINY_BERT or SHARED, or when a parameter of it is a path under SHARED."""
+    seen: set = set()
+    if _reads_shared(getattr(item, "function", None), seen):
+        return True
+    info = getattr(item, "_fixtureinfo", None)
+    for defs in (info.name2fixturedefs.values() if info is not None else ()):
+        if any(_reads_shared(d.func, seen) for d in defs):
+            return True
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    return any(str(v).startswith(str(SHARED)) for v in params.values())
 
 
 def pytest_collection_modifyitems(config, items):
