@@ -188,29 +188,34 @@ def _penultimate(ctx: KDContext) -> HiddenRequest:
     return HiddenRequest(ctx.teacher_layers - 1, "tokens")
 
 
+class _PenultimateStructure(Criterion):
+    """A structure loss between the student's penultimate cell states (B, L, D_s) and the teacher's
+    penultimate layer (B, L, D_t) over the token mask: ``structure(student, teacher, mask)``, a scalar."""
+
+    structure = None
+
+    def teacher_requests(self):
+        return [_penultimate(self.ctx)]
+
+    def forward(self, student, teacher, batch):
+        t = teacher["hidden"][_penultimate(self.ctx)]
+        return type(self).structure(student["states"][-2], t, student["mask"])
+
+
 @register_criterion("fsd_intra")
-class FSDIntra(Criterion):
+class FSDIntra(_PenultimateStructure):
     """Jung et al.: intra-feature structure, per-example token CKA on penultimate features,
     -log of the batch mean of the per-example CKA as in their code (:func:`naskd.distill.functional.fsd_intra`)."""
 
-    def teacher_requests(self):
-        return [_penultimate(self.ctx)]
-
-    def forward(self, student, teacher, batch):
-        t = teacher["hidden"][_penultimate(self.ctx)]
-        return Fn.fsd_intra(student["states"][-2], t, student["mask"])
+    structure = staticmethod(Fn.fsd_intra)
 
 
 @register_criterion("fsd_local")
-class FSDLocal(Criterion):
-    """Jung et al.: local inter-feature structure, CKA across the batch on flattened features."""
+class FSDLocal(_PenultimateStructure):
+    """Jung et al.: local inter-feature structure, CKA across the batch on flattened features
+    (:func:`naskd.distill.functional.fsd_local`)."""
 
-    def teacher_requests(self):
-        return [_penultimate(self.ctx)]
-
-    def forward(self, student, teacher, batch):
-        t = teacher["hidden"][_penultimate(self.ctx)]
-        return Fn.fsd_local(student["states"][-2], t, student["mask"])
+    structure = staticmethod(Fn.fsd_local)
 
 
 @register_criterion("fsd_global")
