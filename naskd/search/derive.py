@@ -83,5 +83,5 @@ def pick_again(run_dir: str | os.PathLike, *, speedup: float | None = None, late
             space_kind(kind)
         except ConfigError as e:
             raise NaskdError(f"{run / 'pareto.json'}: {e}; it is corrupt or from a newer naskd") from None
-        g = SPACE_KINDS[kind].genotype_class().from_dict(c["genotype"], f"{run / 'pareto.json'}")
+        g = SPACE_KINDS[kind].genotype_class.from_dict(c["genotype"], f"{run / 'pareto.json'}")
     return g, c

@@ -50,6 +50,7 @@ class CellSpace(OneShotSpace):
     aggregator cannot be built at the space's width."""
 
     kind = "cell"
+    genotype_class = Genotype
 
     def __init__(self, space: SearchSpace, layers: int = DEFAULT_LAYERS):
         self.space = space
@@ -78,10 +79,6 @@ class CellSpace(OneShotSpace):
         out = CellSpace(self.space, layers)
         out.check()
         return out
-
-    @classmethod
-    def genotype_class(cls) -> type:
-        return Genotype
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, **self.space.to_dict(), "layers": self.layers}

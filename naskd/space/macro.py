@@ -154,6 +154,7 @@ def head_tag(ctx: BuildContext) -> str:
 @register_space_kind
 class MacroSpace(OneShotSpace):
     kind = "macro"
+    genotype_class = MacroGenotype
 
     def __init__(self, *, name: str, embed, depth, ops, widths, pooling, classifier, description: str = "",
                  source: str = ""):
@@ -193,10 +194,6 @@ class MacroSpace(OneShotSpace):
         space.check()
         _sentence_only(ctx)
         return space
-
-    @classmethod
-    def genotype_class(cls) -> type:
-        return MacroGenotype
 
     def to_dict(self) -> dict:
         """The space as its file declares it (:meth:`from_yaml` reads it back)."""

@@ -79,11 +79,9 @@ class OneShotSpace(abc.ABC):
         """The space a search_spaces/ file declares (``data`` its mapping, ``source`` its path, for
         messages). ``ctx`` when the space depends on the task or teacher (the teacher space's depth)."""
 
-    @classmethod
-    @abc.abstractmethod
-    def genotype_class(cls) -> type:
-        """The genotype dataclass of this kind: ``from_dict(d, source)``, ``to_dict()`` (with ``"kind"``),
-        ``describe()``, ``save(path)``."""
+    # the genotype dataclass of this kind (each kind sets it): ``from_dict(d, source)``, ``to_dict()`` (with
+    # ``"kind"``), ``describe()``, ``save(path)``
+    genotype_class: type
 
     # --- the discrete space -------------------------------------------------------------------
     @abc.abstractmethod
@@ -209,4 +207,4 @@ def load_genotype(path) -> Any:
     except ConfigError:
         raise NaskdError(f"{path} is not a valid genotype: unknown kind '{kind}' (known: "
                          f"{', '.join(sorted(SPACE_KINDS))})") from None
-    return cls.genotype_class().from_dict(d, str(path))
+    return cls.genotype_class.from_dict(d, str(path))

@@ -131,6 +131,7 @@ class TeacherSpace(OneShotSpace):
     """The first k layers of an L-layer teacher, k in ``layers`` (sorted, distinct, within 1..L)."""
 
     kind = "teacher"
+    genotype_class = TeacherGenotype
 
     def __init__(self, teacher_layers: int, layers=None, *, hidden: int | None = None, name: str = "teacher",
                  description: str = "", source: str = ""):
@@ -164,10 +165,6 @@ class TeacherSpace(OneShotSpace):
                     description=str(data.get("description", "")), source=str(source))
         space.check()
         return space
-
-    @classmethod
-    def genotype_class(cls) -> type:
-        return TeacherGenotype
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, "name": self.name, "description": self.description,
