@@ -10,7 +10,6 @@ import torch
 from torch import nn
 
 from .data.tasks import REGRESSION, TAGGING
-from .space.aggregators import build_aggregator
 from .records import ModelOutput
 from .space.ops import Tokens, zero_padding
 
@@ -169,14 +168,6 @@ class Head(nn.Module):
         return logits.squeeze(-1) if self.kind == REGRESSION else logits
 
 
-class MixedAggregator(nn.Module):
-    def __init__(self, names, width: int):
-        super().__init__()
-        self.names = list(names)
-        self.aggs = nn.ModuleList(build_aggregator(n, width) for n in self.names)
-
-    def forward(self, x, mask, weights):
-        return sum(w * a(x, mask) for w, a in zip(weights, self.aggs))
 
 
 def cell_network_forward(net: nn.Module, input_ids, attention_mask, token_type_ids, word_starts, word_mask, *,

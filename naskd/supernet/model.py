@@ -16,18 +16,21 @@ from torch import nn
 
 from ..crf import CRF
 from ..data.tasks import TAGGING
-from ..network import CellBase, Embeddings, Head, MixedAggregator, cell_network_forward, edge_list
+from ..network import CellBase, Embeddings, Head, cell_network_forward, edge_list
+from ..space.aggregators import build_aggregator
 from ..space.ops import build_op
 from ..space.spec import SearchSpace
 
 
 class MixedOp(nn.Module):
-    """sum_k w_k op_k(x, mask); ``none`` contributes nothing and is not run."""
+    """sum_k w_k m_k(x, mask) over the modules ``build(name, width)`` of ``names`` (an edge's ops, or the
+    aggregators of the pooling step); ``none`` contributes nothing and is not run (DARTS' mixed op, Liu et al.
+    2019, eq. 2)."""
 
-    def __init__(self, ops, width: int):
+    def __init__(self, names, width: int, build=build_op):
         super().__init__()
-        self.names = list(ops)
-        self.ops = nn.ModuleList(build_op(n, width) for n in self.names)
+        self.names = list(names)
+        self.ops = nn.ModuleList(build(n, width) for n in self.names)
 
     def forward(self, x, mask, weights):
         out = 0.0
@@ -70,7 +73,7 @@ class Supernet(nn.Module):
         self.dropout = dropout
         self.embeddings = Embeddings(vocab_size, width, max_positions, dropout=dropout)
         self.cells = nn.ModuleList(SearchCell(space, width, dropout) for _ in range(layers))
-        self.aggregate = None if kind == TAGGING else MixedAggregator(space.aggregators, width)
+        self.aggregate = None if kind == TAGGING else MixedOp(space.aggregators, width, build_aggregator)
         self.final_norm = nn.LayerNorm(width)          # the cells are pre-LN: normalise before the head
         self.head = Head(kind, width, num_labels, dropout)
         self.crf = CRF(num_labels) if kind == TAGGING else None   # tagging: emissions into a CRF
@@ -111,7 +114,7 @@ class Supernet(nn.Module):
             return cell_network_forward(
                 self, input_ids, attention_mask, token_type_ids, word_starts, word_mask,
                 run_cell=lambda c, cell, s0, s1, tok: cell(s0, s1, tok, path.cell(c)),
-                pool=lambda h, tok: self.aggregate.aggs[self.aggregate.names.index(path.aggregator)](h, tok))
+                pool=lambda h, tok: self.aggregate.ops[self.aggregate.names.index(path.aggregator)](h, tok))
         w_ops = self.op_weights()
         return cell_network_forward(
             self, input_ids, attention_mask, token_type_ids, word_starts, word_mask,
@@ -164,7 +167,7 @@ class Supernet(nn.Module):
         if self.crf is not None:
             pairs.append((st.crf, self.crf))
         if self.aggregate is not None:
-            pairs.append((st.aggregate, self.aggregate.aggs[self.aggregate.names.index(g.aggregator)]))
+            pairs.append((st.aggregate, self.aggregate.ops[self.aggregate.names.index(g.aggregator)]))
         for c, (fixed, cell) in enumerate(zip(st.cells, self.cells)):
             for name in ("norm0", "norm1", "pre0", "pre1", "out"):
                 pairs.append((getattr(fixed, name), getattr(cell, name)))

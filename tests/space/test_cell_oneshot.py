@@ -223,7 +223,7 @@ def test_a_path_runs_only_its_chosen_ops_and_aggregator():
     net = space.supernet(ctx_for(SINGLE)).eval()
     ran = []
     for name, module in net.named_modules():
-        if ".mixed." in name and name.count(".") == 5 or name.startswith("aggregate.aggs.") and name.count(".") == 2:
+        if ".mixed." in name and name.count(".") == 5 or name.startswith("aggregate.ops.") and name.count(".") == 2:
             module.register_forward_hook(lambda m, i, o, name=name: ran.append(name))
     g = space.from_choices({"n0_inputs": "0,1", "n0_op0": "conv3", "n0_op1": "lstm", "n1_inputs": "0,2",
                             "n1_op0": "identity", "n1_op1": "attn4", "aggregator": "self_attn_pool"})
@@ -231,7 +231,7 @@ def test_a_path_runs_only_its_chosen_ops_and_aggregator():
         net(**batch(SINGLE), path=g)
     # edges of node 0: (0,0)->0, (0,1)->1; node 1: (1,0)->2, (1,1)->3, (1,2)->4; ops indexed as in TINY
     want = [f"cells.{c}.mixed.{e}.ops.{o}" for c in (0, 1) for e, o in ((0, 0), (1, 3), (2, 1), (4, 2))]
-    assert ran == want + ["aggregate.aggs.3"]
+    assert ran == want + ["aggregate.ops.3"]
     ran.clear()
     with torch.no_grad():
         net(**batch(SINGLE))                            # without a path: the DARTS mixture runs every op
@@ -258,7 +258,7 @@ def test_a_training_step_on_a_path_changes_only_the_used_weights():
     g = space.from_choices({"n0_inputs": "0,1", "n0_op0": "conv3", "n0_op1": "lstm", "n1_inputs": "1,2",
                             "n1_op0": "dwconv3", "n1_op1": "attn4", "aggregator": "dynamic_routing"})
     used = {f"cells.{c}.mixed.{e}.ops.{o}." for c in (0, 1) for e, o in ((0, 0), (1, 3), (3, 4), (4, 2))}
-    used |= {"aggregate.aggs.2."}
+    used |= {"aggregate.ops.2."}
     before = {n: p.detach().clone() for n, p in net.named_parameters()}
     opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.01)
     b = batch(SINGLE)
