@@ -59,8 +59,10 @@ def cmd_search(args) -> int:
     from .search.run import resolve_search_config, run_search
 
     cfg = resolve_search_config(_settings(args), args.config)
+    from .utils import dist
+
     m = run_search(cfg, overwrite=args.overwrite, resume=args.resume)
-    print(f"[search] {m['status']}: genotype {m.get('genotype_text', '(none yet)')}")
+    dist.say(f"[search] {m['status']}: genotype {m.get('genotype_text', '(none yet)')}")
     return 0
 
 
@@ -68,8 +70,10 @@ def cmd_retrain(args) -> int:
     from .students.retrain import resolve_retrain_config, retrain
 
     cfg = resolve_retrain_config(_settings(args), args.config)
+    from .utils import dist
+
     m = retrain(cfg, overwrite=args.overwrite, resume=args.resume)
-    print(f"[retrain] {m['status']}: dev {m['dev']} (best epoch {m['best_epoch']})")
+    dist.say(f"[retrain] {m['status']}: dev {m['dev']} (best epoch {m['best_epoch']})")
     return 0
 
 

@@ -38,6 +38,7 @@ class LoopState:
     train_seconds: float = 0.0
     rows_in_epoch: int = 0          # rows trained so far in the current epoch, over all processes
     rows_per_epoch: list = field(default_factory=list)     # rows trained in each finished epoch
+    processes: int = 1              # data-parallel processes that trained it (a resume must use as many)
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -194,17 +195,25 @@ def fit(*, model: torch.nn.Module, optimizer, scheduler, epochs: int,
         grad_clip: float | None = 1.0, extra: dict | None = None, desc: str = "train",
         log_every: int = 50, ema_decay: float | None = None, before_step: Callable | None = None,
         more_optimizers: dict | None = None, more_schedulers: dict | None = None,
-        rows_in: Callable = len, postfix: Callable[[], dict] | None = None, keep: str = "best") -> FitResult:
+        rows_in: Callable = len, postfix: Callable[[], dict] | None = None, keep: str = "best",
+        shard: str = "batches", loss_rows: Callable = len) -> FitResult:
     """Train ``model``; evaluate each epoch; call ``on_best`` when ``main_metric`` improves.
 
     ``loss_fn(batch, progress) -> (loss, logs)`` runs the forward pass (``progress``: a
     :class:`naskd.records.Progress`); ``make_batch(rows)`` collates a batch of row indices. Logs go to
     ``run_dir/log.jsonl``.
 
-    Under torchrun (w processes) an epoch of n batches takes ``ceil(n / w)`` steps on every rank: every
-    batch is trained exactly once, and a last round with k < w batches averages the gradient over those
-    k (:func:`naskd.utils.dist.round_weight`). Fewer batches than processes raise :class:`NaskdError`.
-    ``state.rows_per_epoch`` counts the rows trained in each epoch over all processes.
+    Under torchrun (w processes), ``shard="batches"`` (teacher, retrain): an epoch of n batches takes
+    ``ceil(n / w)`` steps on every rank, each rank a whole batch: every batch is trained exactly once, and a
+    last round with k < w batches averages the gradient over those k (:func:`naskd.utils.dist.round_weight`).
+    Fewer batches than processes raise :class:`NaskdError`. ``shard="rows"`` (search): every step's batch is
+    split across the ranks (:func:`naskd.utils.dist.split_rows`) and each rank's loss weighted by its share of
+    the batch's rows (``loss_rows(rows)`` counts the rows its loss averages over), so that the averaged gradient
+    is the one a single process computes on the whole batch: the same steps and trajectory as one process,
+    up to float rounding, for criteria that are means over rows; ``before_step`` is then called on every rank,
+    with ``None`` where a rank's slice is empty (it must still join the collectives of its step).
+    ``state.rows_per_epoch`` counts the rows trained in each epoch over all processes. A run is resumed by as
+    many processes as trained it (:class:`NaskdError` otherwise: another count would not continue it exactly).
 
     With ``ema_decay`` an exponential moving average of the weights is kept: ``evaluate`` and ``on_best``
     see the averaged weights (what is scored is what is saved), the raw weights' scores are recorded beside
@@ -235,7 +244,9 @@ def fit(*, model: torch.nn.Module, optimizer, scheduler, epochs: int,
         ddp = DistributedDataParallel(trainable, find_unused_parameters=True,
                                       device_ids=[device.index] if device.type == "cuda" else None)
         step_fn = ddp
-    state = LoopState()
+    if shard not in ("batches", "rows"):
+        raise ValueError(f"shard must be 'batches' or 'rows', got {shard!r}")
+    state = LoopState(processes=dist.world_size())
     modules = {"model": model, **extra}
     averaged = weight_average(model, ema_decay) if ema_decay else None
     if averaged is not None:
@@ -244,12 +255,18 @@ def fit(*, model: torch.nn.Module, optimizer, scheduler, epochs: int,
               schedulers={"main": scheduler, **(more_schedulers or {})})
     if resume:
         state = LoopState(**load_checkpoint(ck_path, **ck))
+        if state.processes != dist.world_size():
+            n = state.processes
+            raise NaskdError(f"{run_dir} was trained by {n} process{'es' * (n != 1)}; resume it with as many ("
+                             + (f"torchrun --nproc_per_node {n} ...)" if n > 1 else "without torchrun)")
+                             + f", not {dist.world_size()}: another count would not continue it exactly")
     log_path = run_dir / "log.jsonl"
     best_metrics = state.history[state.best_epoch] if state.best_epoch >= 0 else {}
     steps_done_here = 0
     while state.epoch < epochs:
         epoch_batches = batches_for_epoch(state.epoch)
-        batches = dist.shard(epoch_batches)         # None where this rank pads the last round
+        # None where this rank pads the last round ("batches"); the global batches, split per step ("rows")
+        batches = dist.shard(epoch_batches) if shard == "batches" else epoch_batches
         rows_here = 0                               # rows this process trained since the last count
         model.train()
         for m in extra.values():
@@ -259,7 +276,13 @@ def fit(*, model: torch.nn.Module, optimizer, scheduler, epochs: int,
         t0 = time.perf_counter()
         while state.step_in_epoch < len(batches):
             rows = batches[state.step_in_epoch]
-            weight = 1.0 if dist.world_size() == 1 else dist.round_weight(len(epoch_batches), state.step_in_epoch)
+            if dist.world_size() == 1:
+                weight = 1.0
+            elif shard == "batches":
+                weight = dist.round_weight(len(epoch_batches), state.step_in_epoch)
+            else:                                   # this rank's slice, its loss weighted by its share of rows
+                whole, rows = rows, dist.split_rows(rows)
+                weight = dist.world_size() * (loss_rows(rows) if rows is not None else 0) / loss_rows(whole)
             # where training stands, for criteria with schedules (structured KD's lambda) and strategies' draws
             progress = Progress(epoch=state.epoch, epochs=epochs, step=state.global_step,
                                 fraction=(state.epoch * len(batches) + state.step_in_epoch) / (epochs * len(batches)))
@@ -268,7 +291,8 @@ def fit(*, model: torch.nn.Module, optimizer, scheduler, epochs: int,
             else:
                 batch = to_device(make_batch(rows), device)
                 rows_here += rows_in(rows) if hasattr(rows, "__len__") else 1      # a batch of one row index
-            before = before_step(batch, progress) if before_step is not None and batch is not None else None
+            before = (before_step(batch, progress) if before_step is not None and (batch is not None or shard == "rows")
+                      else None)
             loss, logs = step_fn(batch, progress)
             if before:
                 logs = {**before, **logs}

@@ -55,11 +55,6 @@ def test_teacher_with_two_processes(tmp_path):
     assert m["processes"] == 2 and m["steps"] == 2 and (tmp_path / "t/model.safetensors").is_file()
 
 
-def test_search_refuses_torchrun(tmp_path):
-    r = torchrun("search", "--task", "sst2", "--data-dir", str(DATA), "--out", str(tmp_path / "s"))
-    assert r.returncode != 0 and "naskd search runs in one process" in r.stderr
-
-
 def test_more_processes_than_gpus_is_refused_before_joining(monkeypatch):
     """torchrun with more processes on a node than it has GPUs: a clear error before the process group is
     joined (NCCL would fail later, on the surplus rank alone, with "invalid device ordinal")."""

@@ -17,14 +17,13 @@ from .. import config as C
 from ..data.readers import load_split
 from ..data.tasks import get_task
 from ..distill import DistillationLoss, parse_kd, parse_pairs
-from ..errors import ConfigError, NaskdError
+from ..errors import ConfigError
 from ..augment.data import resolve_augmented
 from ..distill.context import kd_context
 from .. import pipeline as P
 from ..pipeline import DEFAULT_KD, DEFAULT_TAGGING_KD, default_kd, prepare, start_distillation_run
 from ..space.spec import load_space
 from ..utils.io import write_text
-from ..utils.rundir import prepare_run_dir
 from ..utils.runtime import pick_device, seed_everything
 
 DEFAULT_STRATEGY = "darts"
@@ -215,9 +214,6 @@ def run_search(cfg: SearchConfig, *, overwrite: bool = False, resume: bool = Fal
     from ..utils import dist
     from .strategy import SearchEnv, get_strategy
 
-    if dist.launched():
-        raise NaskdError("naskd search runs in one process (the architect's gradients are not reduced across "
-                         "processes); run it without torchrun, or use torchrun for naskd teacher / retrain")
     t_start = time.time()
     seed_everything(cfg.seed)  # before anything draws random numbers (criterion projections too)
     spec = get_task(cfg.task)
@@ -242,29 +238,36 @@ def run_search(cfg: SearchConfig, *, overwrite: bool = False, resume: bool = Fal
     kd = DistillationLoss(cfg.kd, ctx)                 # validates pairs against the teacher, before work
     # the data is there and readable: read before the run directory is made
     splits = (load_split(spec, cfg.data_dir, "train"), load_split(spec, cfg.data_dir, "dev"))
+    device = pick_device(cfg.device)          # under torchrun this joins the process group
+    latency = None
     if cfg.strategy != "darts":
         rows = len(splits[0]) if cfg.max_train_examples is None else min(len(splits[0]), cfg.max_train_examples)
         if cfg.selection_examples > rows // 2:
             raise ConfigError(f"--selection-examples {cfg.selection_examples} would leave fewer rows to train on "
                               f"than to select on ({rows} training rows); lower it to at most {rows // 2}")
-        latency = oneshot_latency(cfg, spec, teacher_dir, info, space, splits[1], resume_dir=out if resume else None)
-    run_dir = prepare_run_dir(out, **guard)
-    if cfg.strategy != "darts" and not resume:
+        # timed on rank 0 alone (processes timing side by side would slow each other), which alone makes the
+        # choices that read the times; a refused constraint stops every rank with its line
+        held: dict = {}
+        dist.from_main(lambda: held.update(lat=oneshot_latency(cfg, spec, teacher_dir, info, space, splits[1],
+                                                               resume_dir=out if resume else None)))
+        latency = held.get("lat")
+    run_dir = dist.run_directory(out, **guard)
+    if latency is not None and not resume:
         latency.save_scale(run_dir)
-    if not resume:                            # the record of what ran: never rewritten by a resume
+    if dist.is_main() and not resume:         # the record of what ran: never rewritten by a resume
         write_text(run_dir / "config.yaml", yaml.safe_dump(
             {**C.to_dict(cfg), "teacher": str(teacher_dir), "space_kind": kind,
              "resolved_space": space.to_dict()}, sort_keys=False))
-    device = pick_device(cfg.device)
-    data = prepare(spec.name, teacher_dir, data_dir=cfg.data_dir, max_train_examples=cfg.max_train_examples,
-                   max_eval_examples=cfg.max_eval_examples, seed=cfg.data_seed, requests=kd.teacher_requests(),
-                   cache_dir=cfg.cache_dir, device=device, need_teacher=kd.needs_teacher,
-                   augmented=resolve_augmented(cfg, spec, teacher_dir),
-                   max_length=cfg.max_length, splits=splits)
+    with dist.main_first():                   # rank 0 fills the teacher cache; the others read it
+        data = prepare(spec.name, teacher_dir, data_dir=cfg.data_dir, max_train_examples=cfg.max_train_examples,
+                       max_eval_examples=cfg.max_eval_examples, seed=cfg.data_seed, requests=kd.teacher_requests(),
+                       cache_dir=cfg.cache_dir, device=device, need_teacher=kd.needs_teacher,
+                       augmented=resolve_augmented(cfg, spec, teacher_dir),
+                       max_length=cfg.max_length, splits=splits)
     kd.setup(data.train_outputs, data.train)
     env = SearchEnv(cfg=cfg, spec=spec, teacher_dir=Path(teacher_dir), teacher_info=info, data=data, kd=kd,
                     run_dir=run_dir, device=device, resume=resume, space=space, t_start=t_start,
-                    latency=latency if cfg.strategy != "darts" else None)
+                    latency=latency)
     return strategy(env).run()
 
 

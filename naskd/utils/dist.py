@@ -129,6 +129,86 @@ def round_weight(n_batches: int, step: int) -> float:
     return w / real
 
 
+def split_rows(rows):
+    """This rank's slice of one global batch (``rows``: an array of row indices, or a tuple of them such as
+    darts' (weight rows, architecture rows)): rows r, r + w, r + 2w, ... of each (w processes), so that the w
+    slices together are the batch one process would train. None when a slice is empty (a batch of fewer rows
+    than processes): that rank then contributes nothing to the step."""
+    w = world_size()
+    if w == 1:
+        return rows
+    if isinstance(rows, tuple):
+        parts = tuple(r[rank()::w] for r in rows)
+        return None if any(len(p) == 0 for p in parts) else parts
+    mine = rows[rank()::w]
+    return None if len(mine) == 0 else mine
+
+
+def mean_over_ranks(tensors: list, n_local: int) -> list:
+    """The row-weighted mean over ranks of per-rank tensors: sum_r (n_r / N) t_r, where ``n_local`` is this
+    rank's number of rows (0 for a rank without any) and N = sum_r n_r. With per-rank mean losses over
+    row-split batches (:func:`split_rows`) this is the gradient one process would compute on the whole batch.
+    One all-reduce; a collective (every rank calls it); the tensors themselves in one process."""
+    if world_size() == 1:
+        return list(tensors)
+    if not tensors:
+        return []
+    flat = torch.cat([t.detach().reshape(-1).double() for t in tensors])
+    buf = torch.cat([flat * float(n_local), flat.new_tensor([float(n_local)])])
+    dist.all_reduce(buf)
+    total = float(buf[-1])
+    out = (buf[:-1] / total) if total > 0 else buf[:-1] * 0
+    res, i = [], 0
+    for t in tensors:
+        res.append(out[i:i + t.numel()].reshape(t.shape).to(t.dtype))
+        i += t.numel()
+    return res
+
+
+def from_main(fn):
+    """``fn()`` run on rank 0 alone, its (picklable) result given to every rank; a :class:`NaskdError` raised
+    there is raised on every rank with the same message (so that all of them stop with one clear line).
+    For work whose result must be the same everywhere but cannot be computed alike on every rank (timings,
+    a discrete search that reads them, files written once)."""
+    if world_size() == 1:
+        return fn()
+    box = [None]
+    if is_main():
+        try:
+            box[0] = ("ok", fn())
+        except NaskdError as e:
+            box[0] = ("error", str(e))
+            dist.broadcast_object_list(box, src=0)
+            raise
+    dist.broadcast_object_list(box, src=0)
+    kind, value = box[0]
+    if kind == "error":
+        raise NaskdError(value)
+    return value
+
+
+def digest(*modules) -> str:
+    """A hash of every tensor (parameters and buffers) of ``modules``, in order: equal digests, equal copies."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for m in modules:
+        for name, t in m.state_dict().items():
+            h.update(name.encode())
+            h.update(t.detach().cpu().contiguous().numpy().tobytes() if t.dtype != torch.bfloat16
+                     else t.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+def agree(digest: str) -> bool:
+    """Whether every rank holds the same ``digest`` (a collective)."""
+    if world_size() == 1:
+        return True
+    all_ = [None] * world_size()
+    dist.all_gather_object(all_, digest)
+    return len(set(all_)) == 1
+
+
 def all_sum(value: int, device) -> int:
     """The sum of an integer over all ranks (a collective: every rank calls it); the value itself alone."""
     if world_size() == 1:

@@ -78,3 +78,21 @@ class Strategy:
 
     def run(self) -> dict:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    @staticmethod
+    def processes(*modules) -> dict:
+        """What metrics.json says of the processes that trained: their number and, under torchrun, whether
+        every rank's copy of ``modules`` (supernet, criteria, architecture parameters) holds the same tensors
+        after training (DDP keeps weights in step; architecture gradients are reduced by hand: a difference
+        is a bug, and is warned about). A collective: every rank calls it."""
+        from ...utils import dist
+
+        if dist.world_size() == 1:
+            return {"processes": 1}
+        same = dist.agree(dist.digest(*modules))
+        if not same:
+            import warnings
+
+            warnings.warn("the processes' copies of the supernet differ after training: the ranks did not train "
+                          "in step (a bug in naskd; the rank-0 copy is the one used)")
+        return {"processes": dist.world_size(), "replicas_agree": same}

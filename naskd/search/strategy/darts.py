@@ -22,6 +22,7 @@ from ...pipeline import batch_to
 from ...predict import evaluate_model
 from ...supernet import Supernet
 from ...train import adamw, cosine_schedule, fit
+from ...utils import dist
 from ...utils.io import append_jsonl, read_json, write_json
 from ...utils.runtime import seed_everything
 from ..architect import Architect
@@ -102,7 +103,7 @@ class Darts(Strategy):
         architect = Architect(supernet_loss, weights, model.alphas(), a_opt, order=cfg.order, xi=cfg.xi or lr,
                               weight_decay=cfg.weight_decay)
         n_params = sum(p.numel() for p in model.weights())
-        print(f"[search] darts on {spec.name}: {n} training examples ({len(w_half)} weights / {len(a_half)} "
+        dist.say(f"[search] darts on {spec.name}: {n} training examples ({len(w_half)} weights / {len(a_half)} "
               f"architecture{'; subsample of ' + str(cfg.max_train_examples) if cfg.max_train_examples else ''}), "
               f"{len(data.dev)} dev; space {space.name} ({len(space.ops)} ops, {space.nodes} nodes), {cfg.layers} "
               f"cells, width {width}, {n_params / 1e6:.2f}M supernet weights; order {cfg.order}; kd {cfg.kd}; "
@@ -116,8 +117,10 @@ class Darts(Strategy):
             return {**batch_to(data.make_batch(rows_w), device), "_arch_batch": batch_to(data.make_batch(rows_a), device)}
 
         def before_step(batch, progress):
-            """The architecture step on the architecture half (alphas only); weights are left for the loop."""
-            ba = batch.pop("_arch_batch")
+            """The architecture step on the architecture half (alphas only); weights are left for the loop. Under
+            torchrun every rank steps, its gradients averaged with the others' (a rank without rows in this
+            step, ``batch`` None, contributes zeros)."""
+            ba = batch.pop("_arch_batch") if batch is not None else None
             now["progress"], now["acc"] = progress, {}
             for p in model.alphas():
                 p.requires_grad_(True)
@@ -156,7 +159,7 @@ class Darts(Strategy):
             write_json(history_path, history)
             genotype.save(run_dir / "genotype.json")
             append_jsonl(run_dir / "metrics.jsonl", {"epoch": epoch + 1, "dev": dev, "genotype": genotype.describe()})
-            print(f"[search] epoch {epoch + 1}/{cfg.epochs}: supernet dev {dev}, arch-half acc "
+            dist.say(f"[search] epoch {epoch + 1}/{cfg.epochs}: supernet dev {dev}, arch-half acc "
                   f"{entry['arch_acc']:.4f}, alpha entropy {entry['alpha_entropy']:.3f}; genotype "
                   f"{genotype.describe()}", flush=True)
 
@@ -169,7 +172,15 @@ class Darts(Strategy):
                      grad_clip=cfg.grad_clip, extra={"kd": kd}, desc="search", log_every=cfg.log_every,
                      before_step=before_step, more_optimizers={"arch": a_opt},
                      rows_in=lambda rows: len(rows[0]) + len(rows[1]),
-                     postfix=lambda: {"H": f"{model.alpha_entropy():.3f}"})
+                     postfix=lambda: {"H": f"{model.alpha_entropy():.3f}"}, shard="rows",
+                     loss_rows=lambda rows: len(rows[0]))
+        replicas = self.processes(model, kd)
+        return dist.from_main(lambda: self.write_metrics(result, history, on_epoch, replicas, n, width, n_params))
+
+    def write_metrics(self, result, history: list, on_epoch, replicas: dict, n: int, width: int, n_params: int) -> dict:
+        """metrics.json of the run (rank 0 under torchrun)."""
+        env = self.env
+        cfg, spec, space, run_dir = env.cfg, env.spec, env.space, env.run_dir
         state = result.state
         if len(history) < state.epoch and not result.stopped:     # killed between the checkpoint and on_epoch
             on_epoch(state.epoch - 1, state.history[-1])
@@ -180,7 +191,7 @@ class Darts(Strategy):
                "order": cfg.order, "kd": cfg.kd, "teacher": str(env.teacher_dir),
                "search_seconds": round(state.train_seconds, 1),
                "wall_seconds_this_process": round(time.time() - env.t_start, 1),
-               "supernet_weights": n_params}
+               "supernet_weights": n_params, **replicas}
         if history:
             last = history[-1]
             g = last["genotype"]
@@ -192,7 +203,7 @@ class Darts(Strategy):
                        "DARTS' known collapse onto skip connections); consider more epochs at a lower --arch-lr, "
                        "--order 2, or a space without identity")
                 warnings.warn(msg)
-                print(f"[search] warning: {msg}", flush=True)
+                dist.say(f"[search] warning: {msg}", flush=True)
                 out["warning"] = msg
         write_json(run_dir / "metrics.json", out)
         return out

@@ -36,6 +36,7 @@ from ...data.encode import bucket_batches
 from ...pipeline import batch_to
 from ...predict import evaluate_model
 from ...train import adamw, cosine_schedule, fit
+from ...utils import dist
 from ...utils.io import append_jsonl, write_json
 from ...utils.progress import bar
 from . import register_strategy
@@ -167,16 +168,25 @@ class GDAS(_OneShot):
             return {**batch_to(data.make_batch(r[0]), device), "_arch_batch": batch_to(data.make_batch(r[1]), device)}
 
         def before_step(batch, progress):
-            """The architecture step on the architecture half: one Gumbel path, gradients to alpha only."""
-            ba = batch.pop("_arch_batch")
+            """The architecture step on the architecture half: one Gumbel path (the same on every rank: drawn
+            from (seed, step)), gradients to alpha only, averaged over the ranks by rows under torchrun (a rank
+            with no rows in this step, ``batch`` None, contributes zeros)."""
+            ba = batch.pop("_arch_batch") if batch is not None else None
             tau = self.tau(progress.fraction)
             choices, gates = arch.sample(np.random.default_rng([cfg.seed, 29, progress.step]), tau)
-            out = net(path=self.space.from_choices(choices), gates=gates, **ba)
-            loss, _ = kd(out, ba.get("teacher", {}), ba, progress)
-            grads = torch.autograd.grad(loss, list(arch.parameters()), allow_unused=True)
+            params = list(arch.parameters())
+            if ba is None:
+                loss, grads, n = torch.zeros(()), [torch.zeros_like(p) for p in params], 0
+            else:
+                out = net(path=self.space.from_choices(choices), gates=gates, **ba)
+                loss, _ = kd(out, ba.get("teacher", {}), ba, progress)
+                grads = torch.autograd.grad(loss, params, allow_unused=True)
+                grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
+                n = int(ba["input_ids"].shape[0])
+            grads = dist.mean_over_ranks(grads, n)
             a_opt.zero_grad(set_to_none=True)
-            for p, g in zip(arch.parameters(), grads):
-                p.grad = None if g is None else g.detach()
+            for p, g in zip(params, grads):
+                p.grad = g.detach()
             a_opt.step()
             return {"loss_a": float(loss.detach()), "tau": tau, "alpha_entropy": arch.entropy()}
 
@@ -206,7 +216,7 @@ class GDAS(_OneShot):
         for p in arch.parameters():          # the weight step leaves alpha alone
             p.requires_grad_(True)
         n_params = sum(p.numel() for p in net.parameters())
-        print(f"[search] gdas on {env.spec.name}: space {self.space.name} ({self.space.kind}, "
+        dist.say(f"[search] gdas on {env.spec.name}: space {self.space.name} ({self.space.kind}, "
               f"{self.space.size():,} architectures), {n_params / 1e6:.2f}M supernet weights; {len(w_half)} weight / "
               f"{len(a_half)} architecture rows, {len(self.selection)} selection rows carved from train (dev is never "
               f"used to choose); kd {cfg.kd}; lr {self.lr}, arch lr {cfg.arch_lr}; tau {TAU_MAX:g} -> {TAU_MIN:g}; "
@@ -218,21 +228,22 @@ class GDAS(_OneShot):
                      checkpoint_every=cfg.checkpoint_every, grad_clip=cfg.grad_clip, extra={"kd": kd, "arch": arch},
                      desc="gdas supernet", log_every=cfg.log_every, before_step=before_step,
                      more_optimizers={"arch": a_opt}, on_epoch=on_epoch,
-                     rows_in=lambda r: len(r[0]) + len(r[1]), postfix=lambda: {"H": f"{arch.entropy():.3f}"})
+                     rows_in=lambda r: len(r[0]) + len(r[1]), postfix=lambda: {"H": f"{arch.entropy():.3f}"},
+                     shard="rows", loss_rows=lambda r: len(r[0]))
         state = result.state
-        if len(history) < state.epoch and not result.stopped:    # killed between the checkpoint and on_epoch
-            on_epoch(state.epoch - 1, state.history[-1])
+        if dist.is_main() and len(history) < state.epoch and not result.stopped:   # killed between the
+            on_epoch(state.epoch - 1, state.history[-1])                            # checkpoint and on_epoch
         info = {"supernet_steps": state.global_step, "supernet_epochs": state.epoch,
                 "supernet_seconds": round(state.train_seconds, 1), "supernet_history": state.history,
-                "supernet_weights": n_params, "alpha_entropy": arch.entropy()}
+                "supernet_weights": n_params, "alpha_entropy": arch.entropy(), **self.processes(net, kd, arch)}
         if result.stopped:
-            return self.stopped(info)
+            return dist.from_main(lambda: self.stopped(info))
         t0 = time.time()
-        candidates = self.derivation(net, arch, state.global_step)
+        candidates = dist.from_main(lambda: self.derivation(net, arch, state.global_step))
         argmax = self.space.from_choices(arch.argmax())
-        return self.finish(candidates, {**info, "argmax_genotype": argmax.to_dict(),
-                                        "argmax_text": self.space.describe(argmax), "trials": cfg.trials,
-                                        "derivation_seconds_this_process": round(time.time() - t0, 1)})
+        return dist.from_main(lambda: self.finish(candidates, {
+            **info, "argmax_genotype": argmax.to_dict(), "argmax_text": self.space.describe(argmax),
+            "trials": cfg.trials, "derivation_seconds_this_process": round(time.time() - t0, 1)}))
 
     def derivation(self, net, arch: ArchParameters, supernet_steps: int) -> list[dict]:
         """The argmax architecture, then draws from softmax(alpha) meeting the constraint, up to

@@ -26,6 +26,7 @@ from ...data.encode import bucket_batches, epoch_rows
 from ...errors import NaskdError
 from ...pipeline import batch_to
 from ...train import cosine_schedule, fit
+from ...utils import dist
 from ...utils.io import append_jsonl
 from .. import pareto as P
 from . import register_strategy
@@ -44,6 +45,17 @@ class Hyperband(_OneShot):
     name = "hyperband"
     summary = ("multi-fidelity multi-trial: Optuna TPE proposes architectures within the constraint, each trained "
                "standalone, Hyperband pruning on the selection score stops the poor ones early")
+
+    @classmethod
+    def check(cls, cfg, space_kind: str) -> None:
+        super().check(cfg, space_kind)
+        from ...errors import ConfigError
+        from ...utils import dist
+
+        if dist.launched():
+            raise ConfigError("--strategy hyperband runs in one process (Hyperband decides between rungs whether a "
+                              "trial goes on); run it without torchrun, or use torchrun with --strategy spos, "
+                              "random, gdas or darts")
 
     def rungs(self) -> tuple[int, int]:
         """(rows per candidate pass, rungs per candidate): a rung is ``--rung-rows`` rows (the last one of a
@@ -79,7 +91,7 @@ class Hyperband(_OneShot):
         dims = self.space.dimensions()
         path, recorded = candidate_log(env)
         kd_state = criteria_state(kd)
-        print(f"[search] hyperband on {env.spec.name}: space {self.space.name} ({self.space.kind}); TPE proposals "
+        dist.say(f"[search] hyperband on {env.spec.name}: space {self.space.name} ({self.space.kind}); TPE proposals "
               f"within {P.constraint_text(cfg.speedup, cfg.latency_ms)}, each candidate up to {cfg.epochs} x "
               f"{per_pass} rows in {n_rungs} rungs of {cfg.rung_rows}, Hyperband pruning (reduction 3); budget "
               f"{budget:,} rows or {cfg.trials} proposals; {len(self.selection)} selection rows carved from train; "

@@ -28,6 +28,7 @@ from ...network import count_parameters
 from ...pipeline import batch_to
 from ...predict import evaluate_model
 from ...train import adamw, cosine_schedule, fit
+from ...utils import dist
 from ...utils.io import append_jsonl, write_json
 from ...utils.progress import bar
 from ...utils.runtime import seed_everything
@@ -79,10 +80,12 @@ class _OneShot(Strategy):
         self.lengths = data.train.lengths
         self.metric = env.spec.main_metric
         self.lr = cfg.lr if cfg.lr is not None else (5e-5 if self.space.kind == "teacher" else 1e-3)
+        # the latency model is rank 0's alone under torchrun (it times on the machine): the choices that read it
+        # (draws under the constraint, the discrete search, the pick) are made there and given to every rank
         self.lat = env.latency
-        self.lut, self.lut_lengths, self.threads, self.teacher = (self.lat.lut, self.lat.lengths, self.lat.threads,
-                                                                  self.lat.teacher)
-        self.feasible = self.lat.feasible
+        lat = self.lat
+        self.lut, self.lut_lengths, self.threads, self.teacher, self.feasible = (
+            (lat.lut, lat.lengths, lat.threads, lat.teacher, lat.feasible) if lat is not None else (None,) * 5)
 
     def build_supernet(self):
         """(the space's supernet on the device, seeded by --seed; its trainable weights with the criteria's),
@@ -191,7 +194,7 @@ class _OneShot(Strategy):
                "genotype_text": chosen["text"], "pick": chosen, "constraint": doc["constraint"],
                "wall_seconds_this_process": round(time.time() - env.t_start, 1), **extra}
         write_json(env.run_dir / "metrics.json", out)
-        print(f"[search] {len(candidates)} evaluated, {len(front)} on the front; pick (constraint: "
+        dist.say(f"[search] {len(candidates)} evaluated, {len(front)} on the front; pick (constraint: "
               f"{doc['constraint']['text']}; the most accurate meeting it): "
               f"{chosen['text']}: selection {self.metric} {chosen['score']:.4f}, predicted {chosen['speedup']:.1f}x "
               f"the teacher's throughput ({chosen['b128_ms']:.1f} ms per 128, measured {measured['measured_b128_ms']:.1f}; "
@@ -244,14 +247,14 @@ class Latency:
                               self.lut.drift(space, self.ctx, self.lengths, threads=(self.threads,),
                                              batches=(1, 128))).items():
                 if (t, b) in self.lut.scale:
-                    print(f"[search] latency table: the machine is {abs(f - 1):.0%} {'slower' if f > 1 else 'faster'} "
+                    dist.say(f"[search] latency table: the machine is {abs(f - 1):.0%} {'slower' if f > 1 else 'faster'} "
                           f"at {t} thread{'s' if t > 1 else ''}, batch {b} than when the table was measured; its "
                           "predictions are scaled by the calibration students' times measured now", flush=True)
             self.teacher = {b: self.lut.teacher_ms(teacher_dir, self.ctx, self.lengths, self.threads, b)
                             for b in (1, 128)}
         self.feasible = None
         self.env_teacher = teacher_dir
-        print(f"[search] latency table {self.lut.path} ({self.threads} threads, lengths {self.lengths}); teacher "
+        dist.say(f"[search] latency table {self.lut.path} ({self.threads} threads, lengths {self.lengths}); teacher "
               f"{self.teacher[1]:.2f} ms at batch 1, {self.teacher[128]:.1f} ms per batch of 128", flush=True)
 
     SCALE_FILE = "latency_scale.json"
@@ -455,7 +458,7 @@ class SPOS(_OneShot):
             return {"probe_score": float(np.mean(scores)), "probe_min": min(scores), "probe_max": max(scores)}
 
         n_params = sum(p.numel() for p in net.parameters())
-        print(f"[search] spos on {env.spec.name}: space {self.space.name} ({self.space.kind}, "
+        dist.say(f"[search] spos on {env.spec.name}: space {self.space.name} ({self.space.kind}, "
               f"{self.space.size():,} architectures), {n_params / 1e6:.2f}M supernet weights; {len(rows)} training "
               f"rows, {len(self.selection)} selection rows carved from train (dev is never used to choose); "
               f"{cfg.sampling} paths; kd {cfg.kd}; lr {self.lr}; {cfg.epochs} epochs x {total // cfg.epochs} steps on "
@@ -464,17 +467,18 @@ class SPOS(_OneShot):
                      make_batch=lambda r: batch_to(data.make_batch(r), device), loss_fn=loss_fn, evaluate=evaluate,
                      main_metric="probe_score", run_dir=run_dir, device=device, resume=env.resume,
                      stop_after_steps=cfg.stop_after_steps, checkpoint_every=cfg.checkpoint_every,
-                     grad_clip=cfg.grad_clip, extra={"kd": kd}, desc="spos supernet", log_every=cfg.log_every)
+                     grad_clip=cfg.grad_clip, extra={"kd": kd}, desc="spos supernet", log_every=cfg.log_every,
+                     shard="rows")
         train_info = {"supernet_steps": result.state.global_step, "supernet_epochs": result.state.epoch,
                       "supernet_seconds": round(result.state.train_seconds, 1), "supernet_history": result.state.history,
-                      "supernet_weights": n_params}
+                      "supernet_weights": n_params, **self.processes(net, kd)}
         if result.stopped:
-            return self.stopped(train_info)
+            return dist.from_main(lambda: self.stopped(train_info))
         t0 = time.time()
-        candidates = self.discrete_search(net, result.state.global_step)
-        return self.finish(candidates, {**train_info, "discrete_search_seconds_this_process": round(time.time() - t0, 1),
-                                        "trials": cfg.trials, "sampler": f"optuna NSGAIISampler(population_size="
-                                                                         f"{cfg.population}, seed={cfg.seed})"})
+        candidates = dist.from_main(lambda: self.discrete_search(net, result.state.global_step))
+        return dist.from_main(lambda: self.finish(candidates, {
+            **train_info, "discrete_search_seconds_this_process": round(time.time() - t0, 1), "trials": cfg.trials,
+            "sampler": f"optuna NSGAIISampler(population_size={cfg.population}, seed={cfg.seed})"}))
 
     def discrete_search(self, net, supernet_steps: int) -> list[dict]:
         """NSGA-II over the inherited weights of ``net`` (trained ``supernet_steps`` steps). Evaluations
@@ -569,10 +573,10 @@ class RandomSearch(_OneShot):
         data, device, kd, run_dir = env.data, env.device, env.kd, env.run_dir
         rows = self.train_rows
         per_epoch = self.rows_per_epoch()
-        path, log = candidate_log(env)
+        path, log = dist.from_main(lambda: candidate_log(env))
         done = {r["index"]: r for r in log}
         kd_state = criteria_state(kd)
-        print(f"[search] random on {env.spec.name}: space {self.space.name} ({self.space.kind}); {cfg.candidates} "
+        dist.say(f"[search] random on {env.spec.name}: space {self.space.name} ({self.space.kind}); {cfg.candidates} "
               f"candidates, each {cfg.epochs} epochs x {per_epoch} rows of the {len(rows)} training rows ("
               f"{cfg.candidates * cfg.epochs * per_epoch:,} rows in all; a spos supernet of as many epochs trains "
               f"{cfg.epochs * len(rows):,}); {len(self.selection)} selection rows carved from train; kd "
@@ -580,15 +584,17 @@ class RandomSearch(_OneShot):
         steps_here = 0
         seconds = 0.0
         candidates = []
+        replicas = {"processes": dist.world_size()}      # and, under torchrun, whether every candidate's copies agreed
         for i in range(cfg.candidates):
-            g = self.draw(i)
+            g = self.space.genotype_from_dict(dist.from_main(lambda i=i: self.draw(i).to_dict()), "the draw")
             if (i in done and done[i].get("epochs") == cfg.epochs
                     and _key(self.space.genotype_from_dict(done[i]["genotype"])) == _key(g)):
                 candidates.append(done[i])
                 seconds += done[i].get("train_seconds", 0.0)
                 continue
             cand_dir = run_dir / "candidates" / f"{i:03d}"
-            cand_dir.mkdir(parents=True, exist_ok=True)
+            resume = dist.from_main(lambda cand_dir=cand_dir: cand_dir.mkdir(parents=True, exist_ok=True)
+                                    or (cand_dir / "checkpoint.pt").is_file())
             student, opt = self.standalone(g, cfg.seed + i, kd_state)
 
             def batches_for_epoch(e, i=i):
@@ -606,18 +612,27 @@ class RandomSearch(_OneShot):
                          batches_for_epoch=batches_for_epoch, make_batch=lambda r: batch_to(data.make_batch(r), device),
                          loss_fn=loss_fn, evaluate=lambda student=student: {"score": self.score(student)},
                          main_metric="score", run_dir=cand_dir, device=device,
-                         resume=(cand_dir / "checkpoint.pt").is_file(), stop_after_steps=remaining,
+                         resume=resume, stop_after_steps=remaining,
                          checkpoint_every=cfg.checkpoint_every, grad_clip=cfg.grad_clip, extra={"kd": kd},
-                         desc=f"random candidate {i + 1}/{cfg.candidates}", log_every=cfg.log_every)
+                         desc=f"random candidate {i + 1}/{cfg.candidates}", log_every=cfg.log_every, shard="rows")
             steps_here += result.steps_here
+            agree = self.processes(student, kd)
             if result.stopped:
-                return self.stopped({"candidates_done": len(candidates)})
-            c = self.record(g, float(result.best_metrics["score"]), i, None)
-            c.update(index=i, train_seconds=round(result.state.train_seconds, 1), steps=result.state.global_step,
-                     best_epoch=result.state.best_epoch + 1, epochs=cfg.epochs)
-            append_jsonl(path, c)
-            (cand_dir / "checkpoint.pt").unlink(missing_ok=True)    # recorded: its weights are not needed again
+                return dist.from_main(lambda: self.stopped({"candidates_done": len(candidates), **agree}))
+
+            def recorded(g=g, i=i, result=result, cand_dir=cand_dir):
+                c = self.record(g, float(result.best_metrics["score"]), i, None)
+                c.update(index=i, train_seconds=round(result.state.train_seconds, 1), steps=result.state.global_step,
+                         best_epoch=result.state.best_epoch + 1, epochs=cfg.epochs)
+                append_jsonl(path, c)
+                (cand_dir / "checkpoint.pt").unlink(missing_ok=True)    # recorded: its weights are not needed again
+                return c
+
+            c = dist.from_main(recorded)       # scored by rank 0 (the loop evaluates there)
             candidates.append(c)
             seconds += c["train_seconds"]
-        return self.finish(candidates, {"candidates": cfg.candidates, "rows_per_candidate_epoch": per_epoch,
-                                        "train_seconds": round(seconds, 1)})
+            if dist.world_size() > 1:
+                replicas["replicas_agree"] = replicas.get("replicas_agree", True) and agree["replicas_agree"]
+        return dist.from_main(lambda: self.finish(candidates, {
+            "candidates": cfg.candidates, "rows_per_candidate_epoch": per_epoch, "train_seconds": round(seconds, 1),
+            **replicas}))
