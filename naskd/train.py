@@ -208,8 +208,9 @@ def fit(*, model: torch.nn.Module, optimizer, scheduler, epochs: int,
     last round with k < w batches averages the gradient over those k (:func:`naskd.utils.dist.round_weight`).
     Fewer batches than processes raise :class:`NaskdError`. ``shard="rows"`` (search): every step's batch is
     split across the ranks (:func:`naskd.utils.dist.split_rows`) and each rank's loss weighted by its share of
-    the batch's rows (``loss_rows(rows)`` counts the rows its loss averages over), so that the averaged gradient
-    is the one a single process computes on the whole batch: the same steps and trajectory as one process,
+    the batch's rows (``loss_rows(rows)`` counts the rows its loss averages over), the gradients averaged by
+    :func:`naskd.utils.dist.average_gradients` (only those some rank has, word tables by rows), so that the
+    averaged gradient is the one a single process computes on the whole batch: the same steps and trajectory as one process,
     up to float rounding, for criteria that are means over rows; ``before_step`` is then called on every rank,
     with ``None`` where a rank's slice is empty (it must still join the collectives of its step).
     ``state.rows_per_epoch`` counts the rows trained in each epoch over all processes. A run is resumed by as
@@ -235,7 +236,14 @@ def fit(*, model: torch.nn.Module, optimizer, scheduler, epochs: int,
     extra = extra or {}
     ck_path = run_dir / CHECKPOINT
     step_fn = loss_fn
-    if dist.world_size() > 1:
+    reduce_by_hand = dist.world_size() > 1 and shard == "rows"
+    if reduce_by_hand:
+        # the weights' gradients averaged after each backward (dist.average_gradients): only those some rank
+        # has (a spos path's), and of the word tables only the rows a batch touched
+        trainables = [p for m in (model, *(extra or {}).values()) for p in m.parameters() if p.requires_grad]
+        row_sparse = {id(mod.weight) for m in (model, *(extra or {}).values()) for mod in m.modules()
+                      if isinstance(mod, torch.nn.Embedding) and mod.weight.requires_grad}
+    elif dist.world_size() > 1:
         # DistributedDataParallel over everything that trains (the model and the criteria's projections):
         # the forward goes through the wrapper so that backward averages the gradients across ranks
         from torch.nn.parallel import DistributedDataParallel
@@ -260,6 +268,8 @@ def fit(*, model: torch.nn.Module, optimizer, scheduler, epochs: int,
             raise NaskdError(f"{run_dir} was trained by {n} process{'es' * (n != 1)}; resume it with as many ("
                              + (f"torchrun --nproc_per_node {n} ...)" if n > 1 else "without torchrun)")
                              + f", not {dist.world_size()}: another count would not continue it exactly")
+    if reduce_by_hand:                    # every rank starts from rank 0's weights (as DDP makes them)
+        dist.broadcast_modules(model, *extra.values())
     log_path = run_dir / "log.jsonl"
     best_metrics = state.history[state.best_epoch] if state.best_epoch >= 0 else {}
     steps_done_here = 0
@@ -293,7 +303,10 @@ def fit(*, model: torch.nn.Module, optimizer, scheduler, epochs: int,
                 rows_here += rows_in(rows) if hasattr(rows, "__len__") else 1      # a batch of one row index
             before = (before_step(batch, progress) if before_step is not None and (batch is not None or shard == "rows")
                       else None)
-            loss, logs = step_fn(batch, progress)
+            if batch is None and reduce_by_hand:    # nothing to train here: this rank only joins the reduction
+                loss, logs = torch.zeros((), device=device), {}
+            else:
+                loss, logs = step_fn(batch, progress)
             if before:
                 logs = {**before, **logs}
             if not torch.isfinite(loss):
@@ -303,7 +316,10 @@ def fit(*, model: torch.nn.Module, optimizer, scheduler, epochs: int,
                     "lower the learning rate (--lr) or check the inputs; the last checkpoint is kept"
                 )
             optimizer.zero_grad(set_to_none=True)
-            (loss if weight == 1.0 else loss * weight).backward()
+            if not (batch is None and reduce_by_hand):
+                (loss if weight == 1.0 else loss * weight).backward()
+            if reduce_by_hand:
+                dist.average_gradients(trainables, row_sparse)
             if grad_clip:
                 params = [p for g in optimizer.param_groups for p in g["params"]]
                 torch.nn.utils.clip_grad_norm_(params, grad_clip)

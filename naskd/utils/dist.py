@@ -165,6 +165,86 @@ def mean_over_ranks(tensors: list, n_local: int) -> list:
     return res
 
 
+def broadcast_modules(*modules) -> None:
+    """Every tensor (parameters and buffers) of ``modules`` set to rank 0's (a collective)."""
+    if world_size() == 1:
+        return
+    for m in modules:
+        for t in list(m.parameters()) + list(m.buffers()):
+            dist.broadcast(t.data, src=0)
+
+
+def average_gradients(params: list, row_sparse: set) -> None:
+    """The mean over the ranks of ``params``' gradients, in place, sending only what some rank has: the
+    gradients of parameters that received one on some rank (a spos step trains one path of the supernet: the
+    others' gradients stay None, as in one process), and of the ``row_sparse`` parameters (ids of word tables)
+    only the rows that are non-zero on some rank (a batch touches a few hundred of the table's rows). Dense
+    results, as one process would hold them. A collective: every rank calls it after its backward (a rank
+    without rows in the step, with no gradients, too). It does what DistributedDataParallel's all-reduce does,
+    without sending the unused weights: on SST-2's macro supernet (20M weights, 9M of them the word table) at
+    batch 32, two processes took 60 s of supernet training with DDP's full reduction and 49 s with this one,
+    where one two-thread process took 21-30 s (study search_processes_sst2 of benchmarks/ measures it)."""
+    w = world_size()
+    if w == 1:
+        return
+    has = torch.tensor([p.grad is not None for p in params], dtype=torch.uint8)
+    local_rows = {}
+    for i, p in enumerate(params):
+        if id(p) in row_sparse and p.grad is not None:
+            local_rows[i] = torch.nonzero(p.grad.reshape(p.shape[0], -1).abs().sum(1)).reshape(-1)
+    sparse_idx = [i for i, p in enumerate(params) if id(p) in row_sparse]
+    counts = torch.tensor([len(local_rows.get(i, ())) for i in sparse_idx], dtype=torch.int64)
+    head = torch.cat([has.long(), counts])
+    dist.all_reduce(head, op=dist.ReduceOp.MAX)
+    union = head[: len(params)].bool().tolist()
+    max_counts = head[len(params):].tolist()
+    # the rows each row-sparse parameter sends: the union over ranks (all_gather of padded index lists)
+    rows = {}
+    if sparse_idx:
+        pad = torch.full((sum(max_counts),), -1, dtype=torch.int64)
+        at = 0
+        for i, m in zip(sparse_idx, max_counts):
+            r = local_rows.get(i, torch.empty(0, dtype=torch.int64))
+            pad[at:at + len(r)] = r
+            at += m
+        gathered = [torch.empty_like(pad) for _ in range(w)]
+        dist.all_gather(gathered, pad)
+        every = torch.stack(gathered)
+        at = 0
+        for i, m in zip(sparse_idx, max_counts):
+            ids = every[:, at:at + m].reshape(-1)
+            rows[i] = torch.unique(ids[ids >= 0])
+            at += m
+    pieces, slots = [], []
+    for i, p in enumerate(params):
+        if not union[i]:
+            continue
+        g = p.grad if p.grad is not None else torch.zeros_like(p)
+        if i in rows:
+            piece = g.reshape(p.shape[0], -1)[rows[i]]
+        else:
+            piece = g
+        pieces.append(piece.reshape(-1))
+        slots.append(i)
+    if not pieces:
+        return
+    flat = torch.cat(pieces)
+    dist.all_reduce(flat)
+    flat /= w
+    at = 0
+    for i in slots:
+        p = params[i]
+        if i in rows:
+            n = len(rows[i]) * (p.numel() // p.shape[0])
+            g = p.grad.zero_() if p.grad is not None else torch.zeros_like(p)
+            g.reshape(p.shape[0], -1)[rows[i]] = flat[at:at + n].reshape(len(rows[i]), -1).to(g.dtype)
+        else:
+            n = p.numel()
+            g = flat[at:at + n].reshape(p.shape).clone().to(p.dtype)
+        p.grad = g
+        at += n
+
+
 def from_main(fn):
     """``fn()`` run on rank 0 alone, its (picklable) result given to every rank; a :class:`NaskdError` raised
     there is raised on every rank with the same message (so that all of them stop with one clear line).
