@@ -10,7 +10,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 OUT = ROOT / "benchmarks" / "RESULTS.md"
-ORDER = ["teachers", "bucketing", "ranking", "strategy_budget", "matched_speed", "pareto", "search_front", "lut_accuracy", "search_seeds", "search_overlap", "search_steps", "students_sst2", "seed_spread", "bench_sst2", "gpu_speed",
+ORDER = ["teachers", "bucketing", "ranking", "strategy_budget", "matched_speed", "pareto", "search_front", "lut_accuracy", "search_processes", "search_seeds", "search_overlap", "search_steps", "students_sst2", "seed_spread", "bench_sst2", "gpu_speed",
          "width_speed", "optimizer_step",
          "kd_study",
          "criteria_cost", "cache_size", "tagging_study", "structured_criteria", "structured_epochs", "augment_rates",
