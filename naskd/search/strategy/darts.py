@@ -104,11 +104,11 @@ class Darts(Strategy):
                               weight_decay=cfg.weight_decay)
         n_params = sum(p.numel() for p in model.weights())
         dist.say(f"[search] darts on {spec.name}: {n} training examples ({len(w_half)} weights / {len(a_half)} "
-              f"architecture{'; subsample of ' + str(cfg.max_train_examples) if cfg.max_train_examples else ''}), "
-              f"{len(data.dev)} dev; space {space.name} ({len(space.ops)} ops, {space.nodes} nodes), {cfg.layers} "
-              f"cells, width {width}, {n_params / 1e6:.2f}M supernet weights; order {cfg.order}; kd {cfg.kd}; "
-              f"teacher {env.teacher_dir} ({env.teacher_info['num_layers']} layers); {emb_note}; {cfg.epochs} "
-              f"epochs x {steps_per_epoch} steps on {device}; run directory {run_dir}", flush=True)
+                 f"architecture{'; subsample of ' + str(cfg.max_train_examples) if cfg.max_train_examples else ''}), "
+                 f"{len(data.dev)} dev; space {space.name} ({len(space.ops)} ops, {space.nodes} nodes), {cfg.layers} "
+                 f"cells, width {width}, {n_params / 1e6:.2f}M supernet weights; order {cfg.order}; kd {cfg.kd}; "
+                 f"teacher {env.teacher_dir} ({env.teacher_info['num_layers']} layers); {emb_note}; {cfg.epochs} "
+                 f"epochs x {steps_per_epoch} steps on {device}; run directory {run_dir}", flush=True)
 
         arch_acc = {"sum": 0.0, "n": 0}
 
@@ -160,8 +160,8 @@ class Darts(Strategy):
             genotype.save(run_dir / "genotype.json")
             append_jsonl(run_dir / "metrics.jsonl", {"epoch": epoch + 1, "dev": dev, "genotype": genotype.describe()})
             dist.say(f"[search] epoch {epoch + 1}/{cfg.epochs}: supernet dev {dev}, arch-half acc "
-                  f"{entry['arch_acc']:.4f}, alpha entropy {entry['alpha_entropy']:.3f}; genotype "
-                  f"{genotype.describe()}", flush=True)
+                     f"{entry['arch_acc']:.4f}, alpha entropy {entry['alpha_entropy']:.3f}; genotype "
+                     f"{genotype.describe()}", flush=True)
 
         for p in model.alphas():
             p.requires_grad_(False)

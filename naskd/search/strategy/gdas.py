@@ -217,11 +217,11 @@ class GDAS(_OneShot):
             p.requires_grad_(True)
         n_params = sum(p.numel() for p in net.parameters())
         dist.say(f"[search] gdas on {env.spec.name}: space {self.space.name} ({self.space.kind}, "
-              f"{self.space.size():,} architectures), {n_params / 1e6:.2f}M supernet weights; {len(w_half)} weight / "
-              f"{len(a_half)} architecture rows, {len(self.selection)} selection rows carved from train (dev is never "
-              f"used to choose); kd {cfg.kd}; lr {self.lr}, arch lr {cfg.arch_lr}; tau {TAU_MAX:g} -> {TAU_MIN:g}; "
-              f"{cfg.epochs} epochs x {steps_per_epoch} steps on {device}; then the argmax and up to {cfg.trials} "
-              f"draws from the learned distribution; run directory {run_dir}", flush=True)
+                 f"{self.space.size():,} architectures), {n_params / 1e6:.2f}M supernet weights; {len(w_half)} weight / "
+                 f"{len(a_half)} architecture rows, {len(self.selection)} selection rows carved from train (dev is never "
+                 f"used to choose); kd {cfg.kd}; lr {self.lr}, arch lr {cfg.arch_lr}; tau {TAU_MAX:g} -> {TAU_MIN:g}; "
+                 f"{cfg.epochs} epochs x {steps_per_epoch} steps on {device}; then the argmax and up to {cfg.trials} "
+                 f"draws from the learned distribution; run directory {run_dir}", flush=True)
         result = fit(model=net, optimizer=opt, scheduler=sched, epochs=cfg.epochs, batches_for_epoch=batches_for_epoch,
                      make_batch=make_batch, loss_fn=loss_fn, evaluate=evaluate, main_metric="argmax_score",
                      run_dir=run_dir, device=device, resume=env.resume, stop_after_steps=cfg.stop_after_steps,

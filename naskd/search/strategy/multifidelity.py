@@ -92,10 +92,10 @@ class Hyperband(_OneShot):
         path, recorded = candidate_log(env)
         kd_state = criteria_state(kd)
         dist.say(f"[search] hyperband on {env.spec.name}: space {self.space.name} ({self.space.kind}); TPE proposals "
-              f"within {P.constraint_text(cfg.speedup, cfg.latency_ms)}, each candidate up to {cfg.epochs} x "
-              f"{per_pass} rows in {n_rungs} rungs of {cfg.rung_rows}, Hyperband pruning (reduction 3); budget "
-              f"{budget:,} rows or {cfg.trials} proposals; {len(self.selection)} selection rows carved from train; "
-              f"kd {cfg.kd}; lr {self.lr}; run directory {run_dir}", flush=True)
+                 f"within {P.constraint_text(cfg.speedup, cfg.latency_ms)}, each candidate up to {cfg.epochs} x "
+                 f"{per_pass} rows in {n_rungs} rungs of {cfg.rung_rows}, Hyperband pruning (reduction 3); budget "
+                 f"{budget:,} rows or {cfg.trials} proposals; {len(self.selection)} selection rows carved from train; "
+                 f"kd {cfg.kd}; lr {self.lr}; run directory {run_dir}", flush=True)
         candidates, pruned, trained, seconds, steps_here = [], [], 0, 0.0, 0
         seen: dict = {}                   # architecture -> its record, for proposals that repeat one
         replay = list(recorded)

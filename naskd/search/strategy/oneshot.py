@@ -195,11 +195,11 @@ class _OneShot(Strategy):
                "wall_seconds_this_process": round(time.time() - env.t_start, 1), **extra}
         write_json(env.run_dir / "metrics.json", out)
         dist.say(f"[search] {len(candidates)} evaluated, {len(front)} on the front; pick (constraint: "
-              f"{doc['constraint']['text']}; the most accurate meeting it): "
-              f"{chosen['text']}: selection {self.metric} {chosen['score']:.4f}, predicted {chosen['speedup']:.1f}x "
-              f"the teacher's throughput ({chosen['b128_ms']:.1f} ms per 128, measured {measured['measured_b128_ms']:.1f}; "
-              f"{chosen['b1_ms']:.2f} ms at batch 1, measured {measured['measured_b1_ms']:.2f}); wrote "
-              f"{env.run_dir}/pareto.json, pareto.png, genotype.json", flush=True)
+                 f"{doc['constraint']['text']}; the most accurate meeting it): "
+                 f"{chosen['text']}: selection {self.metric} {chosen['score']:.4f}, predicted {chosen['speedup']:.1f}x "
+                 f"the teacher's throughput ({chosen['b128_ms']:.1f} ms per 128, measured {measured['measured_b128_ms']:.1f}; "
+                 f"{chosen['b1_ms']:.2f} ms at batch 1, measured {measured['measured_b1_ms']:.2f}); wrote "
+                 f"{env.run_dir}/pareto.json, pareto.png, genotype.json", flush=True)
         return out
 
     def _doc(self, candidates: list[dict]) -> dict:
@@ -248,14 +248,14 @@ class Latency:
                                              batches=(1, 128))).items():
                 if (t, b) in self.lut.scale:
                     dist.say(f"[search] latency table: the machine is {abs(f - 1):.0%} {'slower' if f > 1 else 'faster'} "
-                          f"at {t} thread{'s' if t > 1 else ''}, batch {b} than when the table was measured; its "
-                          "predictions are scaled by the calibration students' times measured now", flush=True)
+                             f"at {t} thread{'s' if t > 1 else ''}, batch {b} than when the table was measured; its "
+                             "predictions are scaled by the calibration students' times measured now", flush=True)
             self.teacher = {b: self.lut.teacher_ms(teacher_dir, self.ctx, self.lengths, self.threads, b)
                             for b in (1, 128)}
         self.feasible = None
         self.env_teacher = teacher_dir
         dist.say(f"[search] latency table {self.lut.path} ({self.threads} threads, lengths {self.lengths}); teacher "
-              f"{self.teacher[1]:.2f} ms at batch 1, {self.teacher[128]:.1f} ms per batch of 128", flush=True)
+                 f"{self.teacher[1]:.2f} ms at batch 1, {self.teacher[128]:.1f} ms per batch of 128", flush=True)
 
     SCALE_FILE = "latency_scale.json"
 
@@ -459,10 +459,10 @@ class SPOS(_OneShot):
 
         n_params = sum(p.numel() for p in net.parameters())
         dist.say(f"[search] spos on {env.spec.name}: space {self.space.name} ({self.space.kind}, "
-              f"{self.space.size():,} architectures), {n_params / 1e6:.2f}M supernet weights; {len(rows)} training "
-              f"rows, {len(self.selection)} selection rows carved from train (dev is never used to choose); "
-              f"{cfg.sampling} paths; kd {cfg.kd}; lr {self.lr}; {cfg.epochs} epochs x {total // cfg.epochs} steps on "
-              f"{device}; then {cfg.trials} NSGA-II trials; run directory {run_dir}", flush=True)
+                 f"{self.space.size():,} architectures), {n_params / 1e6:.2f}M supernet weights; {len(rows)} training "
+                 f"rows, {len(self.selection)} selection rows carved from train (dev is never used to choose); "
+                 f"{cfg.sampling} paths; kd {cfg.kd}; lr {self.lr}; {cfg.epochs} epochs x {total // cfg.epochs} steps on "
+                 f"{device}; then {cfg.trials} NSGA-II trials; run directory {run_dir}", flush=True)
         result = fit(model=net, optimizer=opt, scheduler=sched, epochs=cfg.epochs, batches_for_epoch=batches_for_epoch,
                      make_batch=lambda r: batch_to(data.make_batch(r), device), loss_fn=loss_fn, evaluate=evaluate,
                      main_metric="probe_score", run_dir=run_dir, device=device, resume=env.resume,
@@ -577,10 +577,10 @@ class RandomSearch(_OneShot):
         done = {r["index"]: r for r in log}
         kd_state = criteria_state(kd)
         dist.say(f"[search] random on {env.spec.name}: space {self.space.name} ({self.space.kind}); {cfg.candidates} "
-              f"candidates, each {cfg.epochs} epochs x {per_epoch} rows of the {len(rows)} training rows ("
-              f"{cfg.candidates * cfg.epochs * per_epoch:,} rows in all; a spos supernet of as many epochs trains "
-              f"{cfg.epochs * len(rows):,}); {len(self.selection)} selection rows carved from train; kd "
-              f"{cfg.kd}; lr {self.lr}; run directory {run_dir}", flush=True)
+                 f"candidates, each {cfg.epochs} epochs x {per_epoch} rows of the {len(rows)} training rows ("
+                 f"{cfg.candidates * cfg.epochs * per_epoch:,} rows in all; a spos supernet of as many epochs trains "
+                 f"{cfg.epochs * len(rows):,}); {len(self.selection)} selection rows carved from train; kd "
+                 f"{cfg.kd}; lr {self.lr}; run directory {run_dir}", flush=True)
         steps_here = 0
         seconds = 0.0
         candidates = []
