@@ -210,8 +210,9 @@ def fit(*, model: torch.nn.Module, optimizer, scheduler, epochs: int,
     split across the ranks (:func:`naskd.utils.dist.split_rows`) and each rank's loss weighted by its share of
     the batch's rows (``loss_rows(rows)`` counts the rows its loss averages over), the gradients averaged by
     :func:`naskd.utils.dist.average_gradients` (only those some rank has, word tables by rows), so that the
-    averaged gradient is the one a single process computes on the whole batch: the same steps and trajectory as one process,
-    up to float rounding, for criteria that are means over rows; ``before_step`` is then called on every rank,
+    averaged gradient is the one a single process computes on the whole batch: the same steps and trajectory
+    as one process, up to float rounding, for criteria that are means over rows; ``before_step`` is then
+    called on every rank,
     with ``None`` where a rank's slice is empty (it must still join the collectives of its step).
     ``state.rows_per_epoch`` counts the rows trained in each epoch over all processes. A run is resumed by as
     many processes as trained it (:class:`NaskdError` otherwise: another count would not continue it exactly).

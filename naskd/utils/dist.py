@@ -182,18 +182,20 @@ def average_gradients(params: list, row_sparse: set) -> None:
     results, as one process would hold them. A collective: every rank calls it after its backward (a rank
     without rows in the step, with no gradients, too). It does what DistributedDataParallel's all-reduce does,
     without sending the unused weights: on SST-2's macro supernet (20M weights, 9M of them the word table) at
-    batch 32, two processes took 60 s of supernet training with DDP's full reduction and 49 s with this one,
-    where one two-thread process took 21-30 s (study search_processes_sst2 of benchmarks/ measures it)."""
+    batch 32, two one-thread processes took 60 s of supernet training with DDP's full reduction (a first
+    measurement) and 44 s with this one, where one two-thread process took 23 s (search_processes_sst2 table).
+    The bookkeeping tensors live on the parameters' device (NCCL reduces CUDA tensors only)."""
     w = world_size()
     if w == 1:
         return
-    has = torch.tensor([p.grad is not None for p in params], dtype=torch.uint8)
+    dev = params[0].device
+    has = torch.tensor([p.grad is not None for p in params], dtype=torch.uint8, device=dev)
     local_rows = {}
     for i, p in enumerate(params):
         if id(p) in row_sparse and p.grad is not None:
             local_rows[i] = torch.nonzero(p.grad.reshape(p.shape[0], -1).abs().sum(1)).reshape(-1)
     sparse_idx = [i for i, p in enumerate(params) if id(p) in row_sparse]
-    counts = torch.tensor([len(local_rows.get(i, ())) for i in sparse_idx], dtype=torch.int64)
+    counts = torch.tensor([len(local_rows.get(i, ())) for i in sparse_idx], dtype=torch.int64, device=dev)
     head = torch.cat([has.long(), counts])
     dist.all_reduce(head, op=dist.ReduceOp.MAX)
     union = head[: len(params)].bool().tolist()
@@ -201,10 +203,10 @@ def average_gradients(params: list, row_sparse: set) -> None:
     # the rows each row-sparse parameter sends: the union over ranks (all_gather of padded index lists)
     rows = {}
     if sparse_idx:
-        pad = torch.full((sum(max_counts),), -1, dtype=torch.int64)
+        pad = torch.full((sum(max_counts),), -1, dtype=torch.int64, device=dev)
         at = 0
         for i, m in zip(sparse_idx, max_counts):
-            r = local_rows.get(i, torch.empty(0, dtype=torch.int64))
+            r = local_rows.get(i, torch.empty(0, dtype=torch.int64, device=dev))
             pad[at:at + len(r)] = r
             at += m
         gathered = [torch.empty_like(pad) for _ in range(w)]
