@@ -50,6 +50,7 @@ class FitResult:
     stopped: bool           # ended early by stop_after_steps
     best_metrics: dict
     steps_here: int = 0     # steps this call trained (a resumed run's earlier steps not counted)
+    ended_early: bool = False   # on_epoch returned a true value (a pruned trial)
 
 
 def adamw(params, **kw) -> torch.optim.AdamW:
@@ -221,6 +222,9 @@ def fit(*, model: torch.nn.Module, optimizer, scheduler, epochs: int,
     see the averaged weights (what is scored is what is saved), the raw weights' scores are recorded beside
     them as ``raw_<metric>``, and training goes on from the raw weights.
 
+    ``on_epoch(epoch, metrics)`` runs on rank 0 after each epoch's checkpoint; when it returns a true value the
+    training ends there on every rank (``FitResult.ended_early``; Hyperband's pruning).
+
     ``keep="last"`` makes every epoch the kept one (``on_best`` after each, ``best_metrics`` the last
     epoch's): the weights are then not chosen on what ``evaluate`` scores, so its score is an honest
     estimate when it is the reported split.
@@ -364,6 +368,8 @@ def fit(*, model: torch.nn.Module, optimizer, scheduler, epochs: int,
             state.epoch += 1
             state.step_in_epoch = 0
             dist.barrier()
+            if on_epoch is not None and dist.from_main(None):      # rank 0's on_epoch ended the training
+                return FitResult(state, False, best_metrics, steps_done_here, ended_early=True)
             continue
         with contextlib.ExitStack() as scope:
             if averaged is not None:
@@ -391,5 +397,7 @@ def fit(*, model: torch.nn.Module, optimizer, scheduler, epochs: int,
         save_checkpoint(ck_path, state=state, rng=rng if dist.world_size() > 1 else None, **ck)
         dist.barrier()
         if on_epoch is not None:          # after the checkpoint: a caller may stop here (tuning prunes)
-            on_epoch(state.epoch - 1, metrics)
+            # a true value ends the training on every rank (Hyperband's pruning); an exception, this process
+            if dist.from_main(lambda: bool(on_epoch(state.epoch - 1, metrics))):
+                return FitResult(state, False, best_metrics, steps_done_here, ended_early=True)
     return FitResult(state, False, best_metrics, steps_done_here)

@@ -255,7 +255,7 @@ def from_main(fn):
     if world_size() == 1:
         return fn()
     box = [None]
-    if is_main():
+    if is_main():                     # (the other ranks may pass None for fn: it is not called there)
         try:
             box[0] = ("ok", fn())
         except NaskdError as e:

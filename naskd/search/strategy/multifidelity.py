@@ -36,26 +36,11 @@ DEFAULT_CANDIDATE_ROWS = 20_000
 STUDY = "naskd-hyperband"        # fixed: Hyperband assigns brackets from a hash of the study name and trial number
 
 
-class _Pruned(Exception):
-    pass
-
-
 @register_strategy
 class Hyperband(_OneShot):
     name = "hyperband"
     summary = ("multi-fidelity multi-trial: Optuna TPE proposes architectures within the constraint, each trained "
                "standalone, Hyperband pruning on the selection score stops the poor ones early")
-
-    @classmethod
-    def check(cls, cfg, space_kind: str) -> None:
-        super().check(cfg, space_kind)
-        from ...errors import ConfigError
-        from ...utils import dist
-
-        if dist.launched():
-            raise ConfigError("--strategy hyperband runs in one process (Hyperband decides between rungs whether a "
-                              "trial goes on); run it without torchrun, or use torchrun with --strategy spos, "
-                              "random, gdas or darts")
 
     def rungs(self) -> tuple[int, int]:
         """(rows per candidate pass, rungs per candidate): a rung is ``--rung-rows`` rows (the last one of a
@@ -89,24 +74,30 @@ class Hyperband(_OneShot):
             sampler=optuna.samplers.TPESampler(seed=cfg.seed, n_startup_trials=min(10, cfg.trials), **kw),
             pruner=optuna.pruners.HyperbandPruner(min_resource=1, max_resource=n_rungs, reduction_factor=3))
         dims = self.space.dimensions()
-        path, recorded = candidate_log(env)
+        path, recorded = dist.from_main(lambda: candidate_log(env))
         kd_state = criteria_state(kd)
         dist.say(f"[search] hyperband on {env.spec.name}: space {self.space.name} ({self.space.kind}); TPE proposals "
                  f"within {P.constraint_text(cfg.speedup, cfg.latency_ms)}, each candidate up to {cfg.epochs} x "
                  f"{per_pass} rows in {n_rungs} rungs of {cfg.rung_rows}, Hyperband pruning (reduction 3); budget "
                  f"{budget:,} rows or {cfg.trials} proposals; {len(self.selection)} selection rows carved from train; "
                  f"kd {cfg.kd}; lr {self.lr}; run directory {run_dir}", flush=True)
-        candidates, pruned, trained, seconds, steps_here = [], [], 0, 0.0, 0
-        seen: dict = {}                   # architecture -> its record, for proposals that repeat one
-        replay = list(recorded)
-        for t in range(cfg.trials):
-            if trained >= budget:
-                break
+        # the study, the proposals, the pruning and the records are rank 0's under torchrun (the latency model is
+        # there); every rank trains each candidate that is proposed (its batches split by rows)
+        book = {"candidates": [], "pruned": [], "trained": 0, "seconds": 0.0, "seen": {}, "replay": list(recorded),
+                "trial": None, "values": None}
+        steps_here = 0
+        replicas = {"processes": dist.world_size()}      # and, under torchrun, whether every candidate's copies agreed
+
+        def propose(t: int):
+            """Rank 0: the next proposal, told at once when it needs no training (infeasible, a repeat, a trial of
+            the interrupted run): None then, else (genotype dict, whether its candidate directory holds a
+            checkpoint, the selection scores of its rungs so far)."""
             trial = study.ask()
             g = self.space.from_choices({n: trial.suggest_categorical(n, list(o)) for n, o in dims.items()})
+            replay, seen = book["replay"], book["seen"]
             rec = replay.pop(0) if replay else None
             if rec is not None and _key(self.space.genotype_from_dict(rec["genotype"])) != _key(g):
-                replay, rec = [], None        # the proposals changed (another version): the rest is trained again
+                book["replay"], rec = [], None     # the proposals changed (another version): the rest is trained again
             lat = rec["latency"] if rec is not None else self.latency(g)
             if native:
                 trial.set_constraint("latency", self.violation(lat))
@@ -116,28 +107,54 @@ class Hyperband(_OneShot):
                 if rec is None:
                     append_jsonl(path, {"trial": t, "genotype": g.to_dict(), "state": "infeasible", "latency": lat})
                 study.tell(trial, 0.0)
-                continue
+                return None
             if rec is None and _key(g) in seen:   # proposed again: told what it got, not trained twice
                 rec = {**seen[_key(g)], "trial": t, "rows": 0, "train_seconds": 0.0}
                 append_jsonl(path, rec)
             if rec is not None:               # a finished trial of the interrupted run, or a repeat: the same answer
                 for k, v in enumerate(rec["values"]):
                     trial.report(v, k + 1)
-                trained += rec["rows"]
-                seconds += rec.get("train_seconds", 0.0)
+                book["trained"] += rec["rows"]
+                book["seconds"] += rec.get("train_seconds", 0.0)
                 first = _key(g) not in seen
                 seen.setdefault(_key(g), rec)
                 if rec["state"] == "pruned":
                     study.tell(trial, state=optuna.trial.TrialState.PRUNED)
                     if first:
-                        pruned.append(rec)
+                        book["pruned"].append(rec)
                 else:
                     study.tell(trial, rec["score"])
                     if first:
-                        candidates.append(rec["candidate"])
-                continue
+                        book["candidates"].append(rec["candidate"])
+                return None
             cand_dir = run_dir / "candidates" / f"{t:03d}"
             cand_dir.mkdir(parents=True, exist_ok=True)
+            resume = (cand_dir / "checkpoint.pt").is_file()
+            values: list[float] = []
+            # a resumed candidate's rungs before the interruption are reported first
+            for line in _read_jsonl(cand_dir / "log.jsonl") if resume else []:
+                if "eval" in line:
+                    values.append(float(line["eval"]["score"]))
+                    trial.report(values[-1], len(values))
+            book.update(trial=trial, values=values, lat=lat)
+            return g.to_dict(), resume
+
+        def on_epoch(e, metrics):
+            """Rank 0, after rung e: report it; True (the training ends on every rank) when Hyperband prunes."""
+            values, trial = book["values"], book["trial"]
+            if len(values) <= e:
+                values.append(float(metrics["score"]))
+                trial.report(values[-1], e + 1)
+            return e + 1 < n_rungs and trial.should_prune()
+
+        for t in range(cfg.trials):
+            if dist.from_main(lambda: book["trained"]) >= budget:
+                break
+            proposal = dist.from_main(lambda t=t: propose(t))
+            if proposal is None:
+                continue
+            g, resume = self.space.genotype_from_dict(proposal[0], "the proposal"), proposal[1]
+            cand_dir = run_dir / "candidates" / f"{t:03d}"
             student, opt = self.standalone(g, cfg.seed + t, kd_state)
 
             def batches_for_epoch(e, t=t):
@@ -150,66 +167,64 @@ class Hyperband(_OneShot):
 
             total = sum(len(batches_for_epoch(e)) for e in range(n_rungs))
             sched = cosine_schedule(opt, total)
-            values: list[float] = []
-            # a resumed candidate's rungs before the interruption are reported first
-            for line in _read_jsonl(cand_dir / "log.jsonl") if (cand_dir / "checkpoint.pt").is_file() else []:
-                if "eval" in line:
-                    values.append(float(line["eval"]["score"]))
-                    trial.report(values[-1], len(values))
-
-            def on_epoch(e, metrics, trial=trial, values=values):
-                if len(values) <= e:
-                    values.append(float(metrics["score"]))
-                    trial.report(values[-1], e + 1)
-                if e + 1 < n_rungs and trial.should_prune():
-                    raise _Pruned()
 
             def loss_fn(batch, progress, student=student):
                 return kd(student(**batch), batch.get("teacher", {}), batch, progress)
 
             remaining = None if cfg.stop_after_steps is None else cfg.stop_after_steps - steps_here
             t0 = time.time()
-            try:
-                result = fit(model=student, optimizer=opt, scheduler=sched, epochs=n_rungs,
-                             batches_for_epoch=batches_for_epoch,
-                             make_batch=lambda r: batch_to(data.make_batch(r), device), loss_fn=loss_fn,
-                             evaluate=lambda student=student: {"score": self.score(student)}, main_metric="score",
-                             run_dir=cand_dir, device=device, resume=(cand_dir / "checkpoint.pt").is_file(),
-                             stop_after_steps=remaining, checkpoint_every=cfg.checkpoint_every,
-                             grad_clip=cfg.grad_clip, extra={"kd": kd}, on_epoch=on_epoch,
-                             desc=f"hyperband trial {t + 1}", log_every=cfg.log_every)
-                state = "complete"
-            except _Pruned:
-                result, state = None, "pruned"
-            if result is not None:
-                steps_here += result.steps_here
-                if result.stopped:
-                    return self.stopped({"trials_done": len(candidates) + len(pruned), "rows_trained": trained})
-            rows_done = sum(len(r) for e in range(len(values)) for r in batches_for_epoch(e))
-            secs = round(time.time() - t0, 1)        # this process's share (a resumed candidate: since then)
-            trained += rows_done
-            seconds += secs
-            rec = {"trial": t, "genotype": g.to_dict(), "text": self.space.describe(g), "state": state,
-                   "values": values, "rows": rows_done, "train_seconds": secs, "latency": lat}
-            if state == "pruned":
-                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-                pruned.append(rec)
-            else:
-                score = float(result.best_metrics["score"])
-                c = self.record(g, score, t, None)
-                c.update(train_seconds=secs, rows=rows_done, best_epoch=result.state.best_epoch + 1)
-                rec.update(score=score, candidate=c)
-                study.tell(trial, score)
-                candidates.append(c)
-            seen[_key(g)] = rec
-            append_jsonl(path, rec)
-            (cand_dir / "checkpoint.pt").unlink(missing_ok=True)     # recorded: its weights are not needed again
-        if not candidates:
-            raise NaskdError(f"hyperband finished no candidate within {budget:,} rows ({len(pruned)} pruned); raise "
-                             "--budget-rows or lower --candidate-rows")
-        return self.finish(candidates, {"trials": len(study.trials), "completed": len(candidates),
-                                        "pruned": len(pruned), "rows_trained": trained, "budget_rows": budget,
-                                        "rung_rows": cfg.rung_rows, "rungs_per_candidate": n_rungs,
-                                        "rows_per_candidate_pass": per_pass, "train_seconds": round(seconds, 1),
-                                        "sampler": f"optuna TPESampler(seed={cfg.seed})",
-                                        "pruner": f"optuna HyperbandPruner(1, {n_rungs}, 3)"})
+            result = fit(model=student, optimizer=opt, scheduler=sched, epochs=n_rungs,
+                         batches_for_epoch=batches_for_epoch,
+                         make_batch=lambda r: batch_to(data.make_batch(r), device), loss_fn=loss_fn,
+                         evaluate=lambda student=student: {"score": self.score(student)}, main_metric="score",
+                         run_dir=cand_dir, device=device, resume=resume, stop_after_steps=remaining,
+                         checkpoint_every=cfg.checkpoint_every, grad_clip=cfg.grad_clip, extra={"kd": kd},
+                         on_epoch=on_epoch, desc=f"hyperband trial {t + 1}", log_every=cfg.log_every, shard="rows")
+            steps_here += result.steps_here
+            agree = self.processes(student, kd)
+            if dist.world_size() > 1:
+                replicas["replicas_agree"] = replicas.get("replicas_agree", True) and agree["replicas_agree"]
+            if result.stopped:
+                return dist.from_main(lambda: self.stopped({"trials_done": len(book["candidates"]) + len(book["pruned"]),
+                                                            "rows_trained": book["trained"]}))
+
+            def conclude(t=t, g=g, result=result, t0=t0, cand_dir=cand_dir, batches_for_epoch=batches_for_epoch):
+                """Rank 0: the trial told (pruned or its best score) and recorded."""
+                values, trial = book["values"], book["trial"]
+                state = "pruned" if result.ended_early else "complete"
+                rows_done = sum(len(r) for e in range(len(values)) for r in batches_for_epoch(e))
+                secs = round(time.time() - t0, 1)        # this process's share (a resumed candidate: since then)
+                book["trained"] += rows_done
+                book["seconds"] += secs
+                rec = {"trial": t, "genotype": g.to_dict(), "text": self.space.describe(g), "state": state,
+                       "values": values, "rows": rows_done, "train_seconds": secs, "latency": book["lat"]}
+                if state == "pruned":
+                    study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                    book["pruned"].append(rec)
+                else:
+                    score = float(result.best_metrics["score"])
+                    c = self.record(g, score, t, None)
+                    c.update(train_seconds=secs, rows=rows_done, best_epoch=result.state.best_epoch + 1)
+                    rec.update(score=score, candidate=c)
+                    study.tell(trial, score)
+                    book["candidates"].append(c)
+                book["seen"][_key(g)] = rec
+                append_jsonl(path, rec)
+                (cand_dir / "checkpoint.pt").unlink(missing_ok=True)     # recorded: its weights are not needed again
+
+            dist.from_main(conclude)
+
+        def finished():
+            candidates, pruned = book["candidates"], book["pruned"]
+            if not candidates:
+                raise NaskdError(f"hyperband finished no candidate within {budget:,} rows ({len(pruned)} pruned); "
+                                 "raise --budget-rows or lower --candidate-rows")
+            return self.finish(candidates, {"trials": len(study.trials), "completed": len(candidates),
+                                            "pruned": len(pruned), "rows_trained": book["trained"],
+                                            "budget_rows": budget, "rung_rows": cfg.rung_rows,
+                                            "rungs_per_candidate": n_rungs, "rows_per_candidate_pass": per_pass,
+                                            "train_seconds": round(book["seconds"], 1),
+                                            "sampler": f"optuna TPESampler(seed={cfg.seed})",
+                                            "pruner": f"optuna HyperbandPruner(1, {n_rungs}, 3)", **replicas})
+
+        return dist.from_main(finished)
