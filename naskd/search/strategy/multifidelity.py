@@ -30,7 +30,7 @@ from ...utils import dist
 from ...utils.io import append_jsonl
 from .. import pareto as P
 from . import register_strategy
-from .oneshot import _key, _OneShot, _read_jsonl, candidate_log, criteria_state
+from .oneshot import _key, _OneShot, _read_jsonl
 
 DEFAULT_CANDIDATE_ROWS = 20_000
 STUDY = "naskd-hyperband"        # fixed: Hyperband assigns brackets from a hash of the study name and trial number
@@ -74,8 +74,7 @@ class Hyperband(_OneShot):
             sampler=optuna.samplers.TPESampler(seed=cfg.seed, n_startup_trials=min(10, cfg.trials), **kw),
             pruner=optuna.pruners.HyperbandPruner(min_resource=1, max_resource=n_rungs, reduction_factor=3))
         dims = self.space.dimensions()
-        path, recorded = dist.from_main(lambda: candidate_log(env))
-        kd_state = criteria_state(kd)
+        path, recorded, kd_state = self.candidate_start()
         dist.say(f"[search] hyperband on {env.spec.name}: space {self.space.name} ({self.space.kind}); TPE proposals "
                  f"within {P.constraint_text(cfg.speedup, cfg.latency_ms)}, each candidate up to {cfg.epochs} x "
                  f"{per_pass} rows in {n_rungs} rungs of {cfg.rung_rows}, Hyperband pruning (reduction 3); budget "

@@ -141,6 +141,13 @@ class _OneShot(Strategy):
         params = [p for m in (student, env.kd) for p in m.parameters() if p.requires_grad]
         return student, adamw(params, lr=self.lr, weight_decay=cfg.weight_decay)
 
+    def candidate_start(self) -> tuple[Path, list[dict], dict]:
+        """Of a strategy that trains candidates standalone: its ``candidates.jsonl``, what an interrupted run
+        recorded there (rank 0 reads it; every rank gets it), and the criteria's weights every candidate starts
+        from."""
+        path, log = dist.from_main(lambda: candidate_log(self.env))
+        return path, log, criteria_state(self.env.kd)
+
     def baselines(self) -> dict:
         """{name: genotype} of the space's members that are shipped baselines (drawn on pareto.png)."""
         fn = getattr(self.space, "baselines", None)
@@ -573,9 +580,8 @@ class RandomSearch(_OneShot):
         data, device, kd, run_dir = env.data, env.device, env.kd, env.run_dir
         rows = self.train_rows
         per_epoch = self.rows_per_epoch()
-        path, log = dist.from_main(lambda: candidate_log(env))
+        path, log, kd_state = self.candidate_start()
         done = {r["index"]: r for r in log}
-        kd_state = criteria_state(kd)
         dist.say(f"[search] random on {env.spec.name}: space {self.space.name} ({self.space.kind}); {cfg.candidates} "
                  f"candidates, each {cfg.epochs} epochs x {per_epoch} rows of the {len(rows)} training rows ("
                  f"{cfg.candidates * cfg.epochs * per_epoch:,} rows in all; a spos supernet of as many epochs trains "
