@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -46,28 +47,47 @@ def study_names() -> list[str]:
 
 
 def study_path(name: str) -> Path:
-    """A study's config: a name under benchmarks/studies/, or the path of a YAML file of one's own."""
-    return Path(name).expanduser() if name.endswith((".yaml", ".yml")) else STUDIES / f"{name}.yaml"
+    """A study's config: a name under benchmarks/studies/ (with or without .yaml), or the path of a YAML file
+    of one's own."""
+    if name.endswith((".yaml", ".yml")):
+        own = Path(name).expanduser()
+        return own if own.is_file() or not (STUDIES / Path(name).name).is_file() else STUDIES / Path(name).name
+    return STUDIES / f"{name}.yaml"
 
 
 def load_config(name: str) -> dict:
     path = study_path(name)
     if not path.is_file():
+        if name.endswith((".yaml", ".yml")):
+            raise StudyError(f"no study file {path} (and no {Path(name).name} under benchmarks/studies/)")
         raise StudyError(f"no study {name!r} under {STUDIES.relative_to(HERE.parent)}/ "
                          f"(known: {', '.join(study_names())}; or give the path of a .yaml)")
     try:
-        cfg = yaml.safe_load(path.read_text()) or {}
+        cfg = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError:
+        raise StudyError(f"{path}: not a UTF-8 text file (a study is a YAML mapping)") from None
     except yaml.YAMLError as e:
         raise StudyError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-    if not isinstance(cfg, dict) or not isinstance(cfg.get("args", {}), dict):
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("args") or {}, dict):
         raise StudyError(f"{path}: a study is a mapping with kind, tables and an `args` mapping")
     unknown = set(cfg) - _CONFIG_KEYS
     if unknown:
         raise StudyError(f"{path.name}: unknown keys {sorted(unknown)} (a study has {sorted(_CONFIG_KEYS)})")
     if "kind" not in cfg:
         raise StudyError(f"{path.name}: no `kind` (the module of benchmarks/kinds/ it runs)")
-    cfg.setdefault("args", {})
-    cfg.setdefault("tables", [])
+    if not isinstance(cfg["kind"], str) or not re.fullmatch(r"[a-z_][a-z0-9_]*", cfg["kind"]):
+        raise StudyError(f"{path.name}: kind {cfg['kind']!r} is not the name of a module of benchmarks/kinds/")
+    cfg["args"] = cfg.get("args") or {}
+    tables = cfg.get("tables")
+    if tables is None:
+        tables = []
+    if not isinstance(tables, list) or not all(isinstance(t, str) for t in tables):
+        raise StudyError(f"{path.name}: `tables` is a list of table names (stems of benchmarks/results/*.md), "
+                         f"got {tables!r}")
+    cfg["tables"] = tables
+    threads = cfg.get("threads")
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+        raise StudyError(f"{path.name}: `threads` is a number of threads (1 or more), got {threads!r}")
     return cfg
 
 
@@ -75,7 +95,11 @@ def load_kind(kind: str):
     if not (KINDS / f"{kind}.py").is_file():
         known = sorted(p.stem for p in KINDS.glob("*.py") if not p.stem.startswith("_") and p.stem != "common")
         raise StudyError(f"no study kind {kind!r} in benchmarks/kinds/ (known: {', '.join(known)})")
-    module = importlib.import_module(kind)
+    try:
+        module = importlib.import_module(kind)
+    except (SyntaxError, ImportError) as e:
+        raise StudyError(f"benchmarks/kinds/{kind}.py cannot be imported ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0] if str(e) else ''})") from None
     if not hasattr(module, "PARAMS") or not hasattr(module, "run"):
         raise StudyError(f"benchmarks/kinds/{kind}.py declares no PARAMS or no run(cfg)")
     return module
@@ -87,25 +111,64 @@ def parse_sets(pairs: list[str]) -> dict:
         key, eq, value = p.partition("=")
         if not eq or not key:
             raise StudyError(f"--set {p!r}: expected KEY=VALUE")
-        out[key.replace("-", "_")] = yaml.safe_load(value) if value != "" else None
+        try:
+            out[key.replace("-", "_")] = yaml.safe_load(value) if value != "" else None
+        except yaml.YAMLError as e:
+            raise StudyError(f"--set {p!r}: the value is not valid YAML ({str(e).splitlines()[0]}); quote it, "
+                             "e.g. --set 'seeds=[0, 1]'") from None
     return out
 
 
+def _type_name(v) -> str:
+    if isinstance(v, list):
+        plural = {bool: "true/false values", int: "integers", float: "numbers", str: "strings"}
+        return f"a list of {plural.get(type(v[0]), type(v[0]).__name__)}" if v else "a list"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(type(v), type(v).__name__)
+
+
+def _checked(key: str, value, default, source: str):
+    """``value`` for a parameter whose default is ``default``: of its type (an int for a float, a single value
+    for a list: [value]); None stays None (an optional setting). StudyError otherwise."""
+    if value is None or default is None or default is REQUIRED:
+        return value
+    want = type(default)
+    if isinstance(default, list):
+        listed = value if isinstance(value, list) else [value]
+        if default and not all(_of_type(x, type(default[0])) for x in listed):
+            raise StudyError(f"{source}: {key}={value!r}: expected {_type_name(default)} (default {default!r})")
+        return listed
+    if not _of_type(value, want):
+        raise StudyError(f"{source}: {key}={value!r}: expected {_type_name(default)} (default {default!r})")
+    return float(value) if want is float else value
+
+
+def _of_type(x, want: type) -> bool:
+    if want is bool:
+        return isinstance(x, bool)
+    if want is float:
+        return isinstance(x, (int, float)) and not isinstance(x, bool)
+    if want is int:
+        return isinstance(x, int) and not isinstance(x, bool)
+    return isinstance(x, want)
+
+
 def resolve(name: str, overrides: dict, kind_module=None) -> tuple[dict, SimpleNamespace]:
-    """The study's config and its parameters: the kind's defaults, then the config's args, then overrides.
-    Strings starting with ``~`` are expanded."""
+    """The study's config and its parameters: the kind's defaults, then the config's args, then overrides,
+    each checked against its default's type. Strings starting with ``~`` are expanded."""
     cfg = load_config(name)
     module = kind_module or load_kind(cfg["kind"])
     params = module.PARAMS
-    for source, values in ((study_path(name).name, cfg["args"]), ("--set", overrides)):
-        unknown = sorted(set(values) - set(params))
+    if "only" in overrides and "only" not in params:
+        raise StudyError(f"--only: the study kind {cfg['kind']} has no stages (run the study whole)")
+    values = {k: default for k, (default, _help) in params.items()}
+    for source, given in ((study_path(name).name, cfg["args"]), ("--set", overrides)):
+        unknown = sorted(set(given) - set(params))
         if unknown:
             raise StudyError(f"{source}: unknown parameter(s) {', '.join(unknown)} of kind {cfg['kind']} "
                              f"(known: {', '.join(sorted(params))})")
-    values = {k: default for k, (default, _help) in params.items()}
-    values.update(cfg["args"])
-    values.update(overrides)
-    missing = [k for k, v in values.items() if v is REQUIRED]
+        for k, v in given.items():
+            values[k] = _checked(k, v, params[k][0], source)
+    missing = [k for k, v in values.items() if v is REQUIRED or (v is None and params[k][0] is REQUIRED)]
     if missing:
         raise StudyError(f"study {name}: parameter(s) {', '.join(missing)} required "
                          f"(give them in {study_path(name)} or with --set KEY=VALUE)")
@@ -170,9 +233,18 @@ def main(argv=None) -> int:
                     "`threads` (e.g. 2 for a bench step of a study whose lanes run on one thread each)")
     ap.add_argument("--list", action="store_true", help="list the studies")
     ap.add_argument("--describe", action="store_true", help="print the study's parameters and stop")
-    ap.add_argument("--check", action="store_true", help="check every study config and stop")
+    ap.add_argument("--check", action="store_true", help="check every study config (or the one named) and stop")
     a = ap.parse_args(argv)
+    modes = [m for m in ("check", "list", "describe") if getattr(a, m)]
     try:
+        if len(modes) > 1:
+            raise StudyError(f"--{modes[0]} and --{modes[1]} do different things: give one")
+        if a.threads is not None and a.threads < 1:
+            raise StudyError(f"--threads {a.threads}: give 1 or more")
+        if a.check and a.name:        # one study: the same checks as a run makes before any work
+            resolve(a.name, parse_sets(list(a.set) + ([f"only={a.only}"] if a.only else [])))
+            print(f"{a.name}: 0 problem(s)")
+            return 0
         if a.check:
             problems = check_all()
             for p in problems:
@@ -191,8 +263,6 @@ def main(argv=None) -> int:
             print(describe(a.name, overrides))
             return 0
         cfg = load_config(a.name)
-        if a.threads is not None and a.threads < 1:
-            raise StudyError(f"--threads {a.threads}: give 1 or more")
         threads = a.threads or cfg.get("threads")
         if threads:                   # before torch is imported by the kind: intra-op threads of every library
             for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -213,6 +283,11 @@ def main(argv=None) -> int:
     except NaskdError as e:           # bad input found by the package (a run neither finished nor recorded, ...)
         print(f"benchmarks/run.py {a.name}: {e}", file=sys.stderr)
         return 2
+    except SystemExit as e:           # a kind's own one-line refusal (a stage it does not have, a failed step)
+        if isinstance(e.code, str):
+            print(f"benchmarks/run.py {a.name}: {e.code}", file=sys.stderr)
+            return 2
+        raise
     return 0
 
 

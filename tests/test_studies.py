@@ -46,6 +46,12 @@ def test_describe_shows_the_config_values_over_the_kind_defaults():
     assert "20.0" in speed and "(set by the study)" not in speed
 
 
+def test_a_scalar_for_a_list_parameter_is_a_list_of_one(tmp_path):
+    r = runner("strategy_budget_sst2_macro", "--set", "seeds=5", "--describe")
+    assert r.returncode == 0, r.stderr
+    assert "seeds = [5]  (set here)" in r.stdout
+
+
 def test_a_study_config_of_ones_own(tmp_path):
     cfg = tmp_path / "mine.yaml"
     cfg.write_text("kind: strategy_budget\ntables: []\nargs:\n  teacher: t\n  root: r\n  seeds: [5]\n")
@@ -59,6 +65,14 @@ def test_a_study_config_of_ones_own(tmp_path):
     (["strategy_budget_sst2_macro", "--set", "bogus=1", "--describe"], "unknown parameter(s) bogus"),
     (["strategy_budget_sst2_macro", "--set", "novalue"], "expected KEY=VALUE"),
     ([], "name a study"),
+    (["strategy_budget_sst2_macro", "--set", "speedup=fast", "--only", "table"], "speedup='fast': expected a number"),
+    (["strategy_budget_sst2_macro", "--set", "seeds=abc", "--describe"], "expected a list of integers"),
+    (["strategy_budget_sst2_macro", "--set", "seeds=[0,1", "--describe"], "the value is not valid YAML"),
+    (["strategy_budget_sst2_macro", "--set", "teacher=", "--describe"], "parameter(s) teacher required"),
+    (["strategy_budget_sst2_macro", "--only", "bogus"], "only='bogus': one of search, retrain, table"),
+    (["search_steps", "--only", "table"], "has no stages"),
+    (["strategy_budget_sst2_macro", "--threads", "0"], "--threads 0: give 1 or more"),
+    (["--list", "--describe"], "give one"),
 ])
 def test_bad_input_is_one_line_and_status_2(args, says):
     r = runner(*args)
@@ -73,6 +87,9 @@ def test_bad_input_is_one_line_and_status_2(args, says):
     ("kind: strategy_budget\nseeds: [1]\n", "unknown keys ['seeds']"),
     ("kind: [unclosed\n", "not valid YAML"),
     ("args: {}\n", "no `kind`"),
+    ("kind: ../run\n", "is not the name of a module"),
+    ("kind: strategy_budget\ntables: a_table\nargs: {teacher: t, root: r}\n", "`tables` is a list"),
+    ("kind: strategy_budget\nthreads: abc\nargs: {teacher: t, root: r}\n", "`threads` is a number"),
 ])
 def test_bad_configs_are_refused_in_one_line(tmp_path, text, says):
     cfg = tmp_path / "bad.yaml"

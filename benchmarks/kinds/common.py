@@ -9,7 +9,9 @@ from pathlib import Path
 from naskd.evidence import PredictionStore, load_json  # noqa: F401  (load_json: for the kinds)
 from naskd.utils.io import write_json, write_text
 
-# where tables go: benchmarks/results, or NASKD_RESULTS_DIR (a study's tables written elsewhere, e.g. a test's)
+# where tables go and the committed dev predictions are kept: benchmarks/results, or NASKD_RESULTS_DIR (a
+# study's tables and predictions store elsewhere, e.g. a test's: copy dev_predictions_sst2.json there to
+# rebuild a table from the committed predictions)
 RESULTS = Path(os.environ.get("NASKD_RESULTS_DIR") or Path(__file__).resolve().parent.parent / "results")
 DATA_DIR = os.environ.get("NASKD_DATA_DIR", "../shared/data")     # the default `data_dir` of every kind
 
