@@ -2,7 +2,7 @@
 
 A path is anything README names in an inline code span, a fenced code block or a link target that looks like
 a relative path (it has a "/" or ends in a file suffix). Not repository paths, and so skipped on purpose:
-URLs and anchors, run directories (`runs/...`, made by the commands), the virtual environment (`.venv/...`),
+URLs (database URLs too) and anchors, run directories (`runs/...`, made by the commands), the virtual environment (`.venv/...`),
 anything outside the repository (`~/...`, `../...`, `/abs/...`) and placeholders (a metavariable of PLACEHOLDERS
 such as RUN_DIR, FILE or G in `G.json`; a `<name>` part is matched as a wildcard instead). A glob must match something.
 """
@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 MAX_LINES = 150
 SUFFIXES = (".md", ".py", ".json", ".jsonl", ".yaml", ".yml", ".toml", ".ipynb", ".sh", ".txt", ".png", ".cfg")
-NOT_REPO = ("runs/", ".venv/", "~", "../", "/", "http://", "https://", "#", "mailto:")
+NOT_REPO = ("runs/", ".venv/", "~", "../", "/", "http://", "https://", "sqlite:", "postgresql:", "#", "mailto:")
 # metavariables of the commands' synopses: a path with one of these as a part (or a file stem) is a placeholder
 PLACEHOLDERS = {"RUN_DIR", "RUN", "DIR", "FILE", "PATH", "NAME", "NAME_OR_PATH", "G", "T", "STUDENT", "OUT", "HOST"}
 
