@@ -119,6 +119,7 @@ res = fit(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), sc
     "seen": seen, "steps": res.state.global_step, "rows_per_epoch": res.state.rows_per_epoch,
     "weight": model.weight.detach().reshape(-1).tolist(), "bias": model.bias.detach().tolist()}))
 dist.shutdown()
+dist.exit_process(0)
 '''
 
 

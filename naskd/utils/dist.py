@@ -52,6 +52,23 @@ def shutdown(wait: bool = True) -> None:
             dist.destroy_process_group()
 
 
+def exit_process(code: int) -> None:
+    """End a torchrun process with ``code`` once it has left the process group: stdio flushed, then
+    ``os._exit``, skipping the interpreter's teardown, during which gloo's background threads can abort an
+    already finished rank ("terminate called without an active exception", SIGABRT; seen in CI on a rank whose
+    results were written). Outside torchrun: ``sys.exit(code)``."""
+    import sys
+
+    if not launched():
+        sys.exit(code)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code if isinstance(code, int) else 1)
+
+
 def world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
