@@ -56,17 +56,17 @@ def exit_process(code: int) -> None:
     """End a torchrun process with ``code`` once it has left the process group: stdio flushed, then
     ``os._exit``, skipping the interpreter's teardown, during which gloo's background threads can abort an
     already finished rank ("terminate called without an active exception", SIGABRT; seen in CI on a rank whose
-    results were written). Outside torchrun: ``sys.exit(code)``."""
+    results were written). Outside torchrun, or with a non-zero code: ``sys.exit(code)``."""
     import sys
 
-    if not launched():
+    if not launched() or code != 0:   # a failing rank exits as usual: the others have time to say their line
         sys.exit(code)
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
         except (OSError, ValueError):
             pass
-    os._exit(code if isinstance(code, int) else 1)
+    os._exit(0)
 
 
 def world_size() -> int:
