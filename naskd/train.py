@@ -245,8 +245,8 @@ def fit(*, model: torch.nn.Module, optimizer, scheduler, epochs: int,
     if reduce_by_hand:
         # the weights' gradients averaged after each backward (dist.average_gradients): only those some rank
         # has (a spos path's), and of the word tables only the rows a batch touched
-        trainables = [p for m in (model, *(extra or {}).values()) for p in m.parameters() if p.requires_grad]
-        row_sparse = {id(mod.weight) for m in (model, *(extra or {}).values()) for mod in m.modules()
+        trainables = [p for m in (model, *extra.values()) for p in m.parameters() if p.requires_grad]
+        row_sparse = {id(mod.weight) for m in (model, *extra.values()) for mod in m.modules()
                       if isinstance(mod, torch.nn.Embedding) and mod.weight.requires_grad}
     elif dist.world_size() > 1:
         # DistributedDataParallel over everything that trains (the model and the criteria's projections):
