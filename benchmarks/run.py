@@ -292,4 +292,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    import signal
+
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)     # `run.py --describe X | head` ends quietly
     sys.exit(main())

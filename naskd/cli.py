@@ -66,6 +66,14 @@ def cmd_search(args) -> int:
     return 0
 
 
+def cmd_worker(args) -> int:
+    from .search.run import run_worker
+
+    m = run_worker(args.run, storage=args.storage, device=args.device, timeout=args.timeout)
+    print(f"[worker] done: {m['evaluated_here']} trial(s) evaluated by this process")
+    return 0
+
+
 def cmd_retrain(args) -> int:
     from .students.retrain import resolve_retrain_config, retrain
 
@@ -219,6 +227,21 @@ def build_parser() -> argparse.ArgumentParser:
                                 "random and hyperband write pareto.json (every evaluated architecture), pareto.png, genotype.json "
                                 "(the pick for the constraint) and metrics.json; all write checkpoints and the "
                                 "resolved config.")
+
+    p = sub.add_parser("worker", help="evaluate the candidates of a `naskd search --storage URL` run alongside it",
+                       formatter_class=_Help,
+                       description="Joins a spos or random search started with --storage: waits for its supernet "
+                                   "(spos) or queued candidates (random), then takes trials from its Optuna study "
+                                   "until the search's number is complete. Start as many as the machines allow; a "
+                                   "killed worker's candidate is evaluated again by another. Across machines the "
+                                   "run directory must be mounted at the same path on each.")
+    p.add_argument("run", metavar="RUN", help="the search's run directory (its --out)")
+    p.add_argument("--storage", default=None, help="the search's storage URL (default: the one in RUN/config.yaml; "
+                                                   "needed when that URL held a password, which is not written down)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="device")
+    p.add_argument("--timeout", type=C.ranged(float, 0, low_open=True), default=24 * 3600.0,
+                   help="seconds to wait for the search to open its study and get ready (> 0)")
+    p.set_defaults(func=_checked(p, cmd_worker))
 
     _config_command(sub, RetrainConfig, cmd_retrain,
                     "retrain", help="train the student of a genotype from scratch with distillation",

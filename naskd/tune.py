@@ -221,8 +221,9 @@ def check_storage(storage: str | None, root: Path | None = None) -> Path | None:
     return None
 
 
-def open_storage(storage: str | None):
-    """The Optuna storage of ``--storage`` (``None``: in memory), opened (tables made where new). Raises
+def open_storage(storage: str | None, **rdb):
+    """The Optuna storage of ``--storage`` (``None``: in memory), opened (tables made where new; ``rdb``: more
+    keywords of ``optuna.storages.RDBStorage``, e.g. heartbeats). Raises
     :class:`NaskdError`, with the URL's password masked, when it cannot be opened: unreadable or unwritable
     file, unreachable server, refused login."""
     if storage is None:
@@ -232,7 +233,7 @@ def open_storage(storage: str | None):
 
     check_storage(storage)
     try:
-        return optuna.storages.RDBStorage(storage)
+        return optuna.storages.RDBStorage(storage, **rdb)
     except (SQLAlchemyError, ImportError, ValueError, OSError) as e:
         lines = str(getattr(e, "orig", None) or e).strip().splitlines()
         reason = lines[0][:160] if lines else type(e).__name__

@@ -151,6 +151,14 @@ CASES = [
                                                                      "--teacher", str(w.teacher), "--data-dir",
                                                                      str(DATA), "--storage", "nonsense", "--out",
                                                                      str(w.root / "new-out")]),
+    ("structure", "search --storage with a strategy that shares no candidates",
+     lambda w: ["search", "--task", "sst2", "--teacher", str(w.teacher), "--data-dir", str(DATA), "--strategy",
+                "darts", "--storage", f"sqlite:///{w.root}/s.db", "--out", str(w.root / "new-out")]),
+    ("structure", "search storage URL that does not parse",
+     lambda w: ["search", "--task", "sst2", "--teacher", str(w.teacher), "--data-dir", str(DATA), "--strategy",
+                "spos", "--space", "macro", "--storage", "nonsense", "--out", str(w.root / "new-out")]),
+    ("structure", "worker on a folder that is no search run", lambda w: ["worker", str(w.user_dir)]),
+    ("structure", "worker on a search started without --storage", lambda w: ["worker", str(w.search)]),
     ("structure", "tune genotype JSON list", lambda w: ["tune", "--genotype", str(w.list_json), "--teacher",
                                                         str(w.teacher), "--data-dir", str(DATA), "--out",
                                                         str(w.root / "new-out")]),
@@ -218,6 +226,8 @@ CASES = [
     ("paths", "plot missing target", lambda w: ["plot", str(w.missing), "-o", str(w.root / "new.png")]),
     ("paths", "derive -o its own run's file", lambda w: ["derive", str(w.search), "-o", str(w.search / "genotype.json"),
                                                          "--overwrite"]),
+    ("paths", "worker on a missing run directory", lambda w: ["worker", str(w.missing)]),
+    ("range", "worker --timeout 0", lambda w: ["worker", str(w.search), "--timeout", "0"]),
     ("paths", "tune sqlite storage in a missing folder", lambda w: ["tune", "--genotype", str(w.genotype),
                                                                     "--teacher", str(w.teacher), "--data-dir",
                                                                     str(DATA), "--storage",
@@ -253,7 +263,7 @@ def test_bad_input_is_one_line_exit_2_nothing_changed(world, family, case, build
 
 def test_the_table_covers_every_command_and_family():
     names = {"teacher", "search", "retrain", "evaluate", "export", "bench", "augment", "tune", "plot", "derive",
-             "analyze"}
+             "analyze", "worker"}
     seen = {c.split()[0] for _, c, _ in CASES}
     assert names <= seen, names - seen
     for family in ("encoding", "structure", "range", "paths"):

@@ -27,6 +27,7 @@ from ..utils.io import write_text
 from ..utils.runtime import pick_device, seed_everything
 
 DEFAULT_STRATEGY = "darts"
+SHARED_STRATEGIES = ("spos", "random")   # those whose candidates workers can evaluate through --storage
 DARTS_SUBSAMPLE = 6000       # darts' default training subsample (spos and random default to all the rows)
 STRATEGY_HELP = ("search strategy: darts (differentiable, cell spaces), spos (single-path one-shot supernet, then "
                  "NSGA-II over inherited weights on a selection split carved from train; cell, macro and teacher "
@@ -131,6 +132,15 @@ class SearchConfig:
     latency_table: Optional[str] = C.field(None, help="spos, random, hyperband, gdas: the per-part latency table to read and "
                                                       "extend instead of this machine's cached one (it must have "
                                                       "been measured on this machine and torch version)")
+    storage: Optional[str] = C.field(None, help="spos, random: an Optuna storage URL (sqlite:///FILE on one machine, "
+                                                "postgresql://... across machines) through which `naskd worker RUN` "
+                                                "processes share the evaluation of candidates (spos' discrete search, "
+                                                "random's standalone trainings) with this one; a killed worker's "
+                                                "candidate is evaluated again by another")
+    study_name: Optional[str] = C.field(None, help="--storage: the study's name (default: one derived from the run "
+                                                   "directory)")
+    heartbeat: int = C.field(60, help="--storage: seconds between a worker's heartbeats; a candidate whose worker "
+                                      "has been silent for three of them is failed and evaluated again", low=1)
     device: str = C.field("auto", help="auto, cpu or cuda (bf16 autocast on cuda)",
                           choices=["auto", "cpu", "cuda"])
     checkpoint_every: int = C.field(100, help="checkpoint every N steps (and at each epoch end)", low=1)
@@ -153,6 +163,18 @@ class SearchConfig:
         parse_kd(self.kd)
         if self.speedup is not None and self.latency_ms is not None:
             raise ConfigError("give --speedup (batch-128 throughput) or --latency-ms (batch 1), not both")
+        if self.storage is not None:
+            from ..tune import check_storage
+
+            if self.strategy not in SHARED_STRATEGIES:
+                raise ConfigError(f"--storage shares candidate evaluation between processes for --strategy "
+                                  f"{' and '.join(SHARED_STRATEGIES)}; {self.strategy} does not evaluate candidates "
+                                  "one by one (run it under torchrun to use more processes)")
+            check_storage(self.storage, Path(self.out) if self.out else None)
+            if self.study_name is None:           # written into config.yaml, where workers read it
+                from .shared import default_study_name
+
+                self.study_name = default_study_name(self.out or f"runs/{spec.name}-search")
         if self.strategy != "darts":
             if self.per_cell_alphas:
                 raise ConfigError(f"--per-cell-alphas is a darts setting; --strategy {self.strategy} samples one "
@@ -220,22 +242,7 @@ def run_search(cfg: SearchConfig, *, overwrite: bool = False, resume: bool = Fal
     strategy = get_strategy(cfg.strategy)
     kind = cfg.space_kind()
     out, guard, teacher_dir, info = start_distillation_run("search", cfg, spec, overwrite=overwrite, resume=resume)
-    if cfg.strategy == "darts":
-        space = cfg.resolved_space()
-        layers, width = cfg.layers, space.width
-    else:
-        space = oneshot_space(cfg, spec, teacher_dir, info)
-        layers, width = space.fixed_shape() or (cfg.layers, 64)
-        if space.fixed_shape() is None:
-            probe = DistillationLoss(cfg.kd, kd_context(spec, info, int(info["num_layers"]), width, teacher_dir,
-                                                        seed=cfg.seed))
-            if probe.teacher_requests():
-                raise ConfigError(f"--kd {cfg.kd} matches student layers to teacher layers, but the depth and width "
-                                  f"of the {cfg.space} space's students vary; use criteria on logits (e.g. --kd "
-                                  "logit_mse or soft_ce=0.5,hard_ce=0.5)")
-    ctx = kd_context(spec, info, layers, width, teacher_dir, temperature=cfg.temperature,
-                     pkd_pairs=cfg.pairs, fsd_memory=cfg.fsd_memory, seed=cfg.seed)
-    kd = DistillationLoss(cfg.kd, ctx)                 # validates pairs against the teacher, before work
+    space, kd = _space_and_criteria(cfg, spec, teacher_dir, info)
     # the data is there and readable: read before the run directory is made
     splits = (load_split(spec, cfg.data_dir, "train"), load_split(spec, cfg.data_dir, "dev"))
     device = pick_device(cfg.device)          # under torchrun this joins the process group
@@ -251,24 +258,132 @@ def run_search(cfg: SearchConfig, *, overwrite: bool = False, resume: bool = Fal
         dist.from_main(lambda: held.update(lat=oneshot_latency(cfg, spec, teacher_dir, info, space, splits[1],
                                                                resume_dir=out if resume else None)))
         latency = held.get("lat")
+    if cfg.storage is not None and not resume and not overwrite and dist.is_main():
+        from .shared import refuse_taken_study
+
+        refuse_taken_study(cfg)                # before the run directory: a second search never joins a first's
     run_dir = dist.run_directory(out, **guard)
     if latency is not None and not resume:
         latency.save_scale(run_dir)
     if dist.is_main() and not resume:         # the record of what ran: never rewritten by a resume
+        from ..tune import _shown
+
         write_text(run_dir / "config.yaml", yaml.safe_dump(
             {**C.to_dict(cfg), "teacher": str(teacher_dir), "space_kind": kind,
+             "storage": cfg.storage and _shown(cfg.storage),    # a password in the URL is not written down
              "resolved_space": space.to_dict()}, sort_keys=False))
     with dist.main_first():                   # rank 0 fills the teacher cache; the others read it
-        data = prepare(spec.name, teacher_dir, data_dir=cfg.data_dir, max_train_examples=cfg.max_train_examples,
-                       max_eval_examples=cfg.max_eval_examples, seed=cfg.data_seed, requests=kd.teacher_requests(),
-                       cache_dir=cfg.cache_dir, device=device, need_teacher=kd.needs_teacher,
-                       augmented=resolve_augmented(cfg, spec, teacher_dir),
-                       max_length=cfg.max_length, splits=splits)
-    kd.setup(data.train_outputs, data.train)
+        data = _prepared(cfg, spec, teacher_dir, kd, splits, device)
     env = SearchEnv(cfg=cfg, spec=spec, teacher_dir=Path(teacher_dir), teacher_info=info, data=data, kd=kd,
                     run_dir=run_dir, device=device, resume=resume, space=space, t_start=t_start,
-                    latency=latency)
+                    latency=latency, overwrite=overwrite)
     return strategy(env).run()
+
+
+def _space_and_criteria(cfg: SearchConfig, spec, teacher_dir, info):
+    """(the search space bound to the task and teacher, the distillation criteria), checked against each
+    other; the same random draws in the search process and in its workers."""
+    if cfg.strategy == "darts":
+        space = cfg.resolved_space()
+        layers, width = cfg.layers, space.width
+    else:
+        space = oneshot_space(cfg, spec, teacher_dir, info)
+        layers, width = space.fixed_shape() or (cfg.layers, 64)
+        if space.fixed_shape() is None:
+            probe = DistillationLoss(cfg.kd, kd_context(spec, info, int(info["num_layers"]), width, teacher_dir,
+                                                        seed=cfg.seed))
+            if probe.teacher_requests():
+                raise ConfigError(f"--kd {cfg.kd} matches student layers to teacher layers, but the depth and width "
+                                  f"of the {cfg.space} space's students vary; use criteria on logits (e.g. --kd "
+                                  "logit_mse or soft_ce=0.5,hard_ce=0.5)")
+    ctx = kd_context(spec, info, layers, width, teacher_dir, temperature=cfg.temperature,
+                     pkd_pairs=cfg.pairs, fsd_memory=cfg.fsd_memory, seed=cfg.seed)
+    return space, DistillationLoss(cfg.kd, ctx)         # validates pairs against the teacher, before work
+
+
+def _prepared(cfg: SearchConfig, spec, teacher_dir, kd, splits, device):
+    """The data with cached teacher outputs (naskd.pipeline.prepare), the criteria set up on it."""
+    data = prepare(spec.name, teacher_dir, data_dir=cfg.data_dir, max_train_examples=cfg.max_train_examples,
+                   max_eval_examples=cfg.max_eval_examples, seed=cfg.data_seed, requests=kd.teacher_requests(),
+                   cache_dir=cfg.cache_dir, device=device, need_teacher=kd.needs_teacher,
+                   augmented=resolve_augmented(cfg, spec, teacher_dir),
+                   max_length=cfg.max_length, splits=splits)
+    kd.setup(data.train_outputs, data.train)
+    return data
+
+
+WORKER_TIMEOUT = 24 * 3600.0
+
+
+def run_worker(run, *, storage: str | None = None, device: str = "auto", timeout: float = WORKER_TIMEOUT) -> dict:
+    """``naskd worker RUN``: join the search in the run directory ``RUN`` (started with ``--storage``) as one
+    more process evaluating its candidates (naskd.search.shared). Its settings are the run's
+    ``config.yaml``; ``storage`` replaces the URL written there (needed when that URL held a password, which
+    is not written down). Waits (up to ``timeout`` seconds) for the study and for what the candidates need
+    (spos: the trained supernet; random: the queued candidates), evaluates trials until the search's number
+    is complete, and returns {"evaluated_here": N} (0 when the search had already finished). Raises
+    :class:`NaskdError` before any work for a directory that is not such a run."""
+    import optuna
+
+    from ..teachers.model import read_teacher_info
+    from ..tune import _shown
+    from ..utils import dist
+    from . import shared
+    from .strategy import SearchEnv, get_strategy
+
+    if dist.launched():
+        raise ConfigError("`naskd worker` is one process; start several of them instead of torchrun")
+    run_dir = Path(run)
+    cfg_path = run_dir / "config.yaml"
+    if not cfg_path.is_file():
+        raise ConfigError(f"{run_dir} is not a search run directory (no config.yaml): give the --out of a "
+                          "`naskd search --storage URL` run once it has started")
+    doc = {k: v for k, v in C.load_yaml(cfg_path).items() if k not in ("space_kind", "resolved_space")}
+    if doc.get("strategy") not in SHARED_STRATEGIES or not doc.get("storage"):
+        raise ConfigError(f"the search in {run_dir} shares no candidates (strategy {doc.get('strategy')}, no "
+                          f"--storage): workers join a --strategy {' or '.join(SHARED_STRATEGIES)} search started "
+                          "with --storage URL")
+    if storage is None and "***" in str(doc["storage"]):
+        raise ConfigError(f"the storage URL in {cfg_path} had a password, which is not written down: give it "
+                          "again with --storage URL")
+    cfg = C.resolve(SearchConfig, doc, {"storage": storage or doc["storage"], "device": device, "out": str(run_dir)},
+                    source_names=[str(cfg_path), "command-line flags"])
+    t_start = time.time()
+    opened = shared.open_shared_storage(cfg.storage, cfg.heartbeat)
+    t0, said = time.time(), False
+    while not shared.study_exists(opened, cfg.study_name):   # the search opens it before its supernet trains
+        if time.time() - t0 > timeout:
+            raise ConfigError(f"--storage {_shown(cfg.storage)} has no study {cfg.study_name} after {timeout:g} s: "
+                              f"is the search in {run_dir} running with that storage?")
+        if not said:
+            print(f"[worker] waiting for the study {cfg.study_name} in {_shown(cfg.storage)}", flush=True)
+            said = True
+        time.sleep(shared.POLL_SECONDS)
+    study = optuna.load_study(study_name=cfg.study_name, storage=opened)
+    if study.user_attrs.get("finished"):
+        print(f"[worker] the search in {run_dir} has finished: nothing to evaluate", flush=True)
+        return {"evaluated_here": 0}
+    # the search opens its study once its data and teacher outputs are prepared: this process reads them now,
+    # while the supernet trains, so that it evaluates from the moment the search is ready
+    seed_everything(cfg.seed)
+    spec = get_task(cfg.task)
+    teacher_dir = Path(cfg.teacher)
+    info = read_teacher_info(teacher_dir, spec.name)
+    space, kd = _space_and_criteria(cfg, spec, teacher_dir, info)
+    splits = (load_split(spec, cfg.data_dir, "train"), load_split(spec, cfg.data_dir, "dev"))
+    dev = pick_device(cfg.device)
+    # the run's latency table and drift factors: predictions as the search's own
+    latency = oneshot_latency(cfg, spec, teacher_dir, info, space, splits[1], resume_dir=run_dir)
+    data = _prepared(cfg, spec, teacher_dir, kd, splits, dev)
+    env = SearchEnv(cfg=cfg, spec=spec, teacher_dir=teacher_dir, teacher_info=info, data=data, kd=kd,
+                    run_dir=run_dir, device=dev, resume=True, space=space, t_start=t_start, latency=latency)
+    what = ("its supernet to finish training" if cfg.strategy == "spos" else "its candidates to be queued")
+    if shared.wait_for(study, "ready", timeout=timeout, what=f"the search in {run_dir}: {what}") is None:
+        print(f"[worker] the search in {run_dir} has finished: nothing to evaluate", flush=True)
+        return {"evaluated_here": 0}
+    print(f"[worker] {shared.worker_id()} evaluating {cfg.strategy} candidates of {run_dir} (study "
+          f"{cfg.study_name})", flush=True)
+    return get_strategy(cfg.strategy)(env).work(study)
 
 
 def oneshot_latency(cfg: SearchConfig, spec, teacher_dir, info, space, dev_split, resume_dir=None):

@@ -58,6 +58,7 @@ class SearchEnv:
     space: Any                     # SearchSpace (darts) or a OneShotSpace
     t_start: float
     latency: Any = None            # one-shot strategies: naskd.search.strategy.oneshot.Latency
+    overwrite: bool = False        # the run replaces an earlier one (--overwrite): so does its --storage study
 
 
 class Strategy:

@@ -153,6 +153,28 @@ class _OneShot(Strategy):
         fn = getattr(self.space, "baselines", None)
         return dict(fn(self.ctx)) if callable(fn) else {}
 
+    # --- candidate evaluation shared through --storage (naskd.search.shared) ----------------------
+    def start_shared(self, directions: list[str], sampler):
+        """The search process's study in ``--storage`` (refused when one of that name exists unless resumed
+        or overwritten)."""
+        from ..shared import start_study
+
+        if dist.world_size() > 1:
+            raise NaskdError("--storage shares candidates between `naskd worker` processes; under torchrun the "
+                             "processes already share the search: use one or the other")
+        env = self.env
+        return start_study(env.cfg, env.run_dir, resume=env.resume, overwrite=env.overwrite, directions=directions,
+                           sampler=sampler)
+
+    def shared_summary(self, study, candidates: list[dict]) -> dict:
+        """What metrics.json says of a shared search: the storage (password masked), the study, and how many
+        candidates each process evaluated."""
+        from ...tune import _shown
+        from ..shared import evaluated_by
+
+        return {"storage": _shown(self.env.cfg.storage), "study_name": study.study_name,
+                "evaluated_by": evaluated_by(candidates)}
+
     # --- results -------------------------------------------------------------------------------
     def finish(self, candidates: list[dict], extra: dict) -> dict:
         env, cfg = self.env, self.env.cfg
@@ -442,6 +464,8 @@ class SPOS(_OneShot):
         net, params = self.build_supernet()
         opt = adamw(params, lr=self.lr, weight_decay=cfg.weight_decay)
         rows = self.train_rows
+        # opened before the supernet trains, so that workers started now find it and wait
+        study = self.start_shared(["maximize", "minimize"], self.nsga2(cfg.seed)) if cfg.storage else None
 
         def batches_for_epoch(e):
             return [rows[b] for b in bucket_batches(self.lengths[rows], cfg.batch_size, seed=cfg.seed, epoch=e)]
@@ -482,10 +506,14 @@ class SPOS(_OneShot):
         if result.stopped:
             return dist.from_main(lambda: self.stopped(train_info))
         t0 = time.time()
-        candidates = dist.from_main(lambda: self.discrete_search(net, result.state.global_step))
+        if study is not None:
+            candidates, shared = self.shared_search(net, result.state.global_step, study)
+        else:
+            candidates = dist.from_main(lambda: self.discrete_search(net, result.state.global_step))
+            shared = {}
         return dist.from_main(lambda: self.finish(candidates, {
             **train_info, "discrete_search_seconds_this_process": round(time.time() - t0, 1), "trials": cfg.trials,
-            "sampler": f"optuna NSGAIISampler(population_size={cfg.population}, seed={cfg.seed})"}))
+            "sampler": f"optuna NSGAIISampler(population_size={cfg.population}, seed={cfg.seed})", **shared}))
 
     def discrete_search(self, net, supernet_steps: int) -> list[dict]:
         """NSGA-II over the inherited weights of ``net`` (trained ``supernet_steps`` steps). Evaluations
@@ -494,22 +522,12 @@ class SPOS(_OneShot):
         import optuna
 
         env, cfg = self.env, self.env.cfg
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
         dims = self.space.dimensions()
-        # the constraint (<= 0 when met) rides on each trial: Trial.set_constraint since Optuna 5, before that
-        # the sampler's constraints_func reading it back
-        native = hasattr(optuna.trial.Trial, "set_constraint")
-        kw = {} if native else {"constraints_func": lambda t: t.user_attrs["constraint"]}
-        sampler = optuna.samplers.NSGAIISampler(population_size=cfg.population, seed=cfg.seed, **kw)
-        study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
-        baselines = self.baselines()
-        for g in list(baselines.values()) + ([self.feasible] if getattr(self, "feasible", None) else []):
+        study = optuna.create_study(directions=["maximize", "minimize"], sampler=self.nsga2(cfg.seed))
+        for g in self.seeded_trials():
             study.enqueue_trial(self.space.choices_of(g))
-        names = {_key(g): name for name, g in baselines.items()}
         path, log = candidate_log(env)
         recorded = {r["trial"]: r for r in log}
-        by_key: dict = {}
-        objective = "b1_ms" if cfg.latency_ms is not None else "b128_ms"
         candidates = []
         net.eval()
         pbar = bar(cfg.trials, "spos discrete search", unit="arch")
@@ -517,29 +535,62 @@ class SPOS(_OneShot):
             trial = study.ask()
             choices = {name: trial.suggest_categorical(name, list(opts)) for name, opts in dims.items()}
             g = self.space.from_choices(choices)
-            k = _key(g)
             rec = recorded.get(t)
             if (rec is not None and rec.get("supernet_steps") == supernet_steps
-                    and _key(self.space.genotype_from_dict(rec["genotype"])) == k):
+                    and _key(self.space.genotype_from_dict(rec["genotype"])) == _key(g)):
                 c = rec                                  # evaluated before the interruption: the same answer
-            elif k in by_key:
-                c = {**by_key[k], "trial": t}
-                append_jsonl(path, c)
+                self.__dict__.setdefault("_evaluated", {}).setdefault(_key(g), c)
             else:
-                c = self.record(g, self.score(_PathModel(net, g)), t, names.get(k))
-                c["supernet_steps"] = supernet_steps
+                c = self.candidate(net, g, t, supernet_steps)
                 append_jsonl(path, c)
-            by_key.setdefault(k, c)
-            if native:
-                trial.set_constraint("latency", self.violation(c))
-            else:
-                trial.set_user_attr("constraint", [self.violation(c)])
-            study.tell(trial, [c["score"], c[objective]])
+            study.tell(trial, self.objectives(trial, c))
             candidates.append(c)
             pbar.update(1)
             pbar.set_postfix(best=f"{max(x['score'] for x in candidates):.4f}", refresh=False)
         pbar.close()
-        # one row per distinct architecture (NSGA-II proposes some more than once)
+        return self.distinct(candidates)
+
+    # the objectives and their constraint ------------------------------------------------------------------
+    def nsga2(self, seed: int):
+        """Optuna's NSGA-II sampler of this search, seeded by ``seed``. The constraint (<= 0 when met) rides
+        on each trial: Trial.set_constraint since Optuna 5, before that the sampler's constraints_func reading
+        it back (:meth:`objectives`)."""
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        kw = {} if hasattr(optuna.trial.Trial, "set_constraint") else {
+            "constraints_func": lambda t: t.user_attrs["constraint"]}
+        return optuna.samplers.NSGAIISampler(population_size=self.env.cfg.population, seed=seed, **kw)
+
+    def objectives(self, trial, c: dict) -> list[float]:
+        """(selection score, predicted latency of the constraint's batch) of the candidate record ``c``, its
+        constraint violation set on ``trial``."""
+        if hasattr(trial, "set_constraint"):
+            trial.set_constraint("latency", self.violation(c))
+        else:
+            trial.set_user_attr("constraint", [self.violation(c)])
+        return [c["score"], c["b1_ms" if self.env.cfg.latency_ms is not None else "b128_ms"]]
+
+    def seeded_trials(self) -> list:
+        """The genotypes NSGA-II evaluates first: the space's shipped baselines, then the first draw that meets
+        the constraint (so that the front holds a pick)."""
+        return list(self.baselines().values()) + ([self.feasible] if getattr(self, "feasible", None) else [])
+
+    def candidate(self, net, g, trial: int, supernet_steps: int) -> dict:
+        """The record of ``g`` scored on the selection split with the inherited weights of ``net``: once per
+        genotype in this process (NSGA-II proposes some more than once)."""
+        k = _key(g)
+        seen = self.__dict__.setdefault("_evaluated", {})
+        if k in seen:
+            return {**seen[k], "trial": trial}
+        names = {_key(b): name for name, b in self.baselines().items()}
+        c = self.record(g, self.score(_PathModel(net, g)), trial, names.get(k))
+        c["supernet_steps"] = supernet_steps
+        seen[k] = c
+        return c
+
+    def distinct(self, candidates: list[dict]) -> list[dict]:
+        """One row per distinct architecture, the first evaluation of each."""
         seen, unique = set(), []
         for c in candidates:
             k = _key(self.space.genotype_from_dict(c["genotype"]))
@@ -547,6 +598,81 @@ class SPOS(_OneShot):
                 seen.add(k)
                 unique.append(c)
         return unique
+
+    # candidate evaluation shared through --storage -----------------------------------------------------------
+    def shared_search(self, net, supernet_steps: int, study) -> tuple[list[dict], dict]:
+        """The discrete search as one of the study's processes: the baselines and the feasible draw queued
+        first, the supernet announced (workers load its checkpoint), trials evaluated here and by the workers
+        until ``--trials`` are complete; every completed one read back."""
+        import optuna
+
+        from ..shared import completed
+
+        held = study.user_attrs.get("supernet_steps")
+        if held is not None and held != supernet_steps:
+            raise NaskdError(f"the study {study.study_name} holds candidates scored on a supernet trained {held} "
+                             f"steps; this one has trained {supernet_steps}: start again with --overwrite, or name "
+                             "another study with --study-name")
+        if not study.user_attrs.get("enqueued"):
+            for g in self.seeded_trials():
+                study.enqueue_trial(self.space.choices_of(g))
+            study.set_user_attr("enqueued", True)
+        study.set_user_attr("supernet_steps", supernet_steps)
+        study.set_user_attr("finished", False)
+        study.set_user_attr("ready", True)              # workers start evaluating now
+        self.evaluate_trials(net, supernet_steps, study)
+        candidates = self.distinct(completed(study.get_trials(deepcopy=False,
+                                                              states=(optuna.trial.TrialState.COMPLETE,))))
+        study.set_user_attr("finished", True)
+        return candidates, self.shared_summary(study, candidates)
+
+    def work(self, study) -> dict:
+        """``naskd worker``: load the supernet the search trained (its checkpoint in the run directory) and
+        evaluate the study's trials until ``--trials`` are complete."""
+        from ...train import CHECKPOINT, load_checkpoint
+
+        self.setup()
+        steps = study.user_attrs["supernet_steps"]
+        study.sampler = self.nsga2(self.env.cfg.seed + 1 + len(study.trials))   # not the search's own draws
+        net, _ = self.build_supernet()
+        loop = load_checkpoint(self.env.run_dir / CHECKPOINT, modules={"model": net, "kd": self.env.kd},
+                               optimizers={}, schedulers={})
+        if loop["global_step"] != steps:
+            raise NaskdError(f"{self.env.run_dir / CHECKPOINT} holds the supernet at step {loop['global_step']}, the "
+                             f"study's candidates are scored at step {steps}: its search is training again; start "
+                             "the worker once it is ready")
+        return self.evaluate_trials(net, steps, study)
+
+    def evaluate_trials(self, net, supernet_steps: int, study) -> dict:
+        import optuna
+
+        from ..shared import evaluate_shared, worker_id
+
+        cfg = self.env.cfg
+        dims = self.space.dimensions()
+        me, mine = worker_id(), []
+        net.eval()
+
+        def objective(trial):
+            trial.set_user_attr("worker", me)
+            g = self.space.from_choices({name: trial.suggest_categorical(name, list(opts))
+                                         for name, opts in dims.items()})
+            c = self.candidate(net, g, trial.number, supernet_steps)
+            trial.set_user_attr("candidate", c)
+            mine.append(c)
+            return self.objectives(trial, c)
+
+        pbar = bar(cfg.trials, "spos discrete search (shared)", unit="arch")
+
+        def progress(trials):
+            pbar.n = min(cfg.trials, sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials))
+            pbar.set_postfix(here=len(mine), refresh=True)
+
+        evaluate_shared(study, objective, lambda ts: sum(t.state == optuna.trial.TrialState.COMPLETE
+                                                         for t in ts) >= cfg.trials,
+                        queued_only=False, progress=progress)
+        pbar.close()
+        return {"evaluated_here": len(mine)}
 
 
 @register_strategy
@@ -577,7 +703,6 @@ class RandomSearch(_OneShot):
     def run(self) -> dict:
         self.setup()
         env, cfg = self.env, self.env.cfg
-        data, device, kd, run_dir = env.data, env.device, env.kd, env.run_dir
         rows = self.train_rows
         per_epoch = self.rows_per_epoch()
         path, log, kd_state = self.candidate_start()
@@ -586,7 +711,12 @@ class RandomSearch(_OneShot):
                  f"candidates, each {cfg.epochs} epochs x {per_epoch} rows of the {len(rows)} training rows ("
                  f"{cfg.candidates * cfg.epochs * per_epoch:,} rows in all; a spos supernet of as many epochs trains "
                  f"{cfg.epochs * len(rows):,}); {len(self.selection)} selection rows carved from train; kd "
-                 f"{cfg.kd}; lr {self.lr}; run directory {run_dir}", flush=True)
+                 f"{cfg.kd}; lr {self.lr}; run directory {env.run_dir}", flush=True)
+        summary = {"candidates": cfg.candidates, "rows_per_candidate_epoch": per_epoch}
+        if cfg.storage:
+            candidates, shared = self.shared_candidates(kd_state)
+            return self.finish(candidates, {**summary, **shared,
+                                            "train_seconds": round(sum(c["train_seconds"] for c in candidates), 1)})
         steps_here = 0
         seconds = 0.0
         candidates = []
@@ -598,47 +728,123 @@ class RandomSearch(_OneShot):
                 candidates.append(done[i])
                 seconds += done[i].get("train_seconds", 0.0)
                 continue
-            cand_dir = run_dir / "candidates" / f"{i:03d}"
-            resume = dist.from_main(lambda cand_dir=cand_dir: cand_dir.mkdir(parents=True, exist_ok=True)
-                                    or (cand_dir / "checkpoint.pt").is_file())
-            student, opt = self.standalone(g, cfg.seed + i, kd_state)
-
-            def batches_for_epoch(e, i=i):
-                picked = rows[epoch_rows(len(rows), per_epoch, seed=cfg.seed, epoch=e * cfg.candidates + i)]
-                return [picked[b] for b in bucket_batches(self.lengths[picked], cfg.batch_size, seed=cfg.seed, epoch=e)]
-
-            total = len(batches_for_epoch(0)) * cfg.epochs
-            sched = cosine_schedule(opt, total)
-
-            def loss_fn(batch, progress, student=student):
-                return kd(student(**batch), batch.get("teacher", {}), batch, progress)
-
             remaining = None if cfg.stop_after_steps is None else cfg.stop_after_steps - steps_here
-            result = fit(model=student, optimizer=opt, scheduler=sched, epochs=cfg.epochs,
-                         batches_for_epoch=batches_for_epoch, make_batch=lambda r: batch_to(data.make_batch(r), device),
-                         loss_fn=loss_fn, evaluate=lambda student=student: {"score": self.score(student)},
-                         main_metric="score", run_dir=cand_dir, device=device,
-                         resume=resume, stop_after_steps=remaining,
-                         checkpoint_every=cfg.checkpoint_every, grad_clip=cfg.grad_clip, extra={"kd": kd},
-                         desc=f"random candidate {i + 1}/{cfg.candidates}", log_every=cfg.log_every, shard="rows")
-            steps_here += result.steps_here
-            agree = self.processes(student, kd)
-            if result.stopped:
+            c, steps, agree = self.train_candidate(i, g, kd_state, stop_after_steps=remaining, log=path)
+            steps_here += steps
+            if c is None:
                 return dist.from_main(lambda: self.stopped({"candidates_done": len(candidates), **agree}))
-
-            def recorded(g=g, i=i, result=result, cand_dir=cand_dir):
-                c = self.record(g, float(result.best_metrics["score"]), i, None)
-                c.update(index=i, train_seconds=round(result.state.train_seconds, 1), steps=result.state.global_step,
-                         best_epoch=result.state.best_epoch + 1, epochs=cfg.epochs)
-                append_jsonl(path, c)
-                (cand_dir / "checkpoint.pt").unlink(missing_ok=True)    # recorded: its weights are not needed again
-                return c
-
-            c = dist.from_main(recorded)       # scored by rank 0 (the loop evaluates there)
             candidates.append(c)
             seconds += c["train_seconds"]
             if dist.world_size() > 1:
                 replicas["replicas_agree"] = replicas.get("replicas_agree", True) and agree["replicas_agree"]
-        return dist.from_main(lambda: self.finish(candidates, {
-            "candidates": cfg.candidates, "rows_per_candidate_epoch": per_epoch, "train_seconds": round(seconds, 1),
-            **replicas}))
+        return dist.from_main(lambda: self.finish(candidates, {**summary, "train_seconds": round(seconds, 1),
+                                                               **replicas}))
+
+    def train_candidate(self, i: int, g, kd_state: dict, *, stop_after_steps=None, log=None):
+        """Train candidate ``i`` (genotype ``g``) standalone in ``candidates/NNN`` of the run directory (resumed
+        from its checkpoint when one is there: an interrupted run's, or a killed worker's) and score it on the
+        selection split. Returns (its record, appended to ``log`` when given, or None when ``stop_after_steps``
+        stopped it; the steps taken here; what :meth:`processes` says of its replicas)."""
+        env, cfg = self.env, self.env.cfg
+        data, device, kd, run_dir = env.data, env.device, env.kd, env.run_dir
+        rows, per_epoch = self.train_rows, self.rows_per_epoch()
+        cand_dir = run_dir / "candidates" / f"{i:03d}"
+        resume = dist.from_main(lambda: cand_dir.mkdir(parents=True, exist_ok=True)
+                                or (cand_dir / "checkpoint.pt").is_file())
+        student, opt = self.standalone(g, cfg.seed + i, kd_state)
+
+        def batches_for_epoch(e):
+            picked = rows[epoch_rows(len(rows), per_epoch, seed=cfg.seed, epoch=e * cfg.candidates + i)]
+            return [picked[b] for b in bucket_batches(self.lengths[picked], cfg.batch_size, seed=cfg.seed, epoch=e)]
+
+        total = len(batches_for_epoch(0)) * cfg.epochs
+        sched = cosine_schedule(opt, total)
+
+        def loss_fn(batch, progress):
+            return kd(student(**batch), batch.get("teacher", {}), batch, progress)
+
+        result = fit(model=student, optimizer=opt, scheduler=sched, epochs=cfg.epochs,
+                     batches_for_epoch=batches_for_epoch, make_batch=lambda r: batch_to(data.make_batch(r), device),
+                     loss_fn=loss_fn, evaluate=lambda: {"score": self.score(student)},
+                     main_metric="score", run_dir=cand_dir, device=device,
+                     resume=resume, stop_after_steps=stop_after_steps,
+                     checkpoint_every=cfg.checkpoint_every, grad_clip=cfg.grad_clip, extra={"kd": kd},
+                     desc=f"random candidate {i + 1}/{cfg.candidates}", log_every=cfg.log_every, shard="rows")
+        agree = self.processes(student, kd)
+        if result.stopped:
+            return None, result.steps_here, agree
+
+        def recorded():
+            c = self.record(g, float(result.best_metrics["score"]), i, None)
+            c.update(index=i, train_seconds=round(result.state.train_seconds, 1), steps=result.state.global_step,
+                     best_epoch=result.state.best_epoch + 1, epochs=cfg.epochs)
+            if log is not None:
+                append_jsonl(log, c)
+            (cand_dir / "checkpoint.pt").unlink(missing_ok=True)    # recorded: its weights are not needed again
+            return c
+
+        return dist.from_main(recorded), result.steps_here, agree     # scored by rank 0 (the loop evaluates there)
+
+    # candidate training shared through --storage ----------------------------------------------------------
+    def shared_candidates(self, kd_state: dict) -> tuple[list[dict], dict]:
+        """Every candidate drawn here and queued in the study as a fixed trial (its index a user attribute),
+        then trained here and by the workers until each index has completed; the records read back in
+        index order."""
+        import optuna
+
+        from ..shared import completed
+
+        cfg = self.env.cfg
+        study = self.start_shared(["maximize"], optuna.samplers.RandomSampler(seed=cfg.seed))
+        queued = study.user_attrs.get("enqueued")
+        if queued is None:
+            for i in range(cfg.candidates):
+                study.enqueue_trial(self.space.choices_of(self.draw(i)), user_attrs={"index": i})
+            study.set_user_attr("enqueued", cfg.candidates)
+        elif queued != cfg.candidates:
+            raise NaskdError(f"the study {study.study_name} queued {queued} candidates, not --candidates "
+                             f"{cfg.candidates}: resume with {queued}, or start again with --overwrite")
+        study.set_user_attr("finished", False)
+        study.set_user_attr("ready", True)              # workers start training now
+        self.evaluate_trials(study, kd_state)
+        records = {}
+        for c in completed(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))):
+            records.setdefault(c["index"], c)
+        study.set_user_attr("finished", True)
+        candidates = [records[i] for i in range(cfg.candidates)]
+        return candidates, self.shared_summary(study, candidates)
+
+    def work(self, study) -> dict:
+        """``naskd worker``: train the study's queued candidates until every one has completed."""
+        import optuna
+
+        self.setup()
+        study.sampler = optuna.samplers.RandomSampler()        # proposes nothing: every trial is queued
+        return self.evaluate_trials(study, criteria_state(self.env.kd))
+
+    def evaluate_trials(self, study, kd_state: dict) -> dict:
+        import optuna
+
+        from ..shared import evaluate_shared, worker_id
+
+        cfg = self.env.cfg
+        dims = self.space.dimensions()
+        me, mine = worker_id(), []
+
+        def objective(trial):
+            if "index" not in trial.user_attrs:     # the queue emptied as this process asked: nothing to train
+                raise optuna.TrialPruned()
+            trial.set_user_attr("worker", me)
+            g = self.space.from_choices({name: trial.suggest_categorical(name, list(opts))
+                                         for name, opts in dims.items()})
+            c, _, _ = self.train_candidate(int(trial.user_attrs["index"]), g, kd_state)
+            trial.set_user_attr("candidate", c)
+            mine.append(c["index"])
+            return c["score"]
+
+        def complete(trials):
+            return {t.user_attrs.get("index") for t in trials
+                    if t.state == optuna.trial.TrialState.COMPLETE} >= set(range(cfg.candidates))
+
+        evaluate_shared(study, objective, complete, queued_only=True)
+        return {"evaluated_here": len(mine)}

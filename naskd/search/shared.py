@@ -1,0 +1,173 @@
+"""Candidate evaluation shared through an Optuna storage: ``naskd search --storage URL`` and ``naskd worker RUN``.
+
+The search process opens one Optuna study in the storage (SQLite on one machine; PostgreSQL or MySQL across
+machines, with the run directory on a filesystem every machine mounts at the same path). Once what the
+candidates need is ready (spos: the trained supernet's checkpoint; random: every candidate drawn and enqueued
+as a fixed trial), the search process and any number of ``naskd worker RUN`` processes take trials from the
+study through ``Study.optimize`` until the search's number is complete; the search process then reads every
+completed trial back and writes the front as a one-process search does.
+
+A worker that dies leaves its trial RUNNING with a heartbeat that stops: once it is ``3 x --heartbeat``
+seconds old, the next process that looks fails it (Optuna's ``fail_stale_trials``) and Optuna's
+``RetryHeartbeatStaleTrialCallback`` enqueues a copy with the same architecture (and, for random, the same
+candidate index, whose checkpoint the next taker resumes from). The trials, the sampler's decisions and the
+retries are Optuna's; naskd adds no scheduler of its own.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Callable
+
+from ..errors import NaskdError
+
+MAX_RETRY = 3              # a candidate whose workers die this many times is given up (its trial stays FAIL)
+POLL_SECONDS = 2.0         # how often a process waiting on others looks at the study again
+
+
+def worker_id() -> str:
+    """``host:pid`` of this process, recorded on each trial it evaluates (``evaluated_by`` in metrics.json)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def default_study_name(run_dir) -> str:
+    """``naskd-search-<folder>-<hash of its absolute path>``: one study per run directory."""
+    path = str(Path(run_dir).absolute())
+    return f"naskd-search-{Path(path).name}-{hashlib.sha1(path.encode()).hexdigest()[:8]}"
+
+
+def _quiet_experimental() -> None:
+    """Optuna marks heartbeats and their retry callback experimental (a warning at every call): said once
+    here, in the docs, instead of on every trial."""
+    import warnings
+
+    import optuna
+
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+def open_shared_storage(url: str, heartbeat: int):
+    """The RDB storage of ``url`` with heartbeats every ``heartbeat`` seconds, a grace of three, and stale
+    trials retried (at most :data:`MAX_RETRY` times each). Raises :class:`NaskdError` (one line, the password
+    masked) when it cannot be opened."""
+    import optuna
+
+    from ..tune import open_storage
+
+    _quiet_experimental()
+    return open_storage(url, heartbeat_interval=heartbeat, grace_period=3 * heartbeat,
+                        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                            max_retry=MAX_RETRY))
+
+
+def study_exists(storage, name: str) -> bool:
+    import optuna
+
+    return name in optuna.study.get_all_study_names(storage)
+
+
+def open_study(storage, name: str, *, directions: list[str], sampler, create: bool):
+    """The study ``name`` in ``storage`` (created when ``create``), with this process's ``sampler``."""
+    import optuna
+
+    if create:
+        return optuna.create_study(study_name=name, storage=storage, directions=directions, sampler=sampler,
+                                   load_if_exists=True)
+    return optuna.load_study(study_name=name, storage=storage, sampler=sampler)
+
+
+def refuse_taken_study(cfg) -> None:
+    """:class:`NaskdError` when ``cfg.storage`` already holds a study named ``cfg.study_name`` (a fresh search
+    would mix its trials with another's)."""
+    from ..tune import _shown
+
+    if study_exists(open_shared_storage(cfg.storage, cfg.heartbeat), cfg.study_name):
+        raise NaskdError(f"--storage {_shown(cfg.storage)} already holds a study named {cfg.study_name}: --resume "
+                         "continues it, --overwrite replaces it, or name another with --study-name")
+
+
+def start_study(cfg, run_dir, *, resume: bool, overwrite: bool, directions: list[str], sampler):
+    """The search process's study: refused when a study of that name exists and the run is neither resumed
+    nor overwritten (a second search would mix its trials with the first's); deleted first on ``overwrite``."""
+    import optuna
+
+    storage = open_shared_storage(cfg.storage, cfg.heartbeat)
+    name = cfg.study_name or default_study_name(run_dir)
+    if study_exists(storage, name) and not resume:
+        if not overwrite:
+            refuse_taken_study(cfg)
+        optuna.delete_study(study_name=name, storage=storage)
+    study = open_study(storage, name, directions=directions, sampler=sampler, create=True)
+    study.set_user_attr("run_dir", str(Path(run_dir).absolute()))
+    study.set_user_attr("strategy", cfg.strategy)
+    study.set_user_attr("ready", False)       # workers wait until the search says what they need is there
+    study.set_user_attr("finished", False)
+    return study
+
+
+def evaluate_shared(study, objective: Callable, complete: Callable[[list], bool], *, queued_only: bool,
+                    progress: Callable[[list], None] | None = None) -> None:
+    """Take trials of ``study`` one at a time through ``Study.optimize`` (which keeps the trial's heartbeat and
+    fails other processes' stale trials first) until ``complete(trials)`` holds. With ``queued_only`` a trial
+    is taken only while one waits in the queue (random's enqueued candidates): otherwise this process waits
+    for the others' running trials, failing stale ones so that their retries are queued."""
+    import optuna
+
+    while True:
+        optuna.storages.fail_stale_trials(study)
+        trials = study.get_trials(deepcopy=False)
+        if progress is not None:
+            progress(trials)
+        if complete(trials):
+            return
+        if queued_only and not any(t.state == optuna.trial.TrialState.WAITING for t in trials):
+            time.sleep(POLL_SECONDS)
+            continue
+        try:
+            study.optimize(objective, n_trials=1, catch=())
+        except optuna.exceptions.UpdateFinishedTrialError:
+            # this process was silent past the grace (paused, swapped out): another failed its trial as stale
+            # and queued it again; what it computed is dropped and the loop goes on
+            print("[search] a trial of this process was failed as stale by another (it was silent for over "
+                  "three heartbeats) and queued again; going on", flush=True)
+
+
+def completed(trials, key: str = "candidate") -> list[dict]:
+    """The records (user attribute ``key``) of the COMPLETE trials, in trial order, each with its trial
+    number and the worker that evaluated it."""
+    import optuna
+
+    out = []
+    for t in sorted(trials, key=lambda t: t.number):
+        if t.state == optuna.trial.TrialState.COMPLETE and key in t.user_attrs:
+            out.append({**t.user_attrs[key], "trial": t.number, "worker": t.user_attrs.get("worker")})
+    return out
+
+
+def evaluated_by(records: list[dict]) -> dict:
+    """{worker: number of candidates it evaluated}."""
+    out: dict = {}
+    for r in records:
+        out[r.get("worker") or "?"] = out.get(r.get("worker") or "?", 0) + 1
+    return out
+
+
+def wait_for(study, attr: str, *, timeout: float, what: str) -> object:
+    """The study's user attribute ``attr`` once set true (a worker waiting for the search to be ready), or None
+    when the search has finished; :class:`NaskdError` after ``timeout`` seconds."""
+    t0, said = time.time(), False
+    while True:
+        attrs = study.user_attrs
+        if attrs.get("finished"):
+            return None
+        if attrs.get(attr):
+            return attrs[attr]
+        if time.time() - t0 > timeout:
+            raise NaskdError(f"waited {timeout:g} s for {what}; start the worker again once it is, or raise --timeout")
+        if not said:
+            print(f"[worker] waiting for {what} (Ctrl-C leaves; nothing is lost)", flush=True)
+            said = True
+        time.sleep(POLL_SECONDS)
