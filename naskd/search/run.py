@@ -36,8 +36,10 @@ STRATEGY_HELP = ("search strategy: darts (differentiable, cell spaces), spos (si
                  "pruning on the selection split: the fallback when a supernet does not rank, as spos' does not "
                  "on SST-2's macro space, Kendall tau -0.08 in benchmarks/results/ranking_sst2_macro.md) or gdas "
                  "(DARTS' architecture parameters over a macro space, one Gumbel-sampled path per step). The "
-                 "default is darts, the strategy the shipped results were measured with, until the equal-budget "
-                 "comparison (study strategy_budget_sst2_macro of benchmarks/) is finished")
+                 "default is darts, the strategy the shipped results were measured with: at equal budget on "
+                 "SST-2's macro space no strategy beat random search (hyperband not distinguishable, spos and gdas "
+                 "worse; benchmarks/results/strategy_budget_sst2_macro.md), and the default changes once the "
+                 "matched-speed comparison (study matched_speed_sst2) says which student to ship")
 
 
 @dataclass
