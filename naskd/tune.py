@@ -104,7 +104,7 @@ def run_tune(base: dict, *, trials: int, out: str | None, storage: str | None, s
         raise NaskdError("--resume continues a study kept in a database; an in-memory study ends with its "
                          "process: pass the --storage it ran with, or start again with --overwrite")
     settings = {"base": base, "trials": trials, "space": list(space), "seed": seed, "prune": prune,
-                "storage": storage, "study_name": name, "stage": stage}
+                "storage": storage and _shown(storage), "study_name": name, "stage": stage}   # no password kept
     from .utils.rundir import prepare_run_dir, reads_of
 
     prepare_run_dir(root, command="tune", overwrite=overwrite, resume=resume, settings=settings,
@@ -143,7 +143,7 @@ def run_tune(base: dict, *, trials: int, out: str | None, storage: str | None, s
     if not finished:
         raise NaskdError("no trial finished (all pruned or failed); see the trial directories under " + str(root))
     best = study.best_trial
-    result = {"command": "tune", "stage": stage, "task": spec.name, "study": name, "storage": storage or "in memory",
+    result = {"command": "tune", "stage": stage, "task": spec.name, "study": name, "storage": _shown(storage) if storage else "in memory",
               "metric": spec.main_metric, "chosen_on": "dev" if stage == "retrain" else "selection split",
               "best_value": best.value, "best_trial": best.number, "best_settings": best.user_attrs.get("settings"),
               "best_dev": best.user_attrs.get("dev"),

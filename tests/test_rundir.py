@@ -338,3 +338,18 @@ def test_npy_and_tokenizer_files_are_replaced_whole(tmp_path, monkeypatch):
         save_pretrained_atomic(tok, tmp_path / "student")
     assert tree(tmp_path / "student") == before
     assert AutoTokenizer.from_pretrained(str(tmp_path / "student")).vocab_size == tok.vocab_size
+
+
+def test_a_storage_password_is_never_written_into_the_run_settings():
+    import dataclasses
+
+    from naskd.utils.rundir import run_settings
+
+    @dataclasses.dataclass
+    class Cfg:
+        storage: str = "postgresql://user:secret@db.example/naskd"
+        lr: float = 1e-3
+
+    s = run_settings(Cfg())
+    assert "secret" not in str(s) and s["storage"] == "postgresql://user:***@db.example/naskd"
+    assert run_settings(Cfg(storage=None))["storage"] is None

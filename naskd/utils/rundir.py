@@ -273,4 +273,9 @@ def run_settings(cfg) -> dict:
     """The settings a run is compared on when resumed: every field of its configuration dataclass."""
     import dataclasses
 
-    return _norm(dataclasses.asdict(cfg))
+    settings = dataclasses.asdict(cfg)
+    if settings.get("storage"):             # a database password is never written down
+        from ..tune import _shown
+
+        settings["storage"] = _shown(settings["storage"])
+    return _norm(settings)
