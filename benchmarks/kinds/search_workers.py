@@ -33,6 +33,7 @@ PARAMS = {
     "epochs": (1, "epochs (random: of each candidate; spos: of the supernet)"),
     "candidates": (4, "random: candidates"),
     "trials": (200, "spos: NSGA-II trials"),
+    "table": ("search_workers_sst2", "the table written (benchmarks/results/TABLE.md)"),
 }
 
 
@@ -109,8 +110,8 @@ def run(args) -> None:
                      "phase ratio": _phase(one) / _phase(many),
                      "candidates per process": ", ".join(str(v) for v in sorted(many["evaluated_by"].values())),
                      "same pick": one["pick"]["text"] == many["pick"]["text"]})
-    publish("search_workers_sst2", "Search on SST-2: one process against a search sharing its candidates with "
-            "`naskd worker` processes (--storage)", rows, list(rows[0]),
+    publish(args.table, f"Search on SST-2: one process ({args.threads_one} thread(s)) against a search sharing its "
+            "candidates with `naskd worker` processes (--storage)", rows, list(rows[0]),
             notes=(f"Macro space, {args.max_train_examples:,} SST-2 training rows, {args.epochs} epoch(s); random "
                    f"trains {args.candidates} candidates standalone, spos trains its supernet in the search process and "
                    f"shares {args.trials} NSGA-II trials; the shared runs' processes use one SQLite study "
