@@ -199,7 +199,7 @@ class Study:
                 rows.append({"baseline B": b, "B's speed (x teacher)": s_b if s_b is not None else "",
                              "student": f"{who}: {what}", "seeds": len(cs), "dev mean": float(np.mean(accs)),
                              "sd": float(np.std(accs, ddof=1)) if len(cs) > 1 else ""})
-            for first, second in (("spos", "baseline"), ("spos", "random")):
+            for first, second in (("spos", "baseline"), ("spos", "random"), ("random", "baseline")):
                 if first in correct and second in correct:
                     bt = paired_bootstrap(correct[first], correct[second])
                     comparisons.append({"baseline B": b, "comparison": f"{first} pick - {second}",
