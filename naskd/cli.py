@@ -399,7 +399,11 @@ def main(argv: list[str] | None = None) -> int:
               "command line, or one it writes to: check the path, its permissions and free space)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"naskd {args.command}: interrupted; continue with --resume", file=sys.stderr)
+        if args.command == "worker":
+            print("naskd worker: interrupted; the search goes on without this process (its random candidate, if "
+                  "any, is queued again; start a worker again to help)", file=sys.stderr)
+        else:
+            print(f"naskd {args.command}: interrupted; continue with --resume", file=sys.stderr)
         return 130
     finally:
         warnings.formatwarning = python_format

@@ -170,17 +170,22 @@ def dump(result: dict) -> str:
 
 
 _STORAGE_HELP = ("an Optuna storage URL such as sqlite:///runs/tune.db (a file in an existing or to-be-made "
-                 "folder) or postgresql://USER@HOST/DB, or leave --storage out for an in-memory study")
+                 "folder) or postgresql://USER@HOST/DB")
+# Python modules of the database drivers SQLAlchemy imports -> what pip installs them as
+_DRIVERS = {"psycopg": "'psycopg[binary]'", "psycopg2": "psycopg2-binary", "pymysql": "pymysql",
+            "MySQLdb": "mysqlclient", "asyncpg": "asyncpg", "pg8000": "pg8000", "mysql": "mysql-connector-python"}
 
 
 def _shown(url: str) -> str:
     """``url`` as it may be printed: a password in it is masked."""
     from sqlalchemy.engine import make_url
 
+    import re
+
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001  an unparsable URL has no password part to find
-        return url
+    except Exception:  # noqa: BLE001  an unparsable URL: a user:password@ part masked by its shape
+        return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", url)
 
 
 def check_storage(storage: str | None, root: Path | None = None) -> Path | None:
@@ -202,14 +207,16 @@ def check_storage(storage: str | None, root: Path | None = None) -> Path | None:
     except NoSuchModuleError:                     # (a kind of ArgumentError: caught first)
         raise NaskdError(f"--storage {_shown(storage)}: unknown database kind {url.drivername!r}; give "
                          f"{_STORAGE_HELP}") from None
-    except ArgumentError:
-        raise NaskdError(f"--storage {storage!r} is not a database URL; give {_STORAGE_HELP}") from None
+    except (ArgumentError, ValueError):          # ValueError: a port that is not a number
+        raise NaskdError(f"--storage {_shown(storage)!r} is not a database URL; give {_STORAGE_HELP}") from None
     try:
         dialect.import_dbapi() if hasattr(dialect, "import_dbapi") else dialect.dbapi()
     except ImportError as e:
+        module = (e.name or "").split(".")[0]
         raise NaskdError(f"--storage {_shown(storage)}: the Python driver for {url.get_backend_name()} is not "
-                         f"installed ({e}); install it (e.g. `pip install psycopg2-binary` for postgresql, "
-                         f"`pip install pymysql` with mysql+pymysql://) or use sqlite:///FILE") from None
+                         f"installed ({e}); install it (`pip install {_DRIVERS.get(module, module or 'DRIVER')}`), "
+                         f"name another driver in the URL (e.g. postgresql+psycopg2://, mysql+pymysql://) or use "
+                         "sqlite:///FILE") from None
     if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
         folder = Path(url.database).expanduser().absolute().parent
         # the run directory is made with its parents before the study is opened

@@ -167,12 +167,20 @@ class SearchConfig:
             raise ConfigError("give --speedup (batch-128 throughput) or --latency-ms (batch 1), not both")
         if self.storage is not None:
             from ..tune import check_storage
+            from ..utils import dist
 
+            if dist.launched():
+                raise ConfigError("--storage shares candidates between `naskd worker` processes; under torchrun the "
+                                  "processes already share the search: use one or the other")
+            if self.strategy == "random" and self.stop_after_steps is not None:
+                raise ConfigError("--stop-after-steps stops one process as if interrupted; a --storage search's "
+                                  "candidates are shared between processes: interrupt it (Ctrl-C) and --resume")
             if self.strategy not in SHARED_STRATEGIES:
                 raise ConfigError(f"--storage shares candidate evaluation between processes for --strategy "
                                   f"{' and '.join(SHARED_STRATEGIES)}; {self.strategy} does not evaluate candidates "
                                   "one by one (run it under torchrun to use more processes)")
             check_storage(self.storage, Path(self.out) if self.out else None)
+            self.storage = absolute_sqlite(self.storage)      # workers may start in another folder
             if self.study_name is None:           # written into config.yaml, where workers read it
                 from .shared import default_study_name
 
@@ -229,6 +237,16 @@ class SearchConfig:
         return parse_pairs(self.pkd_pairs)
 
 
+def absolute_sqlite(url: str) -> str:
+    """``url`` with a relative SQLite file made absolute (against the working folder); any other URL as given."""
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url)
+    if u.get_backend_name() != "sqlite" or u.database in (None, "", ":memory:") or Path(u.database).is_absolute():
+        return url
+    return u.set(database=str(Path(u.database).expanduser().absolute())).render_as_string(hide_password=False)
+
+
 def resolve_search_config(flags: dict, config_file: str | None = None) -> SearchConfig:
     file_layer = C.load_yaml(config_file) if config_file else {}
     return C.resolve(SearchConfig, file_layer, flags, source_names=[f"config {config_file}", "command-line flags"])
@@ -260,10 +278,11 @@ def run_search(cfg: SearchConfig, *, overwrite: bool = False, resume: bool = Fal
         dist.from_main(lambda: held.update(lat=oneshot_latency(cfg, spec, teacher_dir, info, space, splits[1],
                                                                resume_dir=out if resume else None)))
         latency = held.get("lat")
-    if cfg.storage is not None and not resume and not overwrite and dist.is_main():
-        from .shared import refuse_taken_study
+    if cfg.storage is not None:
+        from .shared import check_study
 
-        refuse_taken_study(cfg)                # before the run directory: a second search never joins a first's
+        # before the run directory is made or replaced: a search never joins, deletes or resumes another's study
+        check_study(cfg, out, resume=resume, overwrite=overwrite)
     run_dir = dist.run_directory(out, **guard)
     if latency is not None and not resume:
         latency.save_scale(run_dir)
@@ -317,6 +336,32 @@ def _prepared(cfg: SearchConfig, spec, teacher_dir, kd, splits, device):
 WORKER_TIMEOUT = 24 * 3600.0
 
 
+def wait_for_run(run_dir: Path, timeout: float) -> Path:
+    """``RUN/config.yaml`` of a search run, waited for (up to ``timeout`` seconds) while ``RUN`` does not exist
+    yet or is a search run still being set up (a worker may be started beside its search, which writes the
+    directory once its teacher, data and latency table are ready). A folder of another kind is refused at
+    once. Raises :class:`ConfigError`."""
+    from ..utils.rundir import read_marker
+
+    cfg_path, t0, said = run_dir / "config.yaml", time.time(), False
+    while not cfg_path.is_file():
+        if run_dir.exists() and not run_dir.is_dir():
+            raise ConfigError(f"{run_dir} is a file, not a search run directory: give the --out of a `naskd search "
+                              "--storage URL` run")
+        marker = read_marker(run_dir) if run_dir.is_dir() else None
+        if run_dir.is_dir() and any(run_dir.iterdir()) and (marker or {}).get("command") != "search":
+            raise ConfigError(f"{run_dir} is not a search run directory (no config.yaml): give the --out of a "
+                              "`naskd search --storage URL` run")
+        if time.time() - t0 > (timeout if marker is None else min(timeout, 60.0)):
+            raise ConfigError(f"no search run appeared in {run_dir} within {min(timeout, 60.0) if marker else timeout:g} "
+                              "s: give the --out of a running `naskd search --storage URL`, or raise --timeout")
+        if not said:
+            print(f"[worker] waiting for the search to write {cfg_path}", flush=True)
+            said = True
+        time.sleep(0.5)
+    return cfg_path
+
+
 def run_worker(run, *, storage: str | None = None, device: str = "auto", timeout: float = WORKER_TIMEOUT) -> dict:
     """``naskd worker RUN``: join the search in the run directory ``RUN`` (started with ``--storage``) as one
     more process evaluating its candidates (naskd.search.shared). Its settings are the run's
@@ -336,10 +381,7 @@ def run_worker(run, *, storage: str | None = None, device: str = "auto", timeout
     if dist.launched():
         raise ConfigError("`naskd worker` is one process; start several of them instead of torchrun")
     run_dir = Path(run)
-    cfg_path = run_dir / "config.yaml"
-    if not cfg_path.is_file():
-        raise ConfigError(f"{run_dir} is not a search run directory (no config.yaml): give the --out of a "
-                          "`naskd search --storage URL` run once it has started")
+    cfg_path = wait_for_run(run_dir, timeout)
     doc = {k: v for k, v in C.load_yaml(cfg_path).items() if k not in ("space_kind", "resolved_space")}
     if doc.get("strategy") not in SHARED_STRATEGIES or not doc.get("storage"):
         raise ConfigError(f"the search in {run_dir} shares no candidates (strategy {doc.get('strategy')}, no "

@@ -34,19 +34,21 @@ def worker_id() -> str:
 
 
 def default_study_name(run_dir) -> str:
-    """``naskd-search-<folder>-<hash of its absolute path>``: one study per run directory."""
-    path = str(Path(run_dir).absolute())
+    """``naskd-search-<folder>-<hash of its resolved path>``: one study per run directory."""
+    path = str(Path(run_dir).resolve())
     return f"naskd-search-{Path(path).name}-{hashlib.sha1(path.encode()).hexdigest()[:8]}"
 
 
 def _quiet_experimental() -> None:
     """Optuna marks heartbeats and their retry callback experimental (a warning at every call): said once
-    here, in the docs, instead of on every trial."""
+    here, in the docs, instead of on every trial; Optuna's own trial log is kept to errors."""
     import warnings
 
     import optuna
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    # a failed trial is logged by Optuna with its traceback; naskd says what happened in its own line
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
 
 
 def open_shared_storage(url: str, heartbeat: int):
@@ -79,30 +81,55 @@ def open_study(storage, name: str, *, directions: list[str], sampler, create: bo
     return optuna.load_study(study_name=name, storage=storage, sampler=sampler)
 
 
-def refuse_taken_study(cfg) -> None:
-    """:class:`NaskdError` when ``cfg.storage`` already holds a study named ``cfg.study_name`` (a fresh search
-    would mix its trials with another's)."""
+# the settings a study's candidates depend on, recorded in it and compared when the search is resumed
+STUDY_SETTINGS = {"spos": ("epochs",), "random": ("epochs", "candidates")}
+
+
+def check_study(cfg, run_dir, *, resume: bool, overwrite: bool) -> None:
+    """Before the run directory is made or replaced: refuse a study in ``cfg.storage`` named
+    ``cfg.study_name`` that a fresh search would mix with (unless ``overwrite``), that belongs to another run
+    directory (``overwrite`` never deletes another run's study; a resume never takes its trials), or whose
+    candidates were made with other settings than a resume asks for (:data:`STUDY_SETTINGS`). Raises
+    :class:`NaskdError`, one line with the way out."""
+    import optuna
+
     from ..tune import _shown
 
-    if study_exists(open_shared_storage(cfg.storage, cfg.heartbeat), cfg.study_name):
-        raise NaskdError(f"--storage {_shown(cfg.storage)} already holds a study named {cfg.study_name}: --resume "
-                         "continues it, --overwrite replaces it, or name another with --study-name")
+    storage = open_shared_storage(cfg.storage, cfg.heartbeat)
+    name = cfg.study_name
+    if not study_exists(storage, name):
+        return
+    where = f"--storage {_shown(cfg.storage)} already holds a study named {name}"
+    if not resume and not overwrite:
+        raise NaskdError(f"{where}: --resume continues it, --overwrite replaces it, or name another with "
+                         "--study-name")
+    attrs = optuna.load_study(study_name=name, storage=storage).user_attrs
+    owner = attrs.get("run_dir")
+    if owner is not None and owner != str(Path(run_dir).resolve()):
+        raise NaskdError(f"{where}, made by the search in {owner}, not {run_dir}: name another with --study-name "
+                         "(--overwrite replaces only this run's own study)")
+    if resume:
+        made = attrs.get("settings", {})
+        for key in STUDY_SETTINGS.get(cfg.strategy, ()):
+            if key in made and made[key] != getattr(cfg, key):
+                flag = "--" + key.replace("_", "-")
+                raise NaskdError(f"{flag} {getattr(cfg, key)}: the candidates in the study {name} were made with "
+                                 f"{flag} {made[key]}; resume with {flag} {made[key]}, or start again with --overwrite")
 
 
 def start_study(cfg, run_dir, *, resume: bool, overwrite: bool, directions: list[str], sampler):
-    """The search process's study: refused when a study of that name exists and the run is neither resumed
-    nor overwritten (a second search would mix its trials with the first's); deleted first on ``overwrite``."""
+    """The search process's study (checked by :func:`check_study` before the run directory was made): deleted
+    first on ``overwrite``, created or continued, marked with its run directory and settings."""
     import optuna
 
     storage = open_shared_storage(cfg.storage, cfg.heartbeat)
-    name = cfg.study_name or default_study_name(run_dir)
-    if study_exists(storage, name) and not resume:
-        if not overwrite:
-            refuse_taken_study(cfg)
+    name = cfg.study_name
+    if overwrite and not resume and study_exists(storage, name):
         optuna.delete_study(study_name=name, storage=storage)
     study = open_study(storage, name, directions=directions, sampler=sampler, create=True)
-    study.set_user_attr("run_dir", str(Path(run_dir).absolute()))
+    study.set_user_attr("run_dir", str(Path(run_dir).resolve()))
     study.set_user_attr("strategy", cfg.strategy)
+    study.set_user_attr("settings", {k: getattr(cfg, k) for k in STUDY_SETTINGS.get(cfg.strategy, ())})
     study.set_user_attr("ready", False)       # workers wait until the search says what they need is there
     study.set_user_attr("finished", False)
     return study
@@ -133,6 +160,40 @@ def evaluate_shared(study, objective: Callable, complete: Callable[[list], bool]
             # and queued it again; what it computed is dropped and the loop goes on
             print("[search] a trial of this process was failed as stale by another (it was silent for over "
                   "three heartbeats) and queued again; going on", flush=True)
+
+
+def lost_indices(trials, n: int) -> set:
+    """The queued candidates (user attribute ``index`` < ``n``) no trial of which is complete, waiting or
+    running: every try failed (an error, or Optuna's retries of a dead worker used up)."""
+    import optuna
+
+    S = optuna.trial.TrialState
+    alive = {t.user_attrs.get("index") for t in trials if t.state in (S.COMPLETE, S.WAITING, S.RUNNING)}
+    return set(range(n)) - alive
+
+
+def candidates_complete(n: int, name: str) -> Callable[[list], bool]:
+    """The completion test of ``n`` queued candidates: true once each has a complete trial; a candidate lost
+    (:func:`lost_indices`) at two looks in a row (a stale trial is failed and its retry queued in two
+    steps) is a :class:`NaskdError` naming the way out."""
+    import optuna
+
+    seen: set = set()
+
+    def complete(trials) -> bool:
+        done = {t.user_attrs.get("index") for t in trials if t.state == optuna.trial.TrialState.COMPLETE}
+        if done >= set(range(n)):
+            return True
+        lost = lost_indices(trials, n)
+        if lost & seen:
+            raise NaskdError(f"candidate(s) {', '.join(map(str, sorted(lost & seen)))} of the study {name} failed "
+                             "in every try (see the output of the process that ran it); `naskd search --resume` "
+                             "queues them again")
+        seen.clear()
+        seen.update(lost)
+        return False
+
+    return complete
 
 
 def completed(trials, key: str = "candidate") -> list[dict]:

@@ -159,9 +159,6 @@ class _OneShot(Strategy):
         or overwritten)."""
         from ..shared import start_study
 
-        if dist.world_size() > 1:
-            raise NaskdError("--storage shares candidates between `naskd worker` processes; under torchrun the "
-                             "processes already share the search: use one or the other")
         env = self.env
         return start_study(env.cfg, env.run_dir, resume=env.resume, overwrite=env.overwrite, directions=directions,
                            sampler=sampler)
@@ -611,8 +608,7 @@ class SPOS(_OneShot):
         held = study.user_attrs.get("supernet_steps")
         if held is not None and held != supernet_steps:
             raise NaskdError(f"the study {study.study_name} holds candidates scored on a supernet trained {held} "
-                             f"steps; this one has trained {supernet_steps}: start again with --overwrite, or name "
-                             "another study with --study-name")
+                             f"steps; this one has trained {supernet_steps}: start again with --overwrite")
         if not study.user_attrs.get("enqueued"):
             for g in self.seeded_trials():
                 study.enqueue_trial(self.space.choices_of(g))
@@ -801,9 +797,13 @@ class RandomSearch(_OneShot):
             for i in range(cfg.candidates):
                 study.enqueue_trial(self.space.choices_of(self.draw(i)), user_attrs={"index": i})
             study.set_user_attr("enqueued", cfg.candidates)
-        elif queued != cfg.candidates:
-            raise NaskdError(f"the study {study.study_name} queued {queued} candidates, not --candidates "
-                             f"{cfg.candidates}: resume with {queued}, or start again with --overwrite")
+        else:                           # resumed: a candidate every try of which failed is queued again
+            from ..shared import lost_indices
+
+            trials = study.get_trials(deepcopy=False)
+            for i in sorted(lost_indices(trials, queued)):
+                params = next(t.params for t in reversed(trials) if t.user_attrs.get("index") == i and t.params)
+                study.enqueue_trial(params, user_attrs={"index": i})
         study.set_user_attr("finished", False)
         study.set_user_attr("ready", True)              # workers start training now
         self.evaluate_trials(study, kd_state)
@@ -825,7 +825,7 @@ class RandomSearch(_OneShot):
     def evaluate_trials(self, study, kd_state: dict) -> dict:
         import optuna
 
-        from ..shared import evaluate_shared, worker_id
+        from ..shared import candidates_complete, evaluate_shared, worker_id
 
         cfg = self.env.cfg
         dims = self.space.dimensions()
@@ -835,16 +835,17 @@ class RandomSearch(_OneShot):
             if "index" not in trial.user_attrs:     # the queue emptied as this process asked: nothing to train
                 raise optuna.TrialPruned()
             trial.set_user_attr("worker", me)
+            i = int(trial.user_attrs["index"])
             g = self.space.from_choices({name: trial.suggest_categorical(name, list(opts))
                                          for name, opts in dims.items()})
-            c, _, _ = self.train_candidate(int(trial.user_attrs["index"]), g, kd_state)
+            try:
+                c, _, _ = self.train_candidate(i, g, kd_state)
+            except KeyboardInterrupt:           # Ctrl-C: Optuna fails the trial; the candidate waits for another
+                study.enqueue_trial(trial.params, user_attrs={"index": i})
+                raise
             trial.set_user_attr("candidate", c)
             mine.append(c["index"])
             return c["score"]
 
-        def complete(trials):
-            return {t.user_attrs.get("index") for t in trials
-                    if t.state == optuna.trial.TrialState.COMPLETE} >= set(range(cfg.candidates))
-
-        evaluate_shared(study, objective, complete, queued_only=True)
+        evaluate_shared(study, objective, candidates_complete(cfg.candidates, study.study_name), queued_only=True)
         return {"evaluated_here": len(mine)}
