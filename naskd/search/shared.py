@@ -71,16 +71,6 @@ def study_exists(storage, name: str) -> bool:
     return name in optuna.study.get_all_study_names(storage)
 
 
-def open_study(storage, name: str, *, directions: list[str], sampler, create: bool):
-    """The study ``name`` in ``storage`` (created when ``create``), with this process's ``sampler``."""
-    import optuna
-
-    if create:
-        return optuna.create_study(study_name=name, storage=storage, directions=directions, sampler=sampler,
-                                   load_if_exists=True)
-    return optuna.load_study(study_name=name, storage=storage, sampler=sampler)
-
-
 # the settings a study's candidates depend on, recorded in it and compared when the search is resumed
 STUDY_SETTINGS = {"spos": ("epochs",), "random": ("epochs", "candidates")}
 
@@ -126,7 +116,8 @@ def start_study(cfg, run_dir, *, resume: bool, overwrite: bool, directions: list
     name = cfg.study_name
     if overwrite and not resume and study_exists(storage, name):
         optuna.delete_study(study_name=name, storage=storage)
-    study = open_study(storage, name, directions=directions, sampler=sampler, create=True)
+    study = optuna.create_study(study_name=name, storage=storage, directions=directions, sampler=sampler,
+                                load_if_exists=True)
     study.set_user_attr("run_dir", str(Path(run_dir).resolve()))
     study.set_user_attr("strategy", cfg.strategy)
     study.set_user_attr("settings", {k: getattr(cfg, k) for k in STUDY_SETTINGS.get(cfg.strategy, ())})
