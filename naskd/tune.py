@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .errors import NaskdError
 from .utils.io import write_json
+from .utils.urls import shown as _shown
 
 SPACES = ("lr", "dropout", "weight_decay", "kd")
 TEACHER_SELECTION = 5000     # rows carved from train that a teacher trial is chosen on (never dev)
@@ -174,18 +175,6 @@ _STORAGE_HELP = ("an Optuna storage URL such as sqlite:///runs/tune.db (a file i
 # Python modules of the database drivers SQLAlchemy imports -> what pip installs them as
 _DRIVERS = {"psycopg": "'psycopg[binary]'", "psycopg2": "psycopg2-binary", "pymysql": "pymysql",
             "MySQLdb": "mysqlclient", "asyncpg": "asyncpg", "pg8000": "pg8000", "mysql": "mysql-connector-python"}
-
-
-def _shown(url: str) -> str:
-    """``url`` as it may be printed: a password in it is masked."""
-    from sqlalchemy.engine import make_url
-
-    import re
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001  an unparsable URL: a user:password@ part masked by its shape
-        return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", url)
 
 
 def check_storage(storage: str | None, root: Path | None = None) -> Path | None:

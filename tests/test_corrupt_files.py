@@ -254,12 +254,16 @@ def test_storage_urls_that_cannot_work(tiny_teacher, tmp_path, capsys, storage, 
 def test_storage_without_its_driver(tiny_teacher, tmp_path, capsys):
     import importlib.util
 
-    if importlib.util.find_spec("psycopg2") is not None:
-        pytest.skip("psycopg2 is installed here")
-    assert _tune(tmp_path, tiny_teacher[0], "postgresql://naskd:secret@localhost/studies") == 2
+    if importlib.util.find_spec("psycopg2") is not None or importlib.util.find_spec("psycopg") is not None:
+        pytest.skip("a PostgreSQL driver is installed here")
+    assert _tune(tmp_path, tiny_teacher[0], "postgresql+psycopg2://naskd:secret@localhost/studies") == 2
     msg = one_error(capsys, "tune")
+    # the missing module named, with what pip installs it as
     assert "the Python driver for postgresql is not installed" in msg and "pip install psycopg2-binary" in msg
     assert "secret" not in msg and "naskd:***@localhost" in msg          # the password is not printed
+    assert _tune(tmp_path, tiny_teacher[0], "postgresql://naskd:secret@localhost/studies") == 2
+    msg = one_error(capsys, "tune")                                      # SQLAlchemy 2's default: psycopg 3
+    assert "No module named 'psycopg'" in msg and "pip install 'psycopg[binary]'" in msg and "secret" not in msg
     assert not (tmp_path / "tune").exists()
 
 

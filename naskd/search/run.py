@@ -287,7 +287,7 @@ def run_search(cfg: SearchConfig, *, overwrite: bool = False, resume: bool = Fal
     if latency is not None and not resume:
         latency.save_scale(run_dir)
     if dist.is_main() and not resume:         # the record of what ran: never rewritten by a resume
-        from ..tune import _shown
+        from ..utils.urls import shown as _shown
 
         write_text(run_dir / "config.yaml", yaml.safe_dump(
             {**C.to_dict(cfg), "teacher": str(teacher_dir), "space_kind": kind,
@@ -373,7 +373,7 @@ def run_worker(run, *, storage: str | None = None, device: str = "auto", timeout
     import optuna
 
     from ..teachers.model import read_teacher_info
-    from ..tune import _shown
+    from ..utils.urls import shown as _shown
     from ..utils import dist
     from . import shared
     from .strategy import SearchEnv, get_strategy

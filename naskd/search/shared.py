@@ -83,7 +83,7 @@ def check_study(cfg, run_dir, *, resume: bool, overwrite: bool) -> None:
     :class:`NaskdError`, one line with the way out."""
     import optuna
 
-    from ..tune import _shown
+    from ..utils.urls import shown as _shown
 
     storage = open_shared_storage(cfg.storage, cfg.heartbeat)
     name = cfg.study_name

@@ -275,7 +275,7 @@ def run_settings(cfg) -> dict:
 
     settings = dataclasses.asdict(cfg)
     if settings.get("storage"):             # a database password is never written down
-        from ..tune import _shown
+        from .urls import shown as _shown
 
         settings["storage"] = _shown(settings["storage"])
     return _norm(settings)

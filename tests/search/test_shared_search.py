@@ -185,7 +185,10 @@ def test_an_interrupted_search_queues_its_candidate_again_and_resumes(tiny_teach
     run, db = tmp_path / "run", f"sqlite:///{tmp_path}/search.db"
     args = command(teacher, space, run, "random", "--candidates", "2", "--epochs", "40", "--checkpoint-every", "2",
                    "--storage", db)
-    search = subprocess.Popen(args, env=env(cache), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # SIGINT at its default (a test run started in the background inherits it ignored; Python then never
+    # raises KeyboardInterrupt)
+    search = subprocess.Popen(args, env=env(cache), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     t0 = time.time()
     while not (run / "candidates" / "000" / "checkpoint.pt").is_file():
         assert search.poll() is None and time.time() - t0 < 600, search.communicate()[1][-3000:]

@@ -166,7 +166,7 @@ class _OneShot(Strategy):
     def shared_summary(self, study, candidates: list[dict]) -> dict:
         """What metrics.json says of a shared search: the storage (password masked), the study, and how many
         candidates each process evaluated."""
-        from ...tune import _shown
+        from ...utils.urls import shown as _shown
         from ..shared import evaluated_by
 
         return {"storage": _shown(self.env.cfg.storage), "study_name": study.study_name,
