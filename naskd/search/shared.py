@@ -201,10 +201,9 @@ def completed(trials, key: str = "candidate") -> list[dict]:
 
 def evaluated_by(records: list[dict]) -> dict:
     """{worker: number of candidates it evaluated}."""
-    out: dict = {}
-    for r in records:
-        out[r.get("worker") or "?"] = out.get(r.get("worker") or "?", 0) + 1
-    return out
+    from collections import Counter
+
+    return dict(Counter(r.get("worker") or "?" for r in records))
 
 
 def wait_for(study, attr: str, *, timeout: float, what: str) -> object:
