@@ -36,6 +36,7 @@ PARAMS = {
     "seconds": (20.0, "seconds each measurement times (at least min_steps steps)"),
     "min_steps": (20, "steps each measurement times at least"),
     "max_length": (128, "sub-token limit of the encoded sentences"),
+    "compile": (False, "also time the retrain step under torch.compile(dynamic=True) (compile time reported apart)"),
     "table": ("device_steps_sst2", "the table written (benchmarks/results/TABLE.md)"),
 }
 
@@ -103,9 +104,10 @@ def run(args) -> None:
             bf16 = precision == "bf16"
             rates = {}
 
-            def trainer(model, paths: bool):
+            def trainer(model, paths: bool, compiled: bool = False):
                 model = model.to(device).train()
                 opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+                fwd = torch.compile(model, dynamic=True) if compiled else model
                 y = target.to(device)
                 rng = np.random.default_rng(0)
 
@@ -114,7 +116,7 @@ def run(args) -> None:
                          if k in feed_names}
                     kw = {"path": space.sample(rng)} if paths else {}
                     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                        out = model(**kw, **b)
+                        out = fwd(**kw, **b)
                         loss = torch.nn.functional.mse_loss(out.logits.float(), y[: out.logits.shape[0]])
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
@@ -127,6 +129,17 @@ def run(args) -> None:
             torch.manual_seed(0)
             rates["retrain steps/s"] = _timed(trainer(space.build_student(g_student, ctx), False), lambda i: 1, device,
                                               args.warmup, args.seconds, args.min_steps)
+            if args.compile:
+                # the supernet is left eager: its path changes every step, and each path is another graph
+                torch.manual_seed(0)
+                step = trainer(space.build_student(g_student, ctx), False, compiled=True)
+                t0 = time.perf_counter()
+                for i in range(len(steps_batches[:64])):        # compiles once per distinct bucket shape seen
+                    step(i)
+                _sync(device)
+                rates["compile + 64 steps s"] = time.perf_counter() - t0
+                rates["retrain steps/s (compiled)"] = _timed(step, lambda i: 1, device, 0, args.seconds,
+                                                             args.min_steps)
             teacher, _, _ = teacher_of(teacher_dir)
             teacher = teacher.to(device).eval()
 
@@ -144,7 +157,10 @@ def run(args) -> None:
             row = {"device": f"{name} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'})",
                    "precision": precision, **rates}
             for k, v in rates.items():
-                row[f"{k.split(' ')[0]} x CPU"] = v / cpu_rates[k] if cpu_rates else None
+                if k.endswith("/s"):
+                    row[f"{k.split(' ')[0]} x CPU"] = v / cpu_rates[k] if cpu_rates else None
+            if args.compile:
+                row["compiled x eager"] = rates["retrain steps/s (compiled)"] / rates["retrain steps/s"]
             rows.append(row)
             print(f"[device_steps] {row}", flush=True)
     threads = torch.get_num_threads()
@@ -154,4 +170,7 @@ def run(args) -> None:
                    f"{args.batch}, AdamW, MSE to fixed logits; the teacher ({info.get('base_model', teacher_dir.name)}, "
                    f"random weights) labelling at batch {args.label_batch}; length-bucketed SST-2 training batches. "
                    f"CPU at {threads} torch threads. x CPU: the rate over the CPU's in the same run (empty when the "
-                   "CPU was not measured first)."))
+                   "CPU was not measured first)." + (" compiled: the bilstm_soft retrain step under torch.compile(dynamic=True), "
+                   "timed after 64 steps (compile + 64 steps s) that compile it for the bucket shapes met; compiled x eager: its "
+                   "rate over the eager retrain step's on the same device and precision" if args.compile
+                   else "")))
