@@ -34,13 +34,18 @@ from .utils.rundir import check_run_dir, data_root_or_none, prepare_run_dir
 
 
 @torch.no_grad()
-def student_features(model, data, batch_size: int, pad_id: int = 0) -> list[np.ndarray]:
-    """Masked-mean features of every student state (embeddings, cell 1..M_s), each (N, D_s), in data order."""
+def student_features(model, data, batch_size: int, pad_id: int = 0,
+                     device: torch.device | str = "cpu") -> list[np.ndarray]:
+    """Masked-mean features of every student state (embeddings, cell 1..M_s), each (N, D_s) float32 on the
+    CPU, in data order; the model runs in eval mode on ``device`` (where it is moved)."""
+    from .utils.runtime import to_device
+
+    model = model.to(device).eval()
     feats = None
     for start in range(0, len(data), batch_size):
         rows = np.arange(start, min(start + batch_size, len(data)))
-        out = model(**collate(data, rows, pad_id=pad_id))
-        pooled = [masked_mean(s, out["mask"]).numpy() for s in out["states"]]
+        out = model(**to_device(collate(data, rows, pad_id=pad_id), torch.device(device)))
+        pooled = [masked_mean(s, out["mask"]).float().cpu().numpy() for s in out["states"]]
         feats = pooled if feats is None else [np.concatenate([a, b]) for a, b in zip(feats, pooled)]
     return feats
 
@@ -82,15 +87,18 @@ def batch_cka(teacher: np.ndarray, student: np.ndarray, batch_size: int) -> dict
 
 def cka_analysis(model_dir: str, teacher_dir: str, *, task: str | None = None, data_dir=None,
                  batch_size: int = 32, max_examples: int | None = None, layerwise: bool = False,
-                 cache_dir=None) -> dict:
+                 cache_dir=None, device: str = "auto") -> dict:
     """The ``naskd analyze cka`` result for a student directory against its teacher run on the dev split
-    (see the module docstring and :func:`batch_cka`). Raises NaskdError for a student of another task,
-    batch_size < 4, or a dev split too small for two batches."""
+    (see the module docstring and :func:`batch_cka`); the student and, for outputs not yet cached, the
+    teacher run on ``device`` (auto, cpu or cuda), the CKA in float64 on the CPU. Raises NaskdError for a
+    student of another task, batch_size < 4, a dev split too small for two batches, or cuda without a GPU."""
     from .students.io import load_student
+    from .utils.runtime import pick_device
 
     if batch_size < 4:
         raise NaskdError(f"--batch-size {batch_size}: the mini-batch CKA estimator (unbiased HSIC) needs "
                          "batches of at least 4 examples")
+    dev_ = pick_device(device)
     model, tokenizer, info = load_student(model_dir)
     task = task or info["task"]
     spec = get_task(task)
@@ -107,8 +115,8 @@ def cka_analysis(model_dir: str, teacher_dir: str, *, task: str | None = None, d
                          "lower --batch-size")
     layers = list(range(M_t + 1)) if layerwise else [M_t - 1]
     reqs = [HiddenRequest(layer, "mean") for layer in layers]
-    outputs = TeacherCache(cache_dir).get(teacher_dir, dev, reqs, split="dev")
-    s_feats = student_features(model, dev, batch_size, tokenizer.pad_token_id or 0)
+    outputs = TeacherCache(cache_dir).get(teacher_dir, dev, reqs, split="dev", device=dev_)
+    s_feats = student_features(model, dev, batch_size, tokenizer.pad_token_id or 0, device=dev_)
     t_pen = np.asarray(outputs.array(HiddenRequest(M_t - 1, "mean").item), dtype=np.float32)
     result = {"task": spec.name, "student": str(model_dir), "teacher": str(teacher_dir),
               "features": "penultimate layer, masked mean over tokens",

@@ -150,7 +150,7 @@ def cmd_analyze(args) -> int:
 
     r = run_analyze_cka(args.model, args.teacher, out=args.out, overwrite=args.overwrite, task=args.task,
                         data_dir=args.data_dir, batch_size=args.batch_size, max_examples=args.max_eval_examples,
-                        layerwise=args.layerwise, cache_dir=args.cache_dir)
+                        layerwise=args.layerwise, cache_dir=args.cache_dir, device=args.device)
     print(f"[analyze] mini-batch CKA {r['minibatch_cka']:.4f} (Nguyen et al.; all {r['examples_used']} examples at "
           f"once {r['full_cka']:.4f}); per-batch CKA diagonal mean {r['diagonal_mean']:.4f} (off-diagonal "
           f"{r['offdiagonal_mean']:.4f}) over {r['batches']} dev batches of {r['batch_size']}; wrote {r['_out']}")
@@ -364,6 +364,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="mini-batch size, >= 4 (the unbiased HSIC needs 4 examples; default: 32)")
     p.add_argument("--max-eval-examples", type=C.ranged(int, 1), default=None, help="seeded dev subsample (>= 1)")
     p.add_argument("--layerwise", action="store_true", help="also a student-state x teacher-layer CKA matrix")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="device of the student's and the teacher's forwards (the CKA itself: float64 on the CPU)")
     p.add_argument("--out", default=None, help="run directory (default runs/<task>-analyze)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     p.set_defaults(func=_checked(p, cmd_analyze))

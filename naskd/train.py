@@ -22,7 +22,7 @@ from .records import Progress
 from .utils import dist
 from .utils.io import append_jsonl, save_torch
 from .utils.progress import bar
-from .utils.runtime import to_device
+from .utils.runtime import mixed_precision, to_device
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -306,12 +306,13 @@ def fit(*, model: torch.nn.Module, optimizer, scheduler, epochs: int,
             else:
                 batch = to_device(make_batch(rows), device)
                 rows_here += rows_in(rows) if hasattr(rows, "__len__") else 1      # a batch of one row index
-            before = (before_step(batch, progress) if before_step is not None and (batch is not None or shard == "rows")
-                      else None)
-            if batch is None and reduce_by_hand:    # nothing to train here: this rank only joins the reduction
-                loss, logs = torch.zeros((), device=device), {}
-            else:
-                loss, logs = step_fn(batch, progress)
+            with mixed_precision(device):           # bf16 autocast on CUDA; backward below, outside it
+                before = (before_step(batch, progress)
+                          if before_step is not None and (batch is not None or shard == "rows") else None)
+                if batch is None and reduce_by_hand:    # nothing to train here: this rank only joins the reduction
+                    loss, logs = torch.zeros((), device=device), {}
+                else:
+                    loss, logs = step_fn(batch, progress)
             if before:
                 logs = {**before, **logs}
             if not torch.isfinite(loss):

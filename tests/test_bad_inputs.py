@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from naskd.cli import main
 
@@ -226,6 +227,9 @@ CASES = [
     ("paths", "analyze --teacher missing", lambda w: ["analyze", "cka", "--model", str(w.student), "--teacher",
                                                       str(w.missing), "--data-dir", str(DATA), "--out",
                                                       str(w.root / "new-out")]),
+    ("device", "analyze --device cuda without a GPU", lambda w: ["analyze", "cka", "--model", str(w.student),
+                                                                "--teacher", str(w.teacher), "--data-dir", str(DATA),
+                                                                "--device", "cuda", "--out", str(w.root / "new-out")]),
     ("paths", "plot -o an existing file", lambda w: ["plot", str(w.genotype), "-o", str(w.existing_png)]),
     ("paths", "plot missing target", lambda w: ["plot", str(w.missing), "-o", str(w.root / "new.png")]),
     ("paths", "derive -o its own run's file", lambda w: ["derive", str(w.search), "-o", str(w.search / "genotype.json"),
@@ -251,6 +255,8 @@ def snapshot(*roots: Path) -> dict:
 
 @pytest.mark.parametrize("family,case,build", CASES, ids=[f"{f}: {c}" for f, c, _ in CASES])
 def test_bad_input_is_one_line_exit_2_nothing_changed(world, family, case, build, tmp_path, monkeypatch, capsys):
+    if family == "device" and torch.cuda.is_available():
+        pytest.skip("a GPU is here")
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     monkeypatch.chdir(cwd)                                # default outputs (runs/...) would land here

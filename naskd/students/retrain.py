@@ -100,7 +100,8 @@ class RetrainConfig:
     data_seed: int = P.data_seed_field()
     augmented: Optional[str] = P.augmented_field()
     augment: bool = P.augment_field()
-    device: str = C.field("auto", help="auto, cpu or cuda", choices=["auto", "cpu", "cuda"])
+    device: str = C.field("auto", help="auto, cpu or cuda (training steps under bf16 autocast on cuda)",
+                         choices=["auto", "cpu", "cuda"])
     checkpoint_every: int = C.field(500, help="checkpoint every N steps (and at each epoch end; 0: at epoch ends "
                                                 "only)", low=0)
     stop_after_steps: Optional[int] = C.field(None, help="end cleanly after N steps, as if interrupted", low=1)

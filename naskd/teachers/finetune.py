@@ -48,7 +48,8 @@ class TeacherConfig:
     max_train_examples: Optional[int] = C.field(None, help="seeded training subsample, for quick runs", low=1)
     max_eval_examples: Optional[int] = C.field(None, help="seeded dev subsample, for quick runs", low=1)
     bucket: bool = C.field(True, help="length-bucketed batches (off: random batches padded to their max)")
-    device: str = C.field("auto", help="auto, cpu or cuda", choices=["auto", "cpu", "cuda"])
+    device: str = C.field("auto", help="auto, cpu or cuda (training steps under bf16 autocast on cuda)",
+                         choices=["auto", "cpu", "cuda"])
     checkpoint_every: int = C.field(500, help="save a resumable checkpoint every N steps (0: epoch ends only)", low=0)
     stop_after_steps: Optional[int] = C.field(None, help="end cleanly after N steps, as if interrupted", low=1)
     selection_examples: Optional[int] = C.field(None, help="rows carved (seeded by --seed) from the training "
@@ -238,8 +239,7 @@ def finetune_teacher(cfg: TeacherConfig, *, overwrite: bool = False, resume: boo
              f"{run_dir}", flush=True)
 
     def loss_fn(batch, progress):
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            out = model(**batch, output_hidden_states=bool(kd is not None and kd.teacher_requests()))
+        out = model(**batch, output_hidden_states=bool(kd is not None and kd.teacher_requests()))   # fit: bf16 on CUDA
         if kd is not None and out.hidden_states is not None:      # criteria on states read the student's
             out.states, out.mask = list(out.hidden_states), batch["attention_mask"].bool()
         return target_loss(out, batch, progress)

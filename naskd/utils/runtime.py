@@ -28,6 +28,18 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+BF16_DEVICES = ("cuda",)       # device types whose training steps run under bf16 autocast
+
+
+def mixed_precision(device):
+    """The autocast context of a training step's forward and loss on ``device``: bfloat16 on the device types
+    of :data:`BF16_DEVICES` (CUDA), a no-op elsewhere. Backward runs outside it (torch's AMP recipe); bf16
+    keeps float32's exponent range, so no loss scaling is needed. Inference (evaluation, teacher labels,
+    latency) stays float32, so that scores and cached teacher outputs do not depend on the device."""
+    device = torch.device(device)
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type in BF16_DEVICES)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))

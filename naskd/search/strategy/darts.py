@@ -24,7 +24,7 @@ from ...supernet import Supernet
 from ...train import adamw, cosine_schedule, fit
 from ...utils import dist
 from ...utils.io import append_jsonl, read_json, write_json
-from ...utils.runtime import seed_everything
+from ...utils.runtime import mixed_precision, seed_everything
 from ..architect import Architect
 from . import Strategy, register_strategy
 
@@ -77,14 +77,13 @@ class Darts(Strategy):
         steps_per_epoch = len(epoch_batches(0))
         total_steps = steps_per_epoch * cfg.epochs
         sched = cosine_schedule(w_opt, total_steps)
-        autocast = dict(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
         # what the current step's loss saw: where training stands (set by before_step / loss_fn) and, after
         # each supernet_loss call, its criteria's values and its batch accuracy (a cheap progress signal)
         now: dict = {"progress": None, "logs": {}, "acc": {}}
 
         def supernet_loss(batch):
-            with torch.autocast(**autocast):
+            with mixed_precision(device):        # also for the Architect's own forwards (order 2)
                 out = model(**batch)
                 loss, logs = kd(out, batch["teacher"] if "teacher" in batch else {}, batch, now["progress"])
             acc = float("nan")
