@@ -118,7 +118,9 @@ def test_a_killed_workers_candidate_is_retried_and_scores_as_in_one_process(tiny
                     and str(t.user_attrs.get("worker", "")).endswith(f":{w.pid}")]
         except Exception:  # noqa: BLE001  the study may not be open yet
             continue
-        if mine and (run / "candidates" / f"{mine[0].user_attrs['index']:03d}" / "checkpoint.pt").is_file():
+        # each try of a candidate trains in candidates/NNN/trial-K
+        if mine and (run / "candidates" / f"{mine[0].user_attrs['index']:03d}" / f"trial-{mine[0].number}"
+                     / "checkpoint.pt").is_file():
             w.send_signal(signal.SIGKILL)         # mid-candidate, after its first checkpoint
             killed = mine[0]
     w.communicate(timeout=60)
@@ -131,6 +133,10 @@ def test_a_killed_workers_candidate_is_retried_and_scores_as_in_one_process(tiny
     retried = [t for t in trials if t.system_attrs.get("failed_trial") == killed.number]
     assert len(retried) == 1 and retried[0].state.name == "COMPLETE"
     assert retried[0].user_attrs["index"] == killed.user_attrs["index"] and retried[0].params == killed.params
+    # the retry trained in a folder of its own, from a copy of the killed try's checkpoint
+    cand = run / "candidates" / f"{killed.user_attrs['index']:03d}"
+    assert {d.name for d in cand.iterdir()} == {f"trial-{killed.number}", f"trial-{retried[0].number}"}
+    assert not list(cand.glob("*/checkpoint.pt"))            # recorded: no try's weights are kept
     doc = json.loads((run / "pareto.json").read_text())
     assert sorted(c["index"] for c in doc["candidates"]) == list(range(4))
     # the retry resumed the killed worker's checkpoint: every candidate scores as in one process
@@ -190,7 +196,7 @@ def test_an_interrupted_search_queues_its_candidate_again_and_resumes(tiny_teach
     search = subprocess.Popen(args, env=env(cache), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     t0 = time.time()
-    while not (run / "candidates" / "000" / "checkpoint.pt").is_file():
+    while not any((run / "candidates" / "000").glob("trial-*/checkpoint.pt")):
         assert search.poll() is None and time.time() - t0 < 600, search.communicate()[1][-3000:]
         time.sleep(0.2)
     search.send_signal(signal.SIGINT)

@@ -15,6 +15,7 @@ picked. Both write pareto.json, pareto.png, genotype.json and metrics.json.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from ...pipeline import batch_to
 from ...predict import evaluate_model
 from ...train import adamw, cosine_schedule, fit
 from ...utils import dist
-from ...utils.io import append_jsonl, write_json
+from ...utils.io import append_jsonl, atomic_path, write_json
 from ...utils.progress import bar
 from ...utils.runtime import seed_everything
 from .. import pareto as P
@@ -736,17 +737,34 @@ class RandomSearch(_OneShot):
         return dist.from_main(lambda: self.finish(candidates, {**summary, "train_seconds": round(seconds, 1),
                                                                **replicas}))
 
-    def train_candidate(self, i: int, g, kd_state: dict, *, stop_after_steps=None, log=None):
+    def train_candidate(self, i: int, g, kd_state: dict, *, stop_after_steps=None, log=None, attempt=None):
         """Train candidate ``i`` (genotype ``g``) standalone in ``candidates/NNN`` of the run directory (resumed
-        from its checkpoint when one is there: an interrupted run's, or a killed worker's) and score it on the
-        selection split. Returns (its record, appended to ``log`` when given, or None when ``stop_after_steps``
-        stopped it; the steps taken here; what :meth:`processes` says of its replicas)."""
+        from its checkpoint when one is there: an interrupted run's) and score it on the selection split.
+        Returns (its record, appended to ``log`` when given, or None when ``stop_after_steps`` stopped it; the
+        steps taken here; what :meth:`processes` says of its replicas).
+
+        ``attempt`` (a shared search's trial, ``trial-K``): each try of a candidate trains in a folder of its
+        own, ``candidates/NNN/trial-K``, started from the newest checkpoint an earlier try of the candidate
+        left (a killed or Ctrl-C'd one's, copied), so that a try Optuna failed as stale while its process was
+        only paused never writes into the folder of the try that replaced it."""
         env, cfg = self.env, self.env.cfg
         data, device, kd, run_dir = env.data, env.device, env.kd, env.run_dir
         rows, per_epoch = self.train_rows, self.rows_per_epoch()
-        cand_dir = run_dir / "candidates" / f"{i:03d}"
-        resume = dist.from_main(lambda: cand_dir.mkdir(parents=True, exist_ok=True)
-                                or (cand_dir / "checkpoint.pt").is_file())
+        base = run_dir / "candidates" / f"{i:03d}"
+        cand_dir = base / attempt if attempt else base
+
+        def prepare() -> bool:
+            cand_dir.mkdir(parents=True, exist_ok=True)
+            if attempt and not (cand_dir / "checkpoint.pt").is_file():
+                earlier = [p / "checkpoint.pt" for p in base.iterdir() if p.is_dir() and p != cand_dir
+                           and (p / "checkpoint.pt").is_file()]
+                if earlier:
+                    newest = max(earlier, key=lambda f: f.stat().st_mtime)
+                    with atomic_path(cand_dir / "checkpoint.pt") as tmp:
+                        shutil.copyfile(newest, tmp)
+            return (cand_dir / "checkpoint.pt").is_file()
+
+        resume = dist.from_main(prepare)
         student, opt = self.standalone(g, cfg.seed + i, kd_state)
 
         def batches_for_epoch(e):
@@ -776,7 +794,9 @@ class RandomSearch(_OneShot):
                      best_epoch=result.state.best_epoch + 1, epochs=cfg.epochs)
             if log is not None:
                 append_jsonl(log, c)
-            (cand_dir / "checkpoint.pt").unlink(missing_ok=True)    # recorded: its weights are not needed again
+            # recorded: its weights are not needed again (nor an earlier try's)
+            for d in [cand_dir] + ([p for p in base.iterdir() if p.is_dir()] if attempt else []):
+                (d / "checkpoint.pt").unlink(missing_ok=True)
             return c
 
         return dist.from_main(recorded), result.steps_here, agree     # scored by rank 0 (the loop evaluates there)
@@ -839,7 +859,7 @@ class RandomSearch(_OneShot):
             g = self.space.from_choices({name: trial.suggest_categorical(name, list(opts))
                                          for name, opts in dims.items()})
             try:
-                c, _, _ = self.train_candidate(i, g, kd_state)
+                c, _, _ = self.train_candidate(i, g, kd_state, attempt=f"trial-{trial.number}")
             except KeyboardInterrupt:           # Ctrl-C: Optuna fails the trial; the candidate waits for another
                 study.enqueue_trial(trial.params, user_attrs={"index": i})
                 raise
