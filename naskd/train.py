@@ -306,12 +306,15 @@ def fit(*, model: torch.nn.Module, optimizer, scheduler, epochs: int,
             else:
                 batch = to_device(make_batch(rows), device)
                 rows_here += rows_in(rows) if hasattr(rows, "__len__") else 1      # a batch of one row index
-            with mixed_precision(device):           # bf16 autocast on CUDA; backward below, outside it
-                before = (before_step(batch, progress)
-                          if before_step is not None and (batch is not None or shard == "rows") else None)
-                if batch is None and reduce_by_hand:    # nothing to train here: this rank only joins the reduction
-                    loss, logs = torch.zeros((), device=device), {}
-                else:
+            # before_step (an architecture step) opens its own autocast around its forwards only: its weights
+            # move in place between them (darts order 2), and autocast's cache of bf16 weight copies is kept
+            # until the outermost context ends; its backward (autograd.grad) must run outside it too
+            before = (before_step(batch, progress)
+                      if before_step is not None and (batch is not None or shard == "rows") else None)
+            if batch is None and reduce_by_hand:    # nothing to train here: this rank only joins the reduction
+                loss, logs = torch.zeros((), device=device), {}
+            else:
+                with mixed_precision(device):       # bf16 autocast on CUDA; the backward below runs outside it
                     loss, logs = step_fn(batch, progress)
             if before:
                 logs = {**before, **logs}

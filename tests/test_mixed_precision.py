@@ -95,3 +95,36 @@ def test_searches_train_under_bf16(tiny_teacher, tmp_path, bf16_on_cpu, strategy
     if strategy != "darts":                             # the one-shot strategies' candidates, scored
         scores = [c["score"] for c in json.loads((out / "pareto.json").read_text())["candidates"]]
         assert scores and all(0 <= s <= 1 for s in scores)
+
+
+def test_darts_order_2_hessian_term_survives_bf16(tiny_teacher, tmp_path, monkeypatch):
+    """The second-order step moves the weights in place between its forwards (w', then w +- eps v); autocast
+    caches bf16 copies of the weights until its outermost context ends, so each forward must open its own
+    (an outer context around the architecture step once lost ~40% of the Hessian-vector product's norm)."""
+    from naskd.search.architect import Architect
+
+    teacher, _ = tiny_teacher
+    f = tmp_path / "cell.yaml"
+    f.write_text(yaml.safe_dump(CELL))
+    orig = Architect.hessian_vector_product
+    norms: dict = {}
+
+    def run(tag):
+        norms[tag] = []
+
+        def rec(self, *a, **k):
+            h = orig(self, *a, **k)
+            norms[tag].append(float(torch.sqrt(sum((x.double() ** 2).sum() for x in h))))
+            return h
+
+        monkeypatch.setattr(Architect, "hessian_vector_product", rec)
+        assert main(["search", "--strategy", "darts", "--order", "2", "--task", "sst2", "--teacher", str(teacher),
+                     "--data-dir", str(DATA), "--space", str(f), "--layers", "2", "--max-train-examples", "64",
+                     "--max-eval-examples", "16", "--batch-size", "16", "--epochs", "1", "--kd", "soft_ce=1",
+                     "--out", str(tmp_path / tag), "--checkpoint-every", "1000"]) == 0
+
+    run("fp32")
+    monkeypatch.setattr(runtime, "BF16_DEVICES", ("cuda", "cpu"))
+    run("bf16")
+    a, b = norms["fp32"][0], norms["bf16"][0]             # the first step: the same weights and batches
+    assert a > 0 and abs(b - a) / a < 0.1, (a, b)

@@ -38,7 +38,8 @@ PARAMS = {
     "lane": ("0/1", "K/N: run every N-th retrain, starting at the K-th (lane 0 also augments the subsample)"),
     "taggers": ("", "comma-separated POS taggers of `naskd augment --pos-tagger` (lexicon,context): one augmented set "
                     "(AUGMENTED-TAGGER) and one row per tagger, compared pairwise; empty: augment's default, one set"),
-    "table": ("", "the table's name (default augment_study_MAX_TRAIN_EXAMPLES)"),
+    "table": ("", "the table's name (default augment_study_MAX_TRAIN_EXAMPLES, with _TAGGER-... when taggers "
+                  "are named)"),
     "full": (False, "instead: the whole training split's augmentation, resumable"),
     "report": (False, "instead: the table from the finished runs (after all lanes)"),
     "data_dir": (DATA_DIR, "the data folder"),
@@ -90,10 +91,10 @@ def run_lane(args) -> None:
                 time.sleep(30)                 # lane 0 is still labelling
         flags = {"task": "sst2", "teacher": args.teacher, "data_dir": args.data_dir, "kd": "logit_mse",
                  "seed": seed, "max_train_examples": args.max_train_examples,
-                 "epochs": args.epochs_augmented if augmented else args.epochs, **STUDENTS[student]}
+                 "epochs": args.epochs if augmented is False else args.epochs_augmented, **STUDENTS[student]}
         if student == "searched":
             flags["genotype"] = args.genotype
-        if augmented:
+        if augmented is not False:            # None: augment's default tagger
             flags["augmented"] = str(aug_dir)
         retrain_once(out_dir(args, student, augmented, seed), flags)
 
@@ -164,7 +165,8 @@ def report(args) -> None:
         "epochs", "dev accuracy mean", "std", "seeds", "with - without (95% CI)", "verdict"]
     if len(kinds) > 1:
         columns += [f"- {kinds[0]} (95% CI)", f"against {kinds[0]}"]
-    publish(args.table or f"augment_study_{args.max_train_examples}", "Augmentation for distillation on SST-2: "
+    default_table = f"augment_study_{args.max_train_examples}" + ("_" + "-".join(kinds) if kinds[0] else "")
+    publish(args.table or default_table, "Augmentation for distillation on SST-2: "
             "students with and without teacher-labelled synthetic data"
             + (f", POS taggers {' and '.join(kinds)}" if len(kinds) > 1 else ""), rows,
             columns + ["train minutes (one run)"],

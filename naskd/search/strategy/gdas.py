@@ -39,6 +39,7 @@ from ...train import adamw, cosine_schedule, fit
 from ...utils import dist
 from ...utils.io import append_jsonl, write_json
 from ...utils.progress import bar
+from ...utils.runtime import mixed_precision
 from . import register_strategy
 from .oneshot import PROBE_ROWS, _key, _OneShot, _PathModel, candidate_log
 
@@ -178,8 +179,9 @@ class GDAS(_OneShot):
             if ba is None:
                 loss, grads, n = torch.zeros(()), [torch.zeros_like(p) for p in params], 0
             else:
-                out = net(path=self.space.from_choices(choices), gates=gates, **ba)
-                loss, _ = kd(out, ba.get("teacher", {}), ba, progress)
+                with mixed_precision(device):        # bf16 on CUDA; autograd.grad below, outside it
+                    out = net(path=self.space.from_choices(choices), gates=gates, **ba)
+                    loss, _ = kd(out, ba.get("teacher", {}), ba, progress)
                 grads = torch.autograd.grad(loss, params, allow_unused=True)
                 grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
                 n = int(ba["input_ids"].shape[0])
