@@ -148,9 +148,9 @@ def representative_lengths(dev_lengths, n: int = 3) -> list[int]:
 # --- timing ----------------------------------------------------------------------------------------
 def time_round(fns, *, warmup: int = WARMUP, min_repeat: int = MIN_REPEAT, max_repeat: int = MAX_REPEAT,
                budget_s: float = BUDGET_S) -> list[float]:
-    """Milliseconds of the fastest call of each of ``fns``, timed in turns: ``warmup`` untimed rounds, then rounds that
-    call every fn once, in order, each call timed alone: at least ``min_repeat`` rounds, more until
-    ``budget_s`` seconds have gone, at most ``max_repeat``; all under ``torch.no_grad()``.
+    """Milliseconds of the fastest call of each of ``fns``, timed in turns: ``warmup`` untimed rounds, then
+    rounds that call every fn once, in order, each call timed alone: at least ``min_repeat`` rounds, more
+    until ``budget_s`` seconds have gone, at most ``max_repeat``; all under ``torch.no_grad()``.
 
     Turns, not each fn repeated on its own: a small module called over and over keeps its weights and
     buffers in the caches and its branches predicted, which a whole model running it between others does
