@@ -31,6 +31,7 @@ from .teachers.cache import HiddenRequest, TeacherCache
 from .teachers.model import read_teacher_info
 from .utils.io import write_json
 from .utils.rundir import check_run_dir, data_root_or_none, prepare_run_dir
+from .utils.runtime import pick_device, to_device
 
 
 @torch.no_grad()
@@ -38,8 +39,6 @@ def student_features(model, data, batch_size: int, pad_id: int = 0,
                      device: torch.device | str = "cpu") -> list[np.ndarray]:
     """Masked-mean features of every student state (embeddings, cell 1..M_s), each (N, D_s) float32 on the
     CPU, in data order; the model runs in eval mode on ``device`` (where it is moved)."""
-    from .utils.runtime import to_device
-
     model = model.to(device).eval()
     feats = None
     for start in range(0, len(data), batch_size):
@@ -93,7 +92,6 @@ def cka_analysis(model_dir: str, teacher_dir: str, *, task: str | None = None, d
     teacher run on ``device`` (auto, cpu or cuda), the CKA in float64 on the CPU. Raises NaskdError for a
     student of another task, batch_size < 4, a dev split too small for two batches, or cuda without a GPU."""
     from .students.io import load_student
-    from .utils.runtime import pick_device
 
     if batch_size < 4:
         raise NaskdError(f"--batch-size {batch_size}: the mini-batch CKA estimator (unbiased HSIC) needs "

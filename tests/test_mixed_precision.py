@@ -15,17 +15,8 @@ from naskd.cli import main
 from naskd.utils import runtime
 
 from .conftest import DATA, TINY_BERT
-
-GENOTYPE = {"format": 1, "space": "tiny", "ops": ["conv3", "identity", "attn4", "lstm", "none"],
-            "aggregators": ["max_pool", "dynamic_routing"], "nodes": 2, "layers": 2, "width": 16, "shared": True,
-            "cells": [[[["conv3", 0], ["lstm", 1]], [["attn4", 1], ["identity", 2]]]],
-            "aggregator": "dynamic_routing"}
-MACRO = {"kind": "macro", "name": "tinymacro", "embed": [8, 16], "depth": [1, 2],
-         "ops": ["lstm", "conv3", "attn2"], "widths": [8, 16], "pooling": ["ends", "max", "mean"],
-         "classifier": [8, 16]}
-CELL = {"name": "tinycell", "ops": ["conv3", "identity", "attn4", "lstm", "none"],
-        "aggregators": ["max_pool", "avg_pool"], "nodes": 2, "width": 16}
-
+from .search.test_strategies import CELL, MACRO
+from .students.test_retrain import GENOTYPE
 
 @pytest.fixture()
 def bf16_on_cpu(monkeypatch):

@@ -134,7 +134,7 @@ def run(args) -> None:
                 torch.manual_seed(0)
                 step = trainer(space.build_student(g_student, ctx), False, compiled=True)
                 t0 = time.perf_counter()
-                for i in range(len(steps_batches[:64])):        # compiles once per distinct bucket shape seen
+                for i in range(min(64, len(steps_batches))):        # compiles once per distinct bucket shape seen
                     step(i)
                 _sync(device)
                 rates["compile + 64 steps s"] = time.perf_counter() - t0
