@@ -131,7 +131,11 @@ def evaluate_shared(study, objective: Callable, complete: Callable[[list], bool]
     """Take trials of ``study`` one at a time through ``Study.optimize`` (which keeps the trial's heartbeat and
     fails other processes' stale trials first) until ``complete(trials)`` holds. With ``queued_only`` a trial
     is taken only while one waits in the queue (random's enqueued candidates): otherwise this process waits
-    for the others' running trials, failing stale ones so that their retries are queued."""
+    for the others' running trials, failing stale ones so that their retries are queued.
+
+    Once ``complete(trials)`` holds, the trials other processes still run (taken before the count was reached)
+    are waited for, so that the completed trials the caller then reads are all there will be: none is left out
+    of the front."""
     import optuna
 
     while True:
@@ -140,17 +144,52 @@ def evaluate_shared(study, objective: Callable, complete: Callable[[list], bool]
         if progress is not None:
             progress(trials)
         if complete(trials):
+            wait_for_running(study)
             return
         if queued_only and not any(t.state == optuna.trial.TrialState.WAITING for t in trials):
             time.sleep(POLL_SECONDS)
             continue
+        returned: list = []
+
+        def run(trial):
+            try:
+                value = objective(trial)
+            except optuna.exceptions.UpdateFinishedTrialError:     # an attribute set on a trial failed meanwhile
+                returned.append(trial)
+                raise
+            returned.append(trial)
+            return value
+
         try:
-            study.optimize(objective, n_trials=1, catch=())
-        except optuna.exceptions.UpdateFinishedTrialError:
+            study.optimize(run, n_trials=1, catch=())
+        except (optuna.exceptions.UpdateFinishedTrialError, ValueError, AssertionError):
+            # the objective ran to its end, but another process had failed the trial meanwhile: Optuna raises
+            # UpdateFinishedTrialError when an attribute of it is set, ValueError "Cannot tell a FAIL trial."
+            # when its result is told (5.0: an AssertionError from its bookkeeping after it); an objective that
+            # raised anything else (re-raised as is) or a trial not failed is a bug
+            if not returned or study._storage.get_trial(returned[0]._trial_id).state != optuna.trial.TrialState.FAIL:
+                raise
             # this process was silent past the grace (paused, swapped out): another failed its trial as stale
             # and queued it again; what it computed is dropped and the loop goes on
             print("[search] a trial of this process was failed as stale by another (it was silent for over "
                   "three heartbeats) and queued again; going on", flush=True)
+
+
+def wait_for_running(study) -> None:
+    """Return once no trial of ``study`` is RUNNING: each finishes, or is failed as stale once its process has
+    been silent for three heartbeats (Optuna's ``fail_stale_trials``)."""
+    import optuna
+
+    said = False
+    while True:
+        optuna.storages.fail_stale_trials(study)
+        running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+        if not running:
+            return
+        if not said:
+            print(f"[search] waiting for {len(running)} trial(s) other processes are still evaluating", flush=True)
+            said = True
+        time.sleep(POLL_SECONDS)
 
 
 def lost_indices(trials, n: int) -> set:

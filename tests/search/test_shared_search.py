@@ -110,22 +110,34 @@ def test_a_killed_workers_candidate_is_retried_and_scores_as_in_one_process(tiny
                               env=env(cache), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     w = start_worker_once_the_run_exists(run, cache, search)
     name = yaml.safe_load((run / "config.yaml").read_text())["study_name"]
-    killed, t0 = None, time.time()
-    while killed is None and search.poll() is None and time.time() - t0 < 600:
-        time.sleep(0.3)
-        try:
-            mine = [t for t in study_trials(db, name) if t.state.name == "RUNNING"
+    killed, stopped, t0 = None, False, time.time()
+    try:
+        while killed is None and search.poll() is None and time.time() - t0 < 600:
+            time.sleep(0.1)
+            try:
+                import optuna
+
+                study = optuna.load_study(study_name=name, storage=db)
+            except Exception:  # noqa: BLE001  the study may not be open yet
+                continue
+            if not stopped and study.user_attrs.get("ready"):
+                # the tiny candidates train in seconds: the search is held still from the moment they are queued
+                # so that the worker takes some (and fails the search's own trial as stale: retried too)
+                search.send_signal(signal.SIGSTOP)
+                stopped = True
+            mine = [t for t in study.get_trials(deepcopy=False) if t.state.name == "RUNNING"
                     and str(t.user_attrs.get("worker", "")).endswith(f":{w.pid}")]
-        except Exception:  # noqa: BLE001  the study may not be open yet
-            continue
-        # each try of a candidate trains in candidates/NNN/trial-K
-        if mine and (run / "candidates" / f"{mine[0].user_attrs['index']:03d}" / f"trial-{mine[0].number}"
-                     / "checkpoint.pt").is_file():
-            w.send_signal(signal.SIGKILL)         # mid-candidate, after its first checkpoint
-            killed = mine[0]
-    w.communicate(timeout=60)
+            # each try of a candidate trains in candidates/NNN/trial-K
+            if mine and (run / "candidates" / f"{mine[0].user_attrs['index']:03d}" / f"trial-{mine[0].number}"
+                         / "checkpoint.pt").is_file():
+                w.send_signal(signal.SIGKILL)         # mid-candidate, after its first checkpoint
+                killed = mine[0]
+    finally:
+        if stopped:
+            search.send_signal(signal.SIGCONT)
+    w_out, _ = w.communicate(timeout=60)
     out, err = search.communicate(timeout=900)
-    assert killed is not None, "the worker never took a candidate: " + err[-2000:]
+    assert killed is not None, "the worker never took a candidate: " + err[-2000:] + "\n" + w_out[-2000:]
     assert search.returncode == 0, err[-3000:]
     trials = study_trials(db, name)
     failed = [t for t in trials if t.number == killed.number][0]

@@ -73,3 +73,55 @@ def test_a_relative_sqlite_file_is_made_absolute_for_workers_elsewhere(tmp_path,
     assert absolute_sqlite("sqlite:///runs/s.db") == f"sqlite:///{tmp_path}/runs/s.db"
     assert absolute_sqlite("sqlite:////abs/s.db") == "sqlite:////abs/s.db"
     assert absolute_sqlite("postgresql://u:pw@host/db") == "postgresql://u:pw@host/db"
+
+
+def test_the_count_reached_waits_for_the_trials_other_processes_still_run(tmp_path, monkeypatch):
+    """A worker that took a trial just before the search's count was reached completes it after: the search
+    must read the trials only once it has, or that architecture is missing from the front (a CI failure)."""
+    import threading
+    import time
+
+    monkeypatch.setattr(shared, "POLL_SECONDS", 0.05)
+    storage = shared.open_shared_storage(f"sqlite:///{tmp_path}/w.db", heartbeat=60)
+    study = optuna.create_study(storage=storage, study_name="w", direction="maximize")
+    study.add_trial(_trial(optuna.trial.TrialState.COMPLETE, 0, 0.5))
+    other = study.ask()                            # the worker's trial, RUNNING
+    finished = threading.Event()
+
+    def worker():
+        time.sleep(0.5)
+        study.tell(other, 0.7)
+        finished.set()
+
+    threading.Thread(target=worker).start()
+    ran = []
+    shared.evaluate_shared(study, lambda t: ran.append(t) or 0.0, lambda ts: True, queued_only=False)
+    assert finished.is_set() and not ran
+    assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.get_trials()) == 2
+
+
+def test_a_trial_another_process_failed_as_stale_is_dropped_and_the_loop_goes_on(tmp_path, capsys):
+    """A process paused past the grace finds its trial failed (and queued again) by another when it tells the
+    result: what it computed is dropped with a line, not a traceback, and it takes the next trial."""
+    S = optuna.trial.TrialState
+    storage = shared.open_shared_storage(f"sqlite:///{tmp_path}/f.db", heartbeat=60)
+    study = optuna.create_study(storage=storage, study_name="f", direction="maximize")
+    told = []
+
+    def objective(trial):
+        if len(told) < 2:          # the first two: another process fails them meanwhile
+            storage.set_trial_state_values(trial._trial_id, state=S.FAIL)
+        told.append(trial.number)
+        if len(told) == 2:         # found out when an attribute is set rather than when the result is told
+            trial.set_user_attr("candidate", {})
+        return 1.0
+
+    shared.evaluate_shared(study, objective, lambda ts: any(t.state == S.COMPLETE for t in ts), queued_only=False)
+    assert [t.state for t in study.get_trials()] == [S.FAIL, S.FAIL, S.COMPLETE] and told == [0, 1, 2]
+    assert capsys.readouterr().out.count("was failed as stale by another") == 2
+
+    def broken(trial):
+        raise ValueError("a bug of the objective")
+
+    with pytest.raises(ValueError, match="a bug of the objective"):
+        shared.evaluate_shared(study, broken, lambda ts: False, queued_only=False)
