@@ -16,7 +16,8 @@ def load_json(path) -> dict | None:
 
 
 # what a table needs of a finished run's metrics.json when the run itself is gone
-_KEPT_METRICS = ("status", "description", "dev", "parameters", "parameters_without_embeddings", "train_seconds")
+_KEPT_METRICS = ("status", "description", "dev", "parameters", "parameters_without_embeddings", "train_seconds",
+                 "best_epoch")
 
 
 def label_string(labels) -> str:

@@ -149,3 +149,45 @@ def test_students_table_is_the_same_from_the_record(tmp_path):
     assert "committed dev predictions" in second["notes"] and "random-1-allx1" in second["notes"]
     r = run_study(tmp_path, "students_sst2", args, "bench=true")
     assert r.returncode != 0 and "exist only as committed predictions" in r.stderr.strip().splitlines()[-1]
+
+
+def test_teacher_study_makes_every_teacher_kind_and_rebuilds_its_table_from_the_record(tmp_path):
+    """Issue 23's study on the tiny BERT: recipe seeds, their ensemble (its dev accuracy is that of the members'
+    mean logits, computed here), a tuning study's recipe, a born-again teacher with and without augmentation;
+    the table again from the committed predictions once the teacher runs are gone."""
+    from naskd.data.readers import read_columns
+    from naskd.data.tasks import get_task
+
+    from .conftest import TINY_BERT
+
+    runs = tmp_path / "runs"
+    args = {"runs": str(runs), "teacher": str(TINY_BERT), "seeds": [1, 2], "tune_trials": 2,
+            "tune_max_train_examples": 64, "tune_selection_examples": 16, "tuned_seeds": [1], "augment_rows": 32,
+            "max_train_examples": 64, "epochs": 1, "table": "teachers_t", "data_dir": str(DATA)}
+    finished(run_study(tmp_path, "teacher_study", args))
+    results = tmp_path / "results"
+    first = json.loads((results / "teachers_t.json").read_text())
+    names = [r["teacher"] for r in first["rows"]]
+    assert names == ["default recipe, seed 1", "default recipe, seed 2", "ensemble of the 2 above",
+                     "tuned recipe, seed 1", "born-again (self-distilled)", "born-again on 32 rows + their augmentation"]
+    gold = np.asarray(read_columns(get_task("sst2"), str(DATA), "dev")["label"])
+    members = [np.load(runs / f"teacher-default-s{s}" / "dev_logits.npy") for s in (1, 2)]
+    assert first["rows"][2]["dev accuracy"] == pytest.approx(float((np.mean(members, 0).argmax(-1) == gold).mean()))
+    assert first["rows"][2]["forward passes per sentence"] == 2
+    tune = json.loads((runs / "tune" / "tune.json").read_text())
+    assert tune["chosen_on"] == "selection split" and len(tune["trials"]) == 2
+    best = next(t for t in tune["trials"] if t["number"] == tune["best_trial"])
+    tuned = yaml.safe_load((runs / "teacher-tuned-s1" / "config.yaml").read_text())
+    assert tuned["lr"] == pytest.approx(best["params"]["lr"]) and tuned["max_train_examples"] == 64
+    trials = json.loads((results / "teachers_t_tune.json").read_text())["rows"]
+    assert [t["trial"] for t in trials] == [0, 1] and all("dev accuracy" in t for t in trials)
+    born = yaml.safe_load((runs / "teacher-born-again-aug32" / "config.yaml").read_text())
+    assert born["distill_from"] == str(runs / "teacher-default-s1")
+    assert born["augmented"] == str(runs / "teacher-augment-32")
+
+    for d in runs.glob("teacher-*"):
+        if d.name != "teacher-augment-32":
+            shutil.rmtree(d)
+    finished(run_study(tmp_path, "teacher_study", args, "only=report"))
+    second = json.loads((results / "teachers_t.json").read_text())
+    assert second["rows"] == first["rows"]
