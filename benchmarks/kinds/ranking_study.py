@@ -39,6 +39,7 @@ from naskd.utils.io import write_json, write_text
 
 STRATEGY = "ranking-standalone"
 PROXIES = "ranking-gdas-proxies"
+VARIANT = "ranking-spos-proxies"
 STATE: dict = {}          # what the registered strategy reads: the genotypes, the rows, the supernet's run
 PARAMS = {
     "spos_run": (REQUIRED, "a finished `naskd search --strategy spos` run directory"),
@@ -50,6 +51,9 @@ PARAMS = {
     "epochs": (2, "epochs of each standalone training"),
     "pool": (2000, "architectures drawn before stratifying"),
     "seed": (0, "the seed of the pool and of the draw from each bin"),
+    "spos_variants": ([], ("more finished spos runs on the same space, teacher, --data-seed and selection split "
+                           "(trained longer, with fair paths, ...): each supernet's inherited score is one more "
+                           "proxy row")),
 }
 
 
@@ -114,6 +118,31 @@ class GdasProxies(_OneShot):
         return out
 
 
+@register_strategy
+class SposProxies(_OneShot):
+    """Scores the given architectures (STATE["genotypes"]) with the supernet of another finished spos run
+    (STATE["variant_run"]) on the selection split; trains nothing. Writes ``proxies.json``."""
+
+    name = VARIANT
+    summary = "the ranking study's inherited scores under another spos supernet (benchmarks/kinds/ranking_study.py)"
+    space_kinds = ("macro",)
+
+    def run(self) -> dict:
+        self.setup()
+        run = STATE["variant_run"]
+        net, steps = supernet_of(self.space, self.ctx, run)
+        t0 = time.time()
+        rows = [{"genotype": d, "inherited_score": self.score(_PathModel(
+            net, self.space.genotype_from_dict(d, f"ranking genotype {i}")))} for i, d in enumerate(STATE["genotypes"])]
+        conf = yaml.safe_load((Path(run) / "config.yaml").read_text())
+        out = {"command": "search", "strategy": VARIANT, "status": "finished", "spos_run": run,
+               "supernet_steps": steps, "sampling": conf.get("sampling"), "epochs": conf.get("epochs"),
+               "seconds": round(time.time() - t0, 1)}
+        write_json(self.env.run_dir / "proxies.json", {**out, "rows": rows})
+        write_json(self.env.run_dir / "metrics.json", out)
+        return out
+
+
 def stratified(space, ctx, lut, lengths, n: int, pool: int, seed: int) -> list[dict]:
     """``n`` genotypes, one from each of ``n`` equal-count bins of a seeded pool ordered by predicted
     batch-128 time at one thread; each with its predicted time."""
@@ -148,6 +177,9 @@ def table(doc: dict) -> str:
     if all("gdas_inherited_score" in c for c in cands):
         proxies["gdas supernet, inherited score"] = [c["gdas_inherited_score"] for c in cands]
         proxies["gdas alpha log-probability (the DARTS alpha score)"] = [c["gdas_alpha_logprob"] for c in cands]
+    for v in doc.get("variants", []):
+        proxies[f"spos supernet `{Path(v['spos_run']).name}` ({v['supernet_steps']} steps, {v['sampling']} paths), "
+                "inherited score"] = [c["variant_scores"][v["spos_run"]] for c in cands]
     rows = []
     for name, vals in proxies.items():
         r = rank_correlation(vals, truth, seed=0)
@@ -165,6 +197,15 @@ def table(doc: dict) -> str:
     else:
         verdict = ("the supernet does not rank better than the parameter count: by the issue's rule, the spos "
                    "strategy should fall back to multi-fidelity multi-trial search")
+    if doc.get("variants"):
+        vrows = list(zip(doc["variants"], rows[len(rows) - len(doc["variants"]):]))
+        v, best = max(vrows, key=lambda vr: vr[1]["kendall_tau"])
+        verdict += (f". Of the other spos supernets, the best ranks at tau {best['kendall_tau']:.3f} "
+                    f"[{best['kendall_low']:.3f}, {best['kendall_high']:.3f}] (`{Path(v['spos_run']).name}`, "
+                    f"{v['supernet_steps']} steps, {v['sampling']} paths): "
+                    + ("above the parameter count's" if best["kendall_low"] > par["kendall_tau"] else
+                       "not above the parameter count's" if best["kendall_tau"] <= par["kendall_tau"] else
+                       "above the parameter count's tau, its interval overlapping it"))
     cols = ["proxy", "Kendall tau [95% CI]", "Spearman rho [95% CI]"]
     per = [{"#": i, "genotype": c["text"], "standalone": c["score"], "inherited": c["inherited_score"],
             "params (M)": c["params"] / 1e6, "predicted b128 ms": c["b128_ms"]}
@@ -260,6 +301,26 @@ def run(args) -> None:
         proxies = json.loads((pdir / "proxies.json").read_text())
         if pm.get("gdas_run") != str(gdas) or [r["genotype"] for r in proxies["rows"]] != STATE["genotypes"]:
             raise SystemExit(f"{pdir} scored another gdas run or other architectures; use another out")
+    variants = []
+    for v in args.spos_variants:          # each a run of its own that trains nothing, resumed like the others
+        vrun = Path(v).expanduser()
+        vconf = yaml.safe_load((vrun / "config.yaml").read_text()) if (vrun / "config.yaml").is_file() else {}
+        same = ("space", "teacher", "data_seed", "selection_examples", "max_train_examples")
+        if vconf.get("strategy") != "spos" or not (vrun / "checkpoint.pt").is_file() or \
+                any(vconf.get(k) != conf.get(k) for k in same):
+            raise SystemExit(f"{vrun}: not a spos search run with its checkpoint and the spos run's {', '.join(same)}")
+        STATE["variant_run"] = str(vrun)
+        vdir = out / f"spos-variant-{vrun.name}"
+        vflags = {**flags, "strategy": VARIANT, "out": str(vdir)}
+        vflags.pop("candidates", None)
+        try:
+            vm = run_search(resolve_search_config(vflags), resume=(vdir / "naskd-run.json").is_file())
+        except NaskdError as e:
+            raise SystemExit(f"ranking study: {e}") from None
+        vp = json.loads((vdir / "proxies.json").read_text())
+        if vm.get("spos_run") != str(vrun) or [r["genotype"] for r in vp["rows"]] != STATE["genotypes"]:
+            raise SystemExit(f"{vdir} scored another spos run or other architectures; use another out")
+        variants.append(vp)
     doc = json.loads((std / "pareto.json").read_text())
     command = study_command()
     res = {"command": command, "task": doc["task"], "space": doc["space"], "pool": args.pool, "rows": args.rows,
@@ -272,6 +333,11 @@ def run(args) -> None:
            "candidates": [{k: c[k] for k in ("genotype", "text", "score", "inherited_score", "params",
                                              "params_without_embeddings", "b1_ms", "b128_ms", "train_seconds")}
                           for c in doc["candidates"]]}
+    res["variants"] = [{k: v[k] for k in ("spos_run", "supernet_steps", "sampling", "epochs")} for v in variants]
+    for v in variants:                   # the same architectures in the same order (checked above)
+        by_key = {json.dumps(r["genotype"], sort_keys=True): r["inherited_score"] for r in v["rows"]}
+        for c in res["candidates"]:
+            c.setdefault("variant_scores", {})[v["spos_run"]] = by_key[json.dumps(c["genotype"], sort_keys=True)]
     if proxies:                          # the same architectures in the same order (checked above)
         by_key = {json.dumps(r["genotype"], sort_keys=True): r for r in proxies["rows"]}
         for c in res["candidates"]:
