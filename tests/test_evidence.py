@@ -23,11 +23,12 @@ from .conftest import DATA
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_study(tmp_path, kind: str, args: dict, *sets: str) -> subprocess.CompletedProcess:
-    """A study of ``kind`` with ``args``, its tables and dev predictions under ``tmp_path / "results"``."""
+def run_study(tmp_path, kind: str, args: dict, *sets: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """A study of ``kind`` with ``args``, its tables and dev predictions under ``tmp_path / "results"`` (``env``:
+    more environment variables)."""
     cfg = tmp_path / f"{kind}.yaml"
     cfg.write_text(yaml.safe_dump({"kind": kind, "tables": [], "args": args}))
-    env = {**os.environ, "NASKD_RESULTS_DIR": str(tmp_path / "results")}
+    env = {**os.environ, **(env or {}), "NASKD_RESULTS_DIR": str(tmp_path / "results")}
     return subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run.py"), str(cfg),
                            *[x for s in sets for x in ("--set", s)]],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
