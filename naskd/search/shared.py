@@ -167,7 +167,8 @@ def evaluate_shared(study, objective: Callable, complete: Callable[[list], bool]
             # UpdateFinishedTrialError when an attribute of it is set, ValueError "Cannot tell a FAIL trial."
             # when its result is told (5.0: an AssertionError from its bookkeeping after it); an objective that
             # raised anything else (re-raised as is) or a trial not failed is a bug
-            if not returned or study._storage.get_trial(returned[0]._trial_id).state != optuna.trial.TrialState.FAIL:
+            states = {t.number: t.state for t in study.get_trials(deepcopy=False)}
+            if not returned or states.get(returned[0].number) != optuna.trial.TrialState.FAIL:
                 raise
             # this process was silent past the grace (paused, swapped out): another failed its trial as stale
             # and queued it again; what it computed is dropped and the loop goes on
