@@ -170,6 +170,27 @@ def stratified(space, ctx, lut, lengths, n: int, pool: int, seed: int) -> list[d
     return out
 
 
+def search_once(flags: dict, out: Path) -> dict:
+    """`naskd search` with ``flags`` into ``out``, resumed when a run is there; a NaskdError ends the study."""
+    from naskd.errors import NaskdError
+    from naskd.search.run import resolve_search_config, run_search
+
+    try:
+        return run_search(resolve_search_config({**flags, "out": str(out)}), resume=(out / "naskd-run.json").is_file())
+    except NaskdError as e:
+        raise SystemExit(f"ranking study: {e}") from None
+
+
+def proxies_of(flags: dict, strategy: str, out: Path, key: str, run: Path, what: str) -> dict:
+    """The proxies.json of a ``strategy`` run that trains nothing (it scores STATE["genotypes"] with the
+    supernet of ``run``, which its metrics name under ``key``), checked to be of that run and those genotypes."""
+    m = search_once({**{k: v for k, v in flags.items() if k != "candidates"}, "strategy": strategy}, out)
+    doc = json.loads((out / "proxies.json").read_text())
+    if m.get(key) != str(run) or [r["genotype"] for r in doc["rows"]] != STATE["genotypes"]:
+        raise SystemExit(f"{out} scored another {what} run or other architectures; use another out")
+    return doc
+
+
 def table(doc: dict) -> str:
     cands = doc["candidates"]
     truth = [c["score"] for c in cands]
@@ -261,9 +282,8 @@ def run(args) -> None:
     from naskd.data.encode import encode
     from naskd.data.readers import load_split
     from naskd.data.tasks import get_task
-    from naskd.errors import NaskdError
     from naskd.search.lut import LatencyLUT, representative_lengths
-    from naskd.search.run import oneshot_space, resolve_search_config, run_search
+    from naskd.search.run import oneshot_space, resolve_search_config
     from naskd.teachers.model import read_teacher_info
 
     spos = Path(args.spos_run).expanduser()
@@ -309,10 +329,7 @@ def run(args) -> None:
     t0 = time.time()
     metrics = json.loads((std / "metrics.json").read_text()) if (std / "metrics.json").is_file() else {}
     if metrics.get("status") != "finished" or "inherited_seconds" not in metrics:   # else read, not run again
-        try:
-            metrics = run_search(resolve_search_config(flags), resume=(std / "naskd-run.json").is_file())
-        except NaskdError as e:
-            raise SystemExit(f"ranking study: {e}") from None
+        metrics = search_once(flags, std)
     if metrics.get("status") != "finished":
         raise SystemExit(f"stopped; run the same command again to resume ({time.time() - t0:.0f} s this time)")
     repeat_docs = {}
@@ -320,26 +337,13 @@ def run(args) -> None:
         rdir = out / f"standalone-seed{seed}"
         rm = json.loads((rdir / "metrics.json").read_text()) if (rdir / "metrics.json").is_file() else {}
         if rm.get("status") != "finished":
-            try:
-                rm = run_search(resolve_search_config({**flags, "seed": seed, "out": str(rdir)}),
-                                resume=(rdir / "naskd-run.json").is_file())
-            except NaskdError as e:
-                raise SystemExit(f"ranking study: {e}") from None
+            rm = search_once({**flags, "seed": seed}, rdir)
         if rm.get("status") != "finished":
             raise SystemExit(f"stopped; run the same command again to resume ({time.time() - t0:.0f} s this time)")
         repeat_docs[seed] = json.loads((rdir / "pareto.json").read_text())
     proxies = None
     if gdas is not None:                 # a run of its own (it trains nothing), resumed like the other
-        pdir = out / "gdas-proxies"
-        pflags = {**flags, "strategy": PROXIES, "out": str(pdir)}
-        pflags.pop("candidates", None)
-        try:
-            pm = run_search(resolve_search_config(pflags), resume=(pdir / "naskd-run.json").is_file())
-        except NaskdError as e:
-            raise SystemExit(f"ranking study: {e}") from None
-        proxies = json.loads((pdir / "proxies.json").read_text())
-        if pm.get("gdas_run") != str(gdas) or [r["genotype"] for r in proxies["rows"]] != STATE["genotypes"]:
-            raise SystemExit(f"{pdir} scored another gdas run or other architectures; use another out")
+        proxies = proxies_of(flags, PROXIES, out / "gdas-proxies", "gdas_run", gdas, "gdas")
     variants = []
     for v in args.spos_variants:          # each a run of its own that trains nothing, resumed like the others
         vrun = Path(v).expanduser()
@@ -349,17 +353,7 @@ def run(args) -> None:
                 any(vconf.get(k) != conf.get(k) for k in same):
             raise SystemExit(f"{vrun}: not a spos search run with its checkpoint and the spos run's {', '.join(same)}")
         STATE["variant_run"] = str(vrun)
-        vdir = out / f"spos-variant-{vrun.name}"
-        vflags = {**flags, "strategy": VARIANT, "out": str(vdir)}
-        vflags.pop("candidates", None)
-        try:
-            vm = run_search(resolve_search_config(vflags), resume=(vdir / "naskd-run.json").is_file())
-        except NaskdError as e:
-            raise SystemExit(f"ranking study: {e}") from None
-        vp = json.loads((vdir / "proxies.json").read_text())
-        if vm.get("spos_run") != str(vrun) or [r["genotype"] for r in vp["rows"]] != STATE["genotypes"]:
-            raise SystemExit(f"{vdir} scored another spos run or other architectures; use another out")
-        variants.append(vp)
+        variants.append(proxies_of(flags, VARIANT, out / f"spos-variant-{vrun.name}", "spos_run", vrun, "spos"))
     doc = json.loads((std / "pareto.json").read_text())
     command = study_command()
     res = {"command": command, "task": doc["task"], "space": doc["space"], "pool": args.pool, "rows": args.rows,
