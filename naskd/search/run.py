@@ -87,9 +87,11 @@ class SearchConfig:
                                                  "training rows to choose architectures on; never trained on, "
                                                  "and dev is never used to choose", low=1)
     sampling: str = C.field("uniform", help="spos: the path of each step, uniform over every dimension (SPOS, Guo "
-                                            "et al. 2020) or fair (each option of each dimension equally often in "
-                                            "every block of steps, FairNAS, Chu et al. 2021)",
-                            choices=["uniform", "fair"])
+                                            "et al. 2020), fair (each option of each dimension equally often in "
+                                            "every block of steps, FairNAS, Chu et al. 2021) or sandwich (the "
+                                            "largest, the smallest and 2 uniform paths each step, their losses "
+                                            "averaged, BigNAS, Yu et al. 2020; sized spaces only)",
+                            choices=["uniform", "fair", "sandwich"])
     trials: int = C.field(200, help="spos: architectures evaluated with inherited weights by the discrete search "
                                     "(Optuna NSGA-II: selection score x predicted latency); gdas: draws from "
                                     "its learned distribution scored so; --resume may raise it",

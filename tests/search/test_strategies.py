@@ -46,12 +46,15 @@ def candidates(run):
 
 
 @pytest.mark.parametrize("strategy,kind", [("spos", "cell"), ("spos", "macro"), ("spos", "teacher"),
+                                           ("spos-sandwich", "macro"),
                                            ("random", "macro"), ("random", "cell"), ("random", "teacher"),
                                            ("hyperband", "macro"), ("gdas", "macro")])
 def test_strategy_end_to_end_and_resume(tiny_teacher, spaces, tmp_path, strategy, kind):
     teacher, _ = tiny_teacher
     full, part = tmp_path / "full", tmp_path / "part"
     hb = ("--rung-rows", "32", "--budget-rows", "1200") if strategy == "hyperband" else ()   # 8 rungs a candidate
+    if strategy == "spos-sandwich":
+        strategy, hb = "spos", ("--sampling", "sandwich")
     assert main(argv(teacher, spaces[kind], full, strategy, *hb)) == 0
     for f in ("pareto.json", "pareto.png", "genotype.json", "metrics.json", "config.yaml"):
         assert (full / f).is_file(), f
@@ -173,6 +176,9 @@ def test_macro_space_holds_bilstm_soft_as_a_baseline_point(tiny_teacher, tmp_pat
     (["--strategy", "spos", "--space", "teacher", "--layers", "6", "--kd", "pkd=1"], "depth and width of the teacher"),
     (["--strategy", "spos", "--selection-examples", "5000"], "would leave fewer rows to train on"),
     (["--strategy", "spos", "--speedup", "1000000"], "no architecture of the tinycell space meets at least 1e+06x"),
+    (["--strategy", "spos", "--sampling", "sandwich"], "--sampling sandwich needs sized dimensions"),
+    (["--strategy", "random", "--space", "macro", "--sampling", "fair"], "--sampling fair is a spos setting"),
+    (["--strategy", "gdas", "--space", "macro", "--sampling", "sandwich"], "--strategy gdas does not train a supernet"),
 ])
 def test_bad_inputs_fail_before_training(tiny_teacher, spaces, tmp_path, capsys, extra, message):
     teacher, _ = tiny_teacher

@@ -65,6 +65,7 @@ class Strategy:
     name = ""
     summary = ""
     space_kinds: tuple = ("cell",)
+    samples_paths = False          # whether --sampling means anything to it (a one-shot supernet's paths)
 
     @classmethod
     def check(cls, cfg, space_kind: str) -> None:
@@ -73,6 +74,9 @@ class Strategy:
             raise ConfigError(f"--strategy {cls.name} searches {' and '.join(cls.space_kinds)} spaces; "
                               f"{cfg.space} is a {space_kind} space (use --strategy "
                               f"{' or '.join(n for n in known_strategies() if space_kind in STRATEGIES[n].space_kinds)})")
+        if cfg.sampling != "uniform" and not cls.samples_paths:
+            raise ConfigError(f"--sampling {cfg.sampling} is a spos setting (the supernet's path each step); "
+                              f"--strategy {cls.name} does not train a supernet by sampled paths")
 
     def __init__(self, env: SearchEnv):
         self.env = env

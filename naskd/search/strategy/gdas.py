@@ -138,8 +138,6 @@ class GDAS(_OneShot):
         if cfg.order != 1:
             raise ConfigError("--order 2 is a darts setting; gdas updates the architecture parameters first order "
                               "through its sampled path")
-        if cfg.sampling != "uniform":
-            raise ConfigError("--sampling is a spos setting; gdas samples paths from its architecture parameters")
 
     def tau(self, progress: float) -> float:
         return TAU_MAX - (TAU_MAX - TAU_MIN) * float(progress)

@@ -3,7 +3,8 @@ training rows, with measured CPU latency as the second objective.
 
 spos (Guo et al. 2020, "Single Path One-Shot NAS with uniform sampling"): one supernet per space holds every
 architecture's weights; each training step samples one path (uniformly, or FairNAS' strict fairness, Chu et
-al. 2021) and trains it under the distillation criteria. Then a discrete search over the inherited weights:
+al. 2021) and trains it under the distillation criteria, or, under the sandwich rule (BigNAS, Yu et al. 2020,
+sec. 3.1), the largest and the smallest path and two uniform ones, their losses averaged into one step. Then a discrete search over the inherited weights:
 Optuna's NSGA-II (Deb et al. 2002) proposes architectures, each scored on the selection split in seconds,
 against its latency predicted from the measured per-part table (naskd.search.lut; FBNet's lookup table),
 with the constraint (``--speedup`` or ``--latency-ms``) as NSGA-II's constraint function.
@@ -15,6 +16,7 @@ picked. Both write pareto.json, pareto.png, genotype.json and metrics.json.
 from __future__ import annotations
 
 import json
+import numbers
 import shutil
 import time
 from pathlib import Path
@@ -24,7 +26,7 @@ import torch
 from torch import nn
 
 from ...data.encode import bucket_batches, epoch_rows
-from ...errors import NaskdError
+from ...errors import ConfigError, NaskdError
 from ...network import count_parameters
 from ...pipeline import batch_to
 from ...predict import evaluate_model
@@ -40,6 +42,7 @@ PROBES = 4                 # fixed paths scored each supernet epoch (a progress 
 PROBE_ROWS = 1000
 FEASIBILITY_DRAWS = 100    # genotypes drawn before training to see whether any meets the constraint
 PREMEASURE = 100           # genotypes whose parts are measured together before the search
+SANDWICH_RANDOM = 2        # uniform paths per step beside the largest and the smallest (BigNAS uses 2)
 
 
 class _PathModel(nn.Module):
@@ -52,6 +55,26 @@ class _PathModel(nn.Module):
 
     def forward(self, **batch):
         return self.net(path=self.path, **batch)
+
+
+SAMPLING_SAYS = {"sandwich": f"sandwich rule (the largest, the smallest and {SANDWICH_RANDOM} uniform paths each step)"}
+
+
+def sized_dimensions(space) -> list[str]:
+    """The dimensions of ``space`` whose options are all numbers (depths, widths, sizes): the ones the sandwich
+    rule takes at their extremes."""
+    return [k for k, opts in space.dimensions().items()
+            if all(isinstance(o, numbers.Real) and not isinstance(o, bool) for o in opts)]
+
+
+def sized_extreme(space, *, largest: bool, rng: np.random.Generator):
+    """The largest (or smallest) path of ``space`` in BigNAS' sense (Yu et al. 2020, sec. 3.1, the sandwich
+    rule): every sized dimension (:func:`sized_dimensions`) at its largest (smallest) option; a dimension
+    without an order (an operation, a pooling) is drawn uniformly with ``rng``, as the paths between are."""
+    sized = set(sized_dimensions(space))
+    pick = max if largest else min
+    return space.from_choices({k: pick(opts) if k in sized else opts[int(rng.integers(len(opts)))]
+                               for k, opts in space.dimensions().items()})
 
 
 def _key(g) -> str:
@@ -443,8 +466,30 @@ class SPOS(_OneShot):
     name = "spos"
     summary = "single-path one-shot supernet, then NSGA-II over inherited weights on a selection split"
 
+    samples_paths = True
+
+    @classmethod
+    def check(cls, cfg, space_kind: str) -> None:
+        super().check(cfg, space_kind)
+        if cfg.sampling == "sandwich" and space_kind == "cell":
+            raise ConfigError(f"--sampling sandwich needs sized dimensions (depths, widths) to find the largest and "
+                              f"the smallest path; {cfg.space} is a cell space, whose choices are operations alone "
+                              f"(use --sampling uniform or fair)")
+
+    def paths(self, step: int) -> list:
+        """The paths trained at global step ``step``, a function of (seed, step) alone so that a resumed run
+        trains the same: one for ``uniform`` and ``fair``; for ``sandwich`` the largest and the smallest path
+        (:func:`sized_extreme`) and ``SANDWICH_RANDOM`` uniform ones."""
+        cfg = self.env.cfg
+        if cfg.sampling != "sandwich":
+            return [self.path(step)]
+        rng = np.random.default_rng([cfg.seed, 29, step])
+        return ([sized_extreme(self.space, largest=True, rng=rng), sized_extreme(self.space, largest=False, rng=rng)]
+                + [self.space.sample(rng) for _ in range(SANDWICH_RANDOM)])
+
     def path(self, step: int):
-        """The path of global step ``step``: a function of (seed, step) alone, so a resumed run samples the same."""
+        """The path of global step ``step`` under ``uniform`` or ``fair`` sampling: a function of (seed, step)
+        alone, so a resumed run samples the same."""
         cfg = self.env.cfg
         if cfg.sampling == "uniform":
             return self.space.sample(np.random.default_rng([cfg.seed, 17, step]))
@@ -471,9 +516,18 @@ class SPOS(_OneShot):
         total = len(batches_for_epoch(0)) * cfg.epochs
         sched = cosine_schedule(opt, total)
 
+        if cfg.sampling == "sandwich" and not sized_dimensions(self.space):
+            raise ConfigError(f"--sampling sandwich: search space {self.space.name} has no sized dimension (every "
+                              f"option a number) to find its largest and smallest path; use --sampling uniform or fair")
+
         def loss_fn(batch, progress):
-            out = net(path=self.path(progress.step), **batch)
-            return kd(out, batch.get("teacher", {}), batch, progress)
+            teacher = batch.get("teacher", {})
+            outs = [kd(net(path=p, **batch), teacher, batch, progress) for p in self.paths(progress.step)]
+            if len(outs) == 1:
+                return outs[0]
+            # the sandwich rule: one step on the mean of its paths' losses (each criterion logged as that mean)
+            return (sum(loss for loss, _ in outs) / len(outs),
+                    {k: float(np.mean([logs[k] for _, logs in outs])) for k in outs[0][1]})
 
         probes = [self.space.sample(np.random.default_rng([cfg.seed, 23, i])) for i in range(PROBES)]
         probe_rows = self.selection.select(np.arange(min(PROBE_ROWS, len(self.selection))))
@@ -490,7 +544,7 @@ class SPOS(_OneShot):
         dist.say(f"[search] spos on {env.spec.name}: space {self.space.name} ({self.space.kind}, "
                  f"{self.space.size():,} architectures), {n_params / 1e6:.2f}M supernet weights; {len(rows)} training "
                  f"rows, {len(self.selection)} selection rows carved from train (dev is never used to choose); "
-                 f"{cfg.sampling} paths; kd {cfg.kd}; lr {self.lr}; {cfg.epochs} epochs x {total // cfg.epochs} steps on "
+                 f"{SAMPLING_SAYS.get(cfg.sampling, cfg.sampling + ' paths')}; kd {cfg.kd}; lr {self.lr}; {cfg.epochs} epochs x {total // cfg.epochs} steps on "
                  f"{device}; then {cfg.trials} NSGA-II trials; run directory {run_dir}", flush=True)
         result = fit(model=net, optimizer=opt, scheduler=sched, epochs=cfg.epochs, batches_for_epoch=batches_for_epoch,
                      make_batch=lambda r: batch_to(data.make_batch(r), device), loss_fn=loss_fn, evaluate=evaluate,
