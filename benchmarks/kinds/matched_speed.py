@@ -10,24 +10,31 @@ k = 1 and 3):
 3. The spos pick at S_B is derived from the front of an unconstrained spos run (`naskd derive RUN --speedup
    S_B`: the most accurate architecture on the selection split at least that fast), and a `random` search
    runs under the same constraint (the strategy_budget recipe: 9 candidates x 20,000 rows x 2 epochs).
-4. Both picks are retrained with the same data, budget and criteria as B (retrain's default AdamW recipe for
+   A `hyperband` search (the fallback the ranking study's verdict names: TPE proposals trained standalone,
+   pruned by Hyperband; each candidate up to 20,000 rows x 2 epochs, its default budget) runs under it too.
+4. The picks are retrained with the same data, budget and criteria as B (retrain's default AdamW recipe for
    a genotype), ``seeds`` training seeds each, as is B.
 
-The table: dev accuracy seed means of B, the spos pick and the random pick; paired-bootstrap 95% intervals of
-the differences of seed-mean correctness over the dev sentences (spos pick - B, spos pick - random pick).
+The table: dev accuracy seed means of B and of each pick; paired-bootstrap 95% intervals of the differences
+of seed-mean correctness over the dev sentences (each searched pick - B, each searched pick - the random
+pick, the random pick - B).
 
 The study: `python benchmarks/run.py matched_speed_sst2 [--set lane=I/N] [--only table]` (benchmarks/studies/;
 one thread).
 
-Jobs run in a fixed order (each baseline's first seed, its bench, the picks, then the second seeds); `--set
-lane=I/N` takes every N-th job from the I-th (0-based), so two one-thread processes share the list, and a job
-whose inputs are not ready yet is skipped (run the lane again). Every job resumes. Writes
+Jobs run in a fixed order, baseline by baseline (B's first seed, its bench, the searches, then every student
+seed by seed); `--set lane=I/N` takes every N-th job from the I-th (0-based), so two one-thread processes share
+the list, and a job whose inputs are not ready yet is skipped and tried again on the next pass (every 5 minutes
+until none waits; `--set wait=false`: one pass). Every job resumes from its
+last checkpoint, whichever lane ran it before: restart every lane together after the list changes (never two
+code versions at once, or two lanes could take the same job). Writes
 benchmarks/results/matched_speed_sst2.{md,json}; finished runs' dev predictions go to
 benchmarks/results/dev_predictions_sst2.json.
 """
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +47,8 @@ BASELINES = {
     "truncated-1": {"student": "truncated_teacher", "truncate_k": 1},
     "truncated-3": {"student": "truncated_teacher", "truncate_k": 3},
 }
+WAIT_S = 300
+WHO = ("baseline", "spos", "random", "hyperband")
 PARAMS = {
     "teacher": (REQUIRED, "the SST-2 teacher run every student distils from"),
     "augmented": (REQUIRED, "a `naskd augment` run labelled by teacher"),
@@ -52,6 +61,7 @@ PARAMS = {
     "epoch_examples": (200000, "rows per epoch of every retrain"),
     "threads": (1, "threads of the bench and the constraint"),
     "lane": (None, "I/N: every N-th job from the I-th"),
+    "wait": (True, "pass over the jobs again while some wait for another lane's outputs"),
     "only": (None, "table: no job, the table only"),
 }
 
@@ -85,7 +95,7 @@ class Study:
         return self.root / f"bench-{b}"
 
     def genotype(self, who: str, b: str) -> Path:
-        return self.root / (f"spos-pick-{b}.json" if who == "spos" else f"random-{b}/genotype.json")
+        return self.root / (f"spos-pick-{b}.json" if who == "spos" else f"{who}-{b}/genotype.json")
 
     @staticmethod
     def finished(run: Path) -> bool:
@@ -94,19 +104,21 @@ class Study:
 
     # --- jobs ------------------------------------------------------------------------------------
     def jobs(self) -> list:
+        """Baseline by baseline (each one's table rows complete before the next one's start): B's first seed, its
+        bench, the spos derivation, the random and hyperband searches, the picks' first seeds, then every
+        student's further seeds."""
         seeds = [int(s) for s in self.a.seeds]
         out = []
         for b in self.a.baselines:
             out.append((f"baseline {b} seed {seeds[0]}", lambda b=b: self.train("baseline", b, seeds[0])))
             out.append((f"bench {b}", lambda b=b: self.bench(b)))
             out.append((f"spos pick at {b}'s speed", lambda b=b: self.derive(b)))
-            out.append((f"random search at {b}'s speed", lambda b=b: self.random(b)))
-            for who in ("spos", "random"):
-                out.append((f"{who} pick at {b} seed {seeds[0]}", lambda b=b, who=who: self.train(who, b, seeds[0])))
-        for s in seeds[1:]:
-            for b in self.a.baselines:
-                for who in ("baseline", "spos", "random"):
-                    out.append((f"{who} {b} seed {s}", lambda b=b, who=who, s=s: self.train(who, b, s)))
+            for strategy in ("random", "hyperband"):
+                out.append((f"{strategy} search at {b}'s speed", lambda b=b, st=strategy: self.search(st, b)))
+            for s in seeds:
+                for who in WHO:
+                    if (who, s) != ("baseline", seeds[0]):
+                        out.append((f"{who} {b} seed {s}", lambda b=b, who=who, s=s: self.train(who, b, s)))
         return out
 
     def train(self, who: str, b: str, seed: int) -> bool:
@@ -149,16 +161,20 @@ class Study:
             run_naskd(["derive", self.a.spos_run, "--speedup", f"{s:.4f}", "-o", str(g)])
         return True
 
-    def random(self, b: str) -> bool:
+    def search(self, strategy: str, b: str) -> bool:
+        """A `random` (9 candidates) or `hyperband` (its default budget) search of the macro space at B's
+        speed, each candidate up to 20,000 rows x 2 epochs; False while B's bench is missing."""
         s = self.speedup(b)
         if s is None:
             return False
-        out = self.root / f"random-{b}"
+        out = self.root / f"{strategy}-{b}"
         if self.finished(out):
             return True
-        argv = ["search", "--task", "sst2", "--strategy", "random", "--space", "macro", "--teacher", self.a.teacher,
-                "--data-dir", self.a.data_dir, "--speedup", f"{s:.4f}", "--candidates", "9", "--candidate-rows",
-                "20000", "--epochs", "2", "--latency-threads", str(self.a.threads), "--out", str(out)]
+        argv = ["search", "--task", "sst2", "--strategy", strategy, "--space", "macro", "--teacher", self.a.teacher,
+                "--data-dir", self.a.data_dir, "--speedup", f"{s:.4f}", "--candidate-rows", "20000", "--epochs", "2",
+                "--latency-threads", str(self.a.threads), "--out", str(out)]
+        if strategy == "random":
+            argv[-2:-2] = ["--candidates", "9"]
         run_naskd(argv, out)
         return True
 
@@ -178,7 +194,7 @@ class Study:
         for b in self.a.baselines:
             s_b = self.speedup(b)
             correct = {}
-            for who in ("baseline", "spos", "random"):
+            for who in WHO:
                 cs = []
                 for seed in seeds:
                     run = self.run(who, b, seed)
@@ -199,7 +215,8 @@ class Study:
                 rows.append({"baseline B": b, "B's speed (x teacher)": s_b if s_b is not None else "",
                              "student": f"{who}: {what}", "seeds": len(cs), "dev mean": float(np.mean(accs)),
                              "sd": float(np.std(accs, ddof=1)) if len(cs) > 1 else ""})
-            for first, second in (("spos", "baseline"), ("spos", "random"), ("random", "baseline")):
+            for first, second in (("spos", "baseline"), ("spos", "random"), ("hyperband", "baseline"),
+                                  ("hyperband", "random"), ("random", "baseline")):
                 if first in correct and second in correct:
                     bt = paired_bootstrap(correct[first], correct[second])
                     comparisons.append({"baseline B": b, "comparison": f"{first} pick - {second}",
@@ -212,7 +229,9 @@ class Study:
              "scored: dev chooses nothing); baselines with their published optimisers, picks with retrain's "
              "default. B's speed: `naskd bench` of B and the teacher in one run, batch-128 PyTorch throughput at "
              f"{self.a.threads} thread(s). spos picks derived from `{self.a.spos_run}` (unconstrained front) at "
-             "B's speed; random picks from a random search under the same constraint."), "",
+             "B's speed; random picks from a random search under the same constraint (9 candidates x 20,000 rows "
+             "x 2 epochs); hyperband picks from a hyperband search under it (TPE proposals, each up to 20,000 "
+             "rows x 2 epochs, Hyperband pruning, its default budget: the fallback the ranking study names)."), "",
             markdown_table(rows, ["baseline B", "B's speed (x teacher)", "student", "seeds", "dev mean", "sd"]), "",
             markdown_table(comparisons, ["baseline B", "comparison", "difference (95% CI)", "verdict"]), "",
             "Intervals: paired bootstrap over the 872 dev sentences of seed-mean correctness (10,000 resamples)."
@@ -249,9 +268,18 @@ def run(args) -> None:
         if args.lane:
             i, n = (int(x) for x in args.lane.split("/"))
             jobs = jobs[i::n]
-        for name, job in jobs:
-            print(f"[matched] {name}", flush=True)
-            if not job():
-                print(f"[matched] {name}: its inputs are not ready; skipped (run again later)", flush=True)
+        while True:
+            waiting = []
+            for name, job in jobs:
+                print(f"[matched] {name}", flush=True)
+                if not job():
+                    waiting.append(name)
+                    print(f"[matched] {name}: its inputs are not ready; skipped for now", flush=True)
+            if not waiting or not args.wait:
+                break
+            # another lane makes the inputs (a baseline's first seed, a search): pass over the list again
+            print(f"[matched] waiting for the inputs of {'; '.join(waiting)} (another lane makes them); "
+                  f"the next pass in {WAIT_S} s", flush=True)
+            time.sleep(WAIT_S)
     study.table()
 
