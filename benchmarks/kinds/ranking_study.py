@@ -191,6 +191,16 @@ def proxies_of(flags: dict, strategy: str, out: Path, key: str, run: Path, what:
     return doc
 
 
+def training(v: dict) -> str:
+    """How a supernet variant trained, for the table: its steps and the paths of each step."""
+    if v["sampling"] == "sandwich":
+        from naskd.search.strategy.oneshot import SANDWICH_RANDOM
+
+        return (f"{v['supernet_steps']} steps of {2 + SANDWICH_RANDOM} paths: the sandwich rule, the largest, the "
+                f"smallest and {SANDWICH_RANDOM} uniform")
+    return f"{v['supernet_steps']} steps, {v['sampling']} paths"
+
+
 def table(doc: dict) -> str:
     cands = doc["candidates"]
     truth = [c["score"] for c in cands]
@@ -202,8 +212,7 @@ def table(doc: dict) -> str:
         proxies["gdas supernet, inherited score"] = [c["gdas_inherited_score"] for c in cands]
         proxies["gdas alpha log-probability (the DARTS alpha score)"] = [c["gdas_alpha_logprob"] for c in cands]
     for v in doc.get("variants", []):
-        proxies[f"spos supernet `{Path(v['spos_run']).name}` ({v['supernet_steps']} steps, {v['sampling']} paths), "
-                "inherited score"] = [c["variant_scores"][v["spos_run"]] for c in cands]
+        proxies[f"spos supernet `{Path(v['spos_run']).name}` ({training(v)}), inherited score"] = [c["variant_scores"][v["spos_run"]] for c in cands]
     rows = []
     for name, vals in proxies.items():
         r = rank_correlation(vals, truth, seed=0)
@@ -241,7 +250,7 @@ def table(doc: dict) -> str:
         v, best = max(vrows, key=lambda vr: vr[1]["kendall_tau"])
         verdict += (f". Of the other spos supernets, the best ranks at tau {best['kendall_tau']:.3f} "
                     f"[{best['kendall_low']:.3f}, {best['kendall_high']:.3f}] (`{Path(v['spos_run']).name}`, "
-                    f"{v['supernet_steps']} steps, {v['sampling']} paths): "
+                    f"{training(v)}): "
                     + ("above the parameter count's" if best["kendall_low"] > par["kendall_tau"] else
                        "not above the parameter count's" if best["kendall_tau"] <= par["kendall_tau"] else
                        "above the parameter count's tau, its interval overlapping it"))
