@@ -4,8 +4,9 @@ the searched picks, the random picks, every baseline and the teacher, all timed 
 Reads the finished retrains of the matched_speed study (``matched_root``) and the strategy_budget study
 (``budget_root``); every student directory found is benched with the teacher in one run (``threads``,
 batch-128 PyTorch throughput, the models taking turns), so the speeds are comparable. Several training seeds
-of one student are drawn as their mean accuracy, at the speed of the first seed's student (they are the same
-architecture).
+of one student (the matched study's ``-sN``) are drawn as their mean accuracy, at the speed of the first seed's
+student (they are the same architecture); the equal-budget study's ``-sN`` are search seeds, each its own pick
+and point.
 
 The study: `python benchmarks/run.py pareto_sst2` (benchmarks/studies/; one thread).
 
@@ -20,8 +21,8 @@ import numpy as np
 
 from common import DATA_DIR, REQUIRED, RESULTS, Evidence, load_json, markdown_table, study_command
 
-GROUPS = {"baseline": ("#00798c", "s"), "spos": ("#d1495b", "o"), "random": ("#9aa5b1", "^"),
-          "teacher": ("#000000", "*")}
+GROUPS = {"baseline": ("#00798c", "s"), "spos": ("#d1495b", "o"), "hyperband": ("#edae49", "D"),
+          "gdas": ("#66a182", "v"), "random": ("#9aa5b1", "^"), "teacher": ("#000000", "*")}
 SEED = re.compile(r"-s(\d+)(-retrain)?$")
 PARAMS = {
     "teacher": (REQUIRED, "the SST-2 teacher run (benched with the students; its dev predictions)"),
@@ -35,11 +36,11 @@ PARAMS = {
 
 def group_of(name: str) -> tuple[str, str]:
     """(group, label) of a run directory name of the two studies."""
+    if name.startswith("budget-"):     # budget-WHO-sN-retrain: N is the search seed, each seed its own pick
+        who, seed = name.split("-")[1:3]
+        return who, f"{who} pick, search seed {seed.removeprefix('s')} (equal budget)"
     base = SEED.sub("", name)
-    if base.startswith("budget-"):
-        who = base.split("-")[1]
-        return who, f"{who} pick (equal budget)"
-    if base.startswith("matched-spos-") or base.startswith("matched-random-"):
+    if base.startswith(("matched-spos-", "matched-random-", "matched-hyperband-")):
         who, b = base.split("-", 2)[1:]
         return who, f"{who} pick at {b}'s speed"
     return "baseline", base.removeprefix("matched-")
@@ -90,7 +91,8 @@ def run(args) -> None:
     from naskd.utils.io import atomic_path, write_json, write_text
 
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    for g, (color, marker) in GROUPS.items():
+    for g in [*GROUPS, *sorted({r["group"] for r in rows} - set(GROUPS))]:    # a new group is drawn too
+        color, marker = GROUPS.get(g, ("#555555", "x"))
         pts = [r for r in rows if r["group"] == g]
         if pts:
             ax.scatter([r["speed (x teacher)"] for r in pts], [r["dev accuracy"] for r in pts], c=color,
