@@ -25,7 +25,7 @@ one thread).
 Jobs run in a fixed order, baseline by baseline (B's first seed, its bench, the searches, then every student
 seed by seed); `--set lane=I/N` takes every N-th job from the I-th (0-based), so two one-thread processes share
 the list, and a job whose inputs are not ready yet is skipped and tried again on the next pass (every 5 minutes
-until none waits; `--set wait=false`: one pass). Every job resumes from its
+while another lane runs; `--set wait=false`: one pass). Every job resumes from its
 last checkpoint, whichever lane ran it before: restart every lane together after the list changes (never two
 code versions at once, or two lanes could take the same job). Writes
 benchmarks/results/matched_speed_sst2.{md,json}; finished runs' dev predictions go to
@@ -33,6 +33,7 @@ benchmarks/results/dev_predictions_sst2.json.
 """
 from __future__ import annotations
 
+import os
 import re
 import time
 from pathlib import Path
@@ -66,9 +67,43 @@ PARAMS = {
 }
 
 
+class Lanes:
+    """Which lanes of the study run now: each lane keeps ROOT/.lanes/I-of-N.pid (its process id) while it runs,
+    so a lane whose jobs wait for another lane's outputs stops waiting once no other lane is alive (a crashed
+    lane does not leave it polling for ever)."""
+
+    def __init__(self, root: Path, lane: str | None):
+        self.dir = root / ".lanes"
+        self.me = None
+        if lane:
+            i, n = lane.split("/")
+            self.me = self.dir / f"{i}-of-{n}.pid"
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self.me.write_text(str(os.getpid()))
+
+    def others_alive(self) -> list[str]:
+        """The other lanes (I/N) whose recorded process is still running."""
+        out = []
+        for f in sorted(self.dir.glob("*.pid")) if self.dir.is_dir() else []:
+            if f == self.me:
+                continue
+            try:
+                os.kill(int(f.read_text()), 0)
+            except (ValueError, ProcessLookupError):
+                continue
+            except PermissionError:            # alive, another user's
+                pass
+            out.append(f.stem.replace("-of-", "/"))
+        return out
+
+    def leave(self) -> None:
+        if self.me is not None and self.me.is_file() and self.me.read_text() == str(os.getpid()):
+            self.me.unlink()
+
+
 def command() -> str:
-    """The study's command without its lane (the table is the same whichever lane writes it)."""
-    return re.sub(r" --set '?lane=[^ ]*", "", study_command())
+    """The study's command without its lane or wait setting (the table is the same whichever lane writes it)."""
+    return re.sub(r" --set '?(lane|wait)=[^ ]*", "", study_command())
 
 
 def interval(b: dict) -> str:
@@ -268,6 +303,7 @@ def run(args) -> None:
         if args.lane:
             i, n = (int(x) for x in args.lane.split("/"))
             jobs = jobs[i::n]
+        lanes = Lanes(study.root, args.lane)
         while True:
             waiting = []
             for name, job in jobs:
@@ -277,9 +313,15 @@ def run(args) -> None:
                     print(f"[matched] {name}: its inputs are not ready; skipped for now", flush=True)
             if not waiting or not args.wait:
                 break
+            others = lanes.others_alive()
+            if not others:
+                print(f"[matched] {'; '.join(waiting)}: their inputs come from jobs of another lane, and no other "
+                      f"lane runs; start every lane again (their finished jobs are skipped)", flush=True)
+                break
             # another lane makes the inputs (a baseline's first seed, a search): pass over the list again
-            print(f"[matched] waiting for the inputs of {'; '.join(waiting)} (another lane makes them); "
-                  f"the next pass in {WAIT_S} s", flush=True)
+            print(f"[matched] waiting for the inputs of {'; '.join(waiting)} (lane(s) {', '.join(others)} make "
+                  f"them); the next pass in {WAIT_S} s", flush=True)
             time.sleep(WAIT_S)
+        lanes.leave()
     study.table()
 

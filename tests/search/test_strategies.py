@@ -178,7 +178,7 @@ def test_macro_space_holds_bilstm_soft_as_a_baseline_point(tiny_teacher, tmp_pat
     (["--strategy", "spos", "--speedup", "1000000"], "no architecture of the tinycell space meets at least 1e+06x"),
     (["--strategy", "spos", "--sampling", "sandwich"], "--sampling sandwich needs sized dimensions"),
     (["--strategy", "random", "--space", "macro", "--sampling", "fair"], "--sampling fair is a spos setting"),
-    (["--strategy", "gdas", "--space", "macro", "--sampling", "sandwich"], "--strategy gdas does not train a supernet"),
+    (["--strategy", "gdas", "--space", "macro", "--sampling", "sandwich"], "--strategy gdas does not use it"),
 ])
 def test_bad_inputs_fail_before_training(tiny_teacher, spaces, tmp_path, capsys, extra, message):
     teacher, _ = tiny_teacher

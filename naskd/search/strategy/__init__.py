@@ -75,8 +75,8 @@ class Strategy:
                               f"{cfg.space} is a {space_kind} space (use --strategy "
                               f"{' or '.join(n for n in known_strategies() if space_kind in STRATEGIES[n].space_kinds)})")
         if cfg.sampling != "uniform" and not cls.samples_paths:
-            raise ConfigError(f"--sampling {cfg.sampling} is a spos setting (the supernet's path each step); "
-                              f"--strategy {cls.name} does not train a supernet by sampled paths")
+            raise ConfigError(f"--sampling {cfg.sampling} is a spos setting (how its supernet's path is drawn each "
+                              f"step); --strategy {cls.name} does not use it")
 
     def __init__(self, env: SearchEnv):
         self.env = env

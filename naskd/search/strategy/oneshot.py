@@ -504,6 +504,9 @@ class SPOS(_OneShot):
         self.setup()
         env, cfg = self.env, self.env.cfg
         data, device, kd, run_dir = env.data, env.device, env.kd, env.run_dir
+        if cfg.sampling == "sandwich" and not sized_dimensions(self.space):
+            raise ConfigError(f"--sampling sandwich: search space {self.space.name} has no sized dimension (every "
+                              f"option a number) to find its largest and smallest path; use --sampling uniform or fair")
         net, params = self.build_supernet()
         opt = adamw(params, lr=self.lr, weight_decay=cfg.weight_decay)
         rows = self.train_rows
@@ -516,9 +519,6 @@ class SPOS(_OneShot):
         total = len(batches_for_epoch(0)) * cfg.epochs
         sched = cosine_schedule(opt, total)
 
-        if cfg.sampling == "sandwich" and not sized_dimensions(self.space):
-            raise ConfigError(f"--sampling sandwich: search space {self.space.name} has no sized dimension (every "
-                              f"option a number) to find its largest and smallest path; use --sampling uniform or fair")
 
         def loss_fn(batch, progress):
             teacher = batch.get("teacher", {})
