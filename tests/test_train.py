@@ -131,7 +131,7 @@ def test_fit_keep_last_saves_every_epoch_even_when_it_scores_worse(tmp_path):
     assert saved == [0.9] and res.best_metrics["score"] == 0.9 and res.state.best_epoch == 0
 
 
-def test_fit_passes_where_training_stands_and_a_resume_sees_the_same(tmp_path):
+def test_fit_passes_where_training_stands_and_a_resume_sees_the_same(tmp_path, capsys):
     """loss_fn and before_step get a Progress record (no loop state in the batch); after a stop at step 4
     the resumed run continues with the records an uninterrupted run has."""
     from naskd.records import Progress
@@ -157,5 +157,8 @@ def test_fit_passes_where_training_stands_and_a_resume_sees_the_same(tmp_path):
     assert full == before == [Progress(epoch=e, epochs=2, step=3 * e + i, fraction=(3 * e + i) / 6)
                               for e in range(2) for i in range(3)]
     part, _ = run(tmp_path / "b", stop=4)
+    capsys.readouterr()
     rest, _ = run(tmp_path / "b", resume=True)
     assert part + rest == full
+    # a resume says where it continues (step 4 = the second epoch's second step)
+    assert "resumed from checkpoint.pt at step 4 (epoch 2 of 2, step 1 in it;" in capsys.readouterr().out

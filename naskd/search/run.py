@@ -199,7 +199,12 @@ class SearchConfig:
                 from ..space.oneshot import load_oneshot_space
 
                 if kind != "teacher":            # the teacher space needs the teacher: checked once it is known
-                    load_oneshot_space(self.space).check()
+                    space = load_oneshot_space(self.space)
+                    space.check()
+                    if self.sampling == "sandwich":
+                        from .strategy.oneshot import check_sandwich
+
+                        check_sandwich(space)
                 return
         space = self.resolved_space()
         try:

@@ -6,7 +6,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from naskd.search.strategy.oneshot import SANDWICH_RANDOM, SPOS, sized_dimensions, sized_extreme
+from naskd.errors import ConfigError
+from naskd.search.strategy.oneshot import SANDWICH_RANDOM, SPOS, check_sandwich, sized_dimensions, sized_extreme
 from naskd.space.macro import MacroSpace
 
 MACRO = {"kind": "macro", "name": "tinymacro", "embed": [16, 8], "depth": [1, 3, 2],
@@ -25,6 +26,12 @@ def test_sized_dimensions_are_the_numeric_ones():
     space = MacroSpace.from_yaml(dict(MACRO), "test")
     sized = sized_dimensions(space)
     assert set(sized) == {"embed", "depth", "classifier"} | {f"width_{i}" for i in range(3)}
+    # one option is no size to choose: a space sized nowhere has no largest or smallest path
+    flat = MacroSpace.from_yaml({**MACRO, "embed": [8], "depth": [2], "widths": [8], "classifier": [8]}, "test")
+    assert sized_dimensions(flat) == []
+    with pytest.raises(ConfigError, match="no sized dimension"):
+        check_sandwich(flat)
+    check_sandwich(space)
 
 
 def test_sandwich_trains_the_largest_the_smallest_and_uniform_paths():

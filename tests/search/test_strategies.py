@@ -195,6 +195,18 @@ def test_bad_inputs_fail_before_training(tiny_teacher, spaces, tmp_path, capsys,
     assert not out.exists()
 
 
+def test_sandwich_on_a_macro_space_sized_nowhere_is_refused(tiny_teacher, tmp_path, capsys):
+    teacher, _ = tiny_teacher
+    flat = tmp_path / "flat.yaml"
+    flat.write_text(yaml.safe_dump({**MACRO, "name": "flat", "embed": [8], "depth": [2], "widths": [8],
+                                    "classifier": [8]}))
+    out = tmp_path / "bad"
+    assert main(argv(teacher, flat, out, "spos", "--sampling", "sandwich")) == 2
+    err = capsys.readouterr().err
+    assert "search space flat has no sized dimension" in err and "Traceback" not in err
+    assert not out.exists()
+
+
 def test_corrupt_front_and_foreign_genotypes_are_refused(tiny_teacher, spaces, tmp_path, capsys):
     teacher, _ = tiny_teacher
     out = tmp_path / "s"

@@ -61,10 +61,18 @@ SAMPLING_SAYS = {"sandwich": f"sandwich rule (the largest, the smallest and {SAN
 
 
 def sized_dimensions(space) -> list[str]:
-    """The dimensions of ``space`` whose options are all numbers (depths, widths, sizes): the ones the sandwich
-    rule takes at their extremes."""
+    """The dimensions of ``space`` with more than one option, all numbers (depths, widths, sizes): the ones the
+    sandwich rule takes at their extremes."""
     return [k for k, opts in space.dimensions().items()
-            if all(isinstance(o, numbers.Real) and not isinstance(o, bool) for o in opts)]
+            if len(opts) > 1 and all(isinstance(o, numbers.Real) and not isinstance(o, bool) for o in opts)]
+
+
+def check_sandwich(space) -> None:
+    """ConfigError, one line, when ``space`` has no sized dimension for the sandwich rule."""
+    if not sized_dimensions(space):
+        raise ConfigError(f"--sampling sandwich: search space {space.name} has no sized dimension (two or more "
+                          f"options, every one a number) to find its largest and smallest path; use --sampling "
+                          f"uniform or fair")
 
 
 def sized_extreme(space, *, largest: bool, rng: np.random.Generator):
@@ -504,9 +512,8 @@ class SPOS(_OneShot):
         self.setup()
         env, cfg = self.env, self.env.cfg
         data, device, kd, run_dir = env.data, env.device, env.kd, env.run_dir
-        if cfg.sampling == "sandwich" and not sized_dimensions(self.space):
-            raise ConfigError(f"--sampling sandwich: search space {self.space.name} has no sized dimension (every "
-                              f"option a number) to find its largest and smallest path; use --sampling uniform or fair")
+        if cfg.sampling == "sandwich":
+            check_sandwich(self.space)
         net, params = self.build_supernet()
         opt = adamw(params, lr=self.lr, weight_decay=cfg.weight_decay)
         rows = self.train_rows
@@ -553,6 +560,7 @@ class SPOS(_OneShot):
                      grad_clip=cfg.grad_clip, extra={"kd": kd}, desc="spos supernet", log_every=cfg.log_every,
                      shard="rows")
         train_info = {"supernet_steps": result.state.global_step, "supernet_epochs": result.state.epoch,
+                      "supernet_sampling": cfg.sampling, "supernet_paths_per_step": len(self.paths(0)),
                       "supernet_seconds": round(result.state.train_seconds, 1), "supernet_history": result.state.history,
                       "supernet_weights": n_params, **self.processes(net, kd)}
         if result.stopped:
