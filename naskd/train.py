@@ -273,9 +273,10 @@ def fit(*, model: torch.nn.Module, optimizer, scheduler, epochs: int,
             raise NaskdError(f"{run_dir} was trained by {n} process{'es' * (n != 1)}; resume it with as many ("
                              + (f"torchrun --nproc_per_node {n} ...)" if n > 1 else "without torchrun)")
                              + f", not {dist.world_size()}: another count would not continue it exactly")
-        dist.say(f"[{desc}] resumed from {ck_path.name} at step {state.global_step} (epoch {state.epoch + 1} of "
-                 f"{epochs}, step {state.step_in_epoch} in it; {state.train_seconds / 60:.1f} min trained before)",
-                 flush=True)
+        where = (f"epoch {state.epoch + 1} of {epochs}, step {state.step_in_epoch} in it" if state.epoch < epochs
+                 else f"its {epochs} epochs already trained")
+        dist.say(f"[{desc}] resumed from {ck_path.name} at step {state.global_step} ({where}; "
+                 f"{state.train_seconds / 60:.1f} min trained before)", flush=True)
     if reduce_by_hand:                    # every rank starts from rank 0's weights (as DDP makes them)
         dist.broadcast_modules(model, *extra.values())
     log_path = run_dir / "log.jsonl"

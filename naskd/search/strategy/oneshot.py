@@ -4,10 +4,10 @@ training rows, with measured CPU latency as the second objective.
 spos (Guo et al. 2020, "Single Path One-Shot NAS with uniform sampling"): one supernet per space holds every
 architecture's weights; each training step samples one path (uniformly, or FairNAS' strict fairness, Chu et
 al. 2021) and trains it under the distillation criteria, or, under the sandwich rule (BigNAS, Yu et al. 2020,
-sec. 3.1), the largest and the smallest path and two uniform ones, their losses averaged into one step. Then a discrete search over the inherited weights:
-Optuna's NSGA-II (Deb et al. 2002) proposes architectures, each scored on the selection split in seconds,
-against its latency predicted from the measured per-part table (naskd.search.lut; FBNet's lookup table),
-with the constraint (``--speedup`` or ``--latency-ms``) as NSGA-II's constraint function.
+sec. 3.1), the largest and the smallest path and two uniform ones, their losses averaged into one step. Then a
+discrete search over the inherited weights: Optuna's NSGA-II (Deb et al. 2002) proposes architectures, each
+scored on the selection split in seconds, against its latency predicted from the measured per-part table
+(naskd.search.lut; FBNet's lookup table), with the constraint (``--speedup`` or ``--latency-ms``) as NSGA-II's constraint function.
 
 random (Li & Talwalkar 2019's baseline): architectures sampled within the constraint, each trained
 standalone on an equal share of the same training rows (the proxy recipe), the best on the selection split
@@ -526,7 +526,6 @@ class SPOS(_OneShot):
         total = len(batches_for_epoch(0)) * cfg.epochs
         sched = cosine_schedule(opt, total)
 
-
         def loss_fn(batch, progress):
             teacher = batch.get("teacher", {})
             outs = [kd(net(path=p, **batch), teacher, batch, progress) for p in self.paths(progress.step)]
@@ -551,8 +550,9 @@ class SPOS(_OneShot):
         dist.say(f"[search] spos on {env.spec.name}: space {self.space.name} ({self.space.kind}, "
                  f"{self.space.size():,} architectures), {n_params / 1e6:.2f}M supernet weights; {len(rows)} training "
                  f"rows, {len(self.selection)} selection rows carved from train (dev is never used to choose); "
-                 f"{SAMPLING_SAYS.get(cfg.sampling, cfg.sampling + ' paths')}; kd {cfg.kd}; lr {self.lr}; {cfg.epochs} epochs x {total // cfg.epochs} steps on "
-                 f"{device}; then {cfg.trials} NSGA-II trials; run directory {run_dir}", flush=True)
+                 f"{SAMPLING_SAYS.get(cfg.sampling, cfg.sampling + ' paths')}; kd {cfg.kd}; lr {self.lr}; "
+                 f"{cfg.epochs} epochs x {total // cfg.epochs} steps on {device}; then {cfg.trials} NSGA-II trials; "
+                 f"run directory {run_dir}", flush=True)
         result = fit(model=net, optimizer=opt, scheduler=sched, epochs=cfg.epochs, batches_for_epoch=batches_for_epoch,
                      make_batch=lambda r: batch_to(data.make_batch(r), device), loss_fn=loss_fn, evaluate=evaluate,
                      main_metric="probe_score", run_dir=run_dir, device=device, resume=env.resume,
