@@ -7,7 +7,8 @@ al. 2021) and trains it under the distillation criteria, or, under the sandwich 
 sec. 3.1), the largest and the smallest path and two uniform ones, their losses averaged into one step. Then a
 discrete search over the inherited weights: Optuna's NSGA-II (Deb et al. 2002) proposes architectures, each
 scored on the selection split in seconds, against its latency predicted from the measured per-part table
-(naskd.search.lut; FBNet's lookup table), with the constraint (``--speedup`` or ``--latency-ms``) as NSGA-II's constraint function.
+(naskd.search.lut; FBNet's lookup table), with the constraint (``--speedup`` or ``--latency-ms``) as NSGA-II's
+constraint function.
 
 random (Li & Talwalkar 2019's baseline): architectures sampled within the constraint, each trained
 standalone on an equal share of the same training rows (the proxy recipe), the best on the selection split
