@@ -25,11 +25,10 @@ one thread).
 Jobs run in a fixed order, baseline by baseline (B's first seed, its bench, the searches, then every student
 seed by seed); `--set lane=I/N` takes every N-th job from the I-th (0-based), so two one-thread processes share
 the list, and a job whose inputs are not ready yet is skipped and tried again on the next pass (every 5 minutes
-while another lane runs; `--set wait=false`: one pass). Every job resumes from its
-last checkpoint, whichever lane ran it before: restart every lane together after the list changes (never two
-code versions at once, or two lanes could take the same job). Writes
-benchmarks/results/matched_speed_sst2.{md,json}; finished runs' dev predictions go to
-benchmarks/results/dev_predictions_sst2.json.
+while another lane runs; `--set wait=false`: one pass). Every job resumes from its last checkpoint, whichever
+lane ran it before: restart every lane together after the list changes (never two code versions at once, or
+two lanes could take the same job). Writes benchmarks/results/matched_speed_sst2.{md,json}; finished runs' dev
+predictions go to benchmarks/results/dev_predictions_sst2.json.
 """
 from __future__ import annotations
 
