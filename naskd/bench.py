@@ -12,6 +12,7 @@ a machine whose speed drifts.
 from __future__ import annotations
 
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,6 +30,7 @@ from .predict import evaluate_model
 from .utils.io import write_json, write_text
 from .utils.rundir import data_root_or_none, prepare_run_dir
 from .utils.progress import bar
+from .utils.runtime import busy_load
 
 
 def bar_iter(items, desc):
@@ -256,7 +258,9 @@ def run_bench(models: list[str], *, data_dir=None, out=None, overwrite: bool = F
         n_settings = len({k for sub in subjects for k in sub.latency}) + len({k for sub in subjects
                                                                                for k in sub.throughput})
         pbar = bar(n_settings, "bench: timing, models taking turns", unit="setting")
+        busy = [busy_load(threads)]
         time_interleaved(subjects, repeat=repeat, threads=threads, progress=pbar)
+        busy.append(busy_load(threads))
         pbar.close()
     finally:
         torch.set_num_threads(before)     # the caller's setting, whatever happened
@@ -271,8 +275,16 @@ def run_bench(models: list[str], *, data_dir=None, out=None, overwrite: bool = F
             + f"; throughput = dev set in length-bucketed batches of {throughput_batch} ({threads} threads), "
             f"median of {repeat} passes. The models take turns (each block of 25 sentences, each pass, run by "
             "every model before the next), so a slow spell of the machine hits all of them alike.")
+    loads = [b for b in busy if b is not None]
+    if loads:
+        load, cores = max(loads)
+        warning = (f"the machine was busy while timing (load average {load:.1f} on {cores} cores at {threads} "
+                   "thread(s)): other processes slow the models unequally, so these ratios can be off by several "
+                   "times; bench again on a quiet machine")
+        print(f"warning: {warning}", file=sys.stderr)
+        head += f" WARNING: {warning}."
     write_text(run_dir / "bench.md", head + "\n\n" + table + "\n")
-    result = {"command": "bench", "threads": threads, "rows": rows, "note": head}
+    result = {"command": "bench", "threads": threads, "rows": rows, "note": head, "busy": bool(loads)}
     write_json(run_dir / "bench.json", result)
     result["_table"], result["_out"] = table, str(run_dir)
     return result

@@ -1,16 +1,22 @@
 """The front on SST-2 dev (issue 21, protocol 4): dev accuracy against CPU speed relative to the teacher for
 the searched picks, the random picks, every baseline and the teacher, all timed in one `naskd bench` run.
 
-Reads the finished retrains of the matched_speed study (``matched_root``) and the strategy_budget study
-(``budget_root``); every student directory found is benched with the teacher in one run (``threads``,
-batch-128 PyTorch throughput, the models taking turns), so the speeds are comparable. Several training seeds
-of one student (the matched study's ``-sN``) are drawn as their mean accuracy, at the speed of the first seed's
-student (they are the same architecture); the equal-budget study's ``-sN`` are search seeds, each its own pick
-and point.
+Accuracy: the committed dev predictions (results/dev_predictions_sst2.json) of every finished retrain of the
+matched_speed study (``matched-*``) and the strategy_budget study (``budget-*``), and of the teacher they were
+distilled against (its predictions recorded with them; one teacher for all, checked). Several training seeds
+of one student (the matched study's ``-sN``) are drawn as their mean accuracy; the equal-budget study's ``-sN``
+are search seeds, each its own pick and point.
 
-The study: `python benchmarks/run.py pareto_sst2` (benchmarks/studies/; one thread).
+Speed: the run directories are not needed. A model's CPU time depends on its architecture, not on its
+weights (no op of these students branches on values), so each distinct architecture is built again as a
+stand-in under ``out``: a teacher of the same base encoder fine-tuned on ``stand_in_rows`` rows, and each
+student retrained from it on as many rows (a genotype read back from the run's recorded description; a
+baseline from its kind and sizes). The stand-ins and the stand-in teacher are timed in one `naskd bench` run
+(``threads``, batch-128 PyTorch throughput, the models taking turns), so the speeds are comparable; their own
+(untrained) accuracy is not used.
 
-Run it alone on a quiet machine (timings). Writes benchmarks/results/pareto_sst2.{png,md,json}.
+The study: `python benchmarks/run.py pareto_sst2` (benchmarks/studies/; one thread). Run it alone on a quiet
+machine (timings). Writes benchmarks/results/pareto_sst2.{png,md,json}.
 """
 from __future__ import annotations
 
@@ -19,17 +25,20 @@ from pathlib import Path
 
 import numpy as np
 
-from common import DATA_DIR, REQUIRED, RESULTS, Evidence, load_json, markdown_table, study_command
+from common import (DATA_DIR, REQUIRED, RESULTS, Evidence, load_json, markdown_table, retrain_once, run_naskd,
+                    study_command)
 
 GROUPS = {"baseline": ("#00798c", "s"), "spos": ("#d1495b", "o"), "hyperband": ("#edae49", "D"),
           "gdas": ("#66a182", "v"), "random": ("#9aa5b1", "^"), "teacher": ("#000000", "*")}
 SEED = re.compile(r"-s(\d+)(-retrain)?$")
+RECIPES = {"matched-": "augmented set, 8 x 200,000 rows, logit MSE", "budget-": "SST-2 train, 6 epochs, logit MSE"}
 PARAMS = {
-    "teacher": (REQUIRED, "the SST-2 teacher run (benched with the students; its dev predictions)"),
-    "matched_root": (None, "the matched_speed study's root (its finished retrains)"),
-    "budget_root": (None, "the strategy_budget study's root (its finished retrains)"),
-    "out": (REQUIRED, "the bench run's directory (replaced when it exists)"),
+    "out": (REQUIRED, "where the stand-in models and the bench run go (stand-ins reused when there)"),
+    "prefixes": (["matched-", "budget-"], "the recorded runs drawn: those whose name starts with one of these"),
+    "base_teacher": (None, "the stand-in teacher's base encoder (default: the recipe's, all-MiniLM-L6-v2)"),
+    "stand_in_rows": (64, "training rows of each stand-in (their weights do not matter, only their shapes)"),
     "threads": (1, "threads of the bench"),
+    "only": (None, "figure: the figure and table again from the bench already under out (no timing)"),
     "data_dir": (DATA_DIR, "the data folder"),
 }
 
@@ -46,28 +55,96 @@ def group_of(name: str) -> tuple[str, str]:
     return "baseline", base.removeprefix("matched-")
 
 
+def architecture(metrics: dict) -> tuple[str, dict]:
+    """(a file-name-safe key, `naskd retrain` flags) of the student a recorded run trained, from its config
+    and description (``genotype emb300 | ...``, ``bilstm_soft (BiLSTM 150x2, ReLU 200)``,
+    ``truncated_teacher (k=1)``)."""
+    from naskd.space.macro import MacroGenotype
+
+    student = (metrics.get("config") or {}).get("student")
+    desc = metrics.get("description", "")
+    if student == "genotype":
+        g = MacroGenotype.from_description(desc.removeprefix("genotype "))
+        return re.sub(r"[^a-z0-9]+", "_", g.describe()).strip("_"), {"student": "genotype", "genotype": g}
+    m = re.search(r"BiLSTM (\d+)x2, ReLU (\d+)", desc)
+    if student == "bilstm_soft" and m:
+        return f"bilstm_{m[1]}_{m[2]}", {"student": "bilstm_soft", "bilstm_hidden": int(m[1]), "bilstm_relu": int(m[2])}
+    m = re.search(r"\(k=(\d+)\)", desc)
+    if student == "truncated_teacher" and m:
+        return f"truncated_{m[1]}", {"student": "truncated_teacher", "truncate_k": int(m[1])}
+    raise SystemExit(f"cannot rebuild the student of {desc!r} (student {student!r}): add its kind to architecture()")
+
+
+def stand_ins(args, archs: dict) -> tuple[Path, dict]:
+    """The stand-in teacher and one stand-in student per architecture key, built under ``out`` (reused when
+    finished there)."""
+    out = Path(args.out).expanduser()
+    teacher = out / "teacher"
+    small = {"task": "sst2", "data_dir": args.data_dir, "max_train_examples": args.stand_in_rows, "epochs": 1}
+    if (load_json(teacher / "metrics.json") or {}).get("status") != "finished":
+        argv = ["teacher", "--task", "sst2", "--data-dir", args.data_dir, "--max-train-examples",
+                str(args.stand_in_rows), "--epochs", "1", "--out", str(teacher)]
+        run_naskd(argv + (["--teacher", args.base_teacher] if args.base_teacher else []), out=teacher)
+    students = {}
+    for key, flags in archs.items():
+        flags = dict(flags)
+        if "genotype" in flags:
+            path = out / "genotypes" / f"{key}.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            flags["genotype"].save(path)
+            flags["genotype"] = str(path)
+        run = out / "students" / key
+        retrain_once(run, {**small, **flags, "teacher": str(teacher), "kd": "logit_mse"})
+        students[key] = run / "student"
+    return teacher, students
+
+
+def pareto_front(rows: list[dict]) -> list[dict]:
+    """The rows no other row beats on both speed and accuracy (at least as good on both, better on one),
+    slowest first."""
+    def beaten(r):
+        return any(o["speed (x teacher)"] >= r["speed (x teacher)"] and o["dev accuracy"] >= r["dev accuracy"]
+                   and (o["speed (x teacher)"], o["dev accuracy"]) != (r["speed (x teacher)"], r["dev accuracy"])
+                   for o in rows)
+    return sorted((r for r in rows if not beaten(r)), key=lambda r: r["speed (x teacher)"])
+
+
 def run(args) -> None:
     from naskd.bench import run_bench
     from naskd.data.readers import read_columns
     from naskd.data.tasks import get_task
 
-    roots = [Path(r).expanduser() for r in (args.matched_root, args.budget_root) if r]
-    runs = sorted(d for r in roots if r.is_dir() for d in r.iterdir()
-                  if (d / "student").is_dir() and (load_json(d / "metrics.json") or {}).get("status") == "finished")
-    if not runs:
-        raise SystemExit("no finished student under " + ", ".join(map(str, roots)))
     gold = np.asarray(read_columns(get_task("sst2"), args.data_dir, "dev")["label"])
     ev = Evidence()
-    students: dict = {}                # label -> {"group", "runs": [...], "accs": [...]}
-    for d in runs:
-        group, label = group_of(d.name)
-        s = students.setdefault(label, {"group": group, "runs": [], "accs": []})
-        s["runs"].append(d)
-        s["accs"].append(float((ev.labels(d, len(gold)) == gold).mean()))
-    teacher = Path(args.teacher).expanduser()
-    models = [str(s["runs"][0] / "student") for s in students.values()] + [str(teacher)]
-    res = run_bench(models, data_dir=args.data_dir, out=str(Path(args.out).expanduser()), onnx=False,
-                    threads=args.threads, overwrite=Path(args.out).expanduser().exists())
+    names = sorted(n for n in ev.data["runs"] if n.startswith(tuple(args.prefixes)))
+    if not names:
+        raise SystemExit(f"no recorded run starting with {', '.join(args.prefixes)} in {ev.path}")
+    teachers = {ev.stored(n).get("teacher_predictions") for n in names}
+    if len(teachers) != 1 or None in teachers:
+        raise SystemExit("the recorded runs were distilled against different teachers (or one is not recorded): "
+                         "draw one teacher's students at a time (--set prefixes=[...])")
+    t_labels = np.array([int(c) for c in teachers.pop()])
+    students: dict = {}                # label -> {"group", "arch", "accs": [...]}
+    archs: dict = {}
+    for n in names:
+        group, label = group_of(n)
+        key, flags = architecture(ev.metrics(n))
+        archs[key] = flags
+        recipe = next((r for p, r in RECIPES.items() if n.startswith(p)), "")
+        s = students.setdefault(label, {"group": group, "arch": key, "accs": [], "recipe": recipe})
+        if s["arch"] != key:
+            raise SystemExit(f"{n}: another architecture than the other seeds of {label!r}")
+        s["accs"].append(float((ev.labels(n, len(gold)) == gold).mean()))
+    teacher, built = stand_ins(args, archs)
+    bench_out = Path(args.out).expanduser() / "bench"
+    models = [*map(str, built.values()), str(teacher)]
+    res = load_json(bench_out / "bench.json") if args.only == "figure" else None
+    if args.only == "figure" and (res is None or not {str(Path(m).resolve()) for m in models}
+                                  <= {str(Path(r["path"]).resolve()) for r in res["rows"]}):
+        raise SystemExit(f"only=figure: {bench_out} does not hold a bench of every stand-in; run without it")
+    if res is None:
+        res = run_bench(models, data_dir=args.data_dir, out=str(bench_out), onnx=False, threads=args.threads,
+                        overwrite=bench_out.exists())
     by_path = {str(Path(r["path"]).resolve()): r for r in res["rows"]}
 
     def row_of(path) -> dict:
@@ -75,12 +152,11 @@ def run(args) -> None:
         return by_path.get(str(p)) or by_path[str(p.parent)]
 
     t_row = row_of(teacher)
-    t_acc = float((ev.labels(teacher, len(gold), finished=False) == gold).mean())
-    rows = [{"student": "teacher", "group": "teacher", "seeds": 1, "dev accuracy": t_acc, "speed (x teacher)": 1.0,
-             "params without embeddings": t_row["params without embeddings"]}]
+    rows = [{"student": "teacher", "group": "teacher", "seeds": 1, "dev accuracy": float((t_labels == gold).mean()),
+             "speed (x teacher)": 1.0, "params without embeddings": t_row["params without embeddings"]}]
     for label, s in students.items():
-        r = row_of(s["runs"][0] / "student")
-        rows.append({"student": label, "group": s["group"], "seeds": len(s["accs"]),
+        r = row_of(built[s["arch"]])
+        rows.append({"student": label, "group": s["group"], "recipe": s["recipe"], "seeds": len(s["accs"]),
                      "dev accuracy": float(np.mean(s["accs"])), "speed (x teacher)": r["torch x throughput"],
                      "params without embeddings": r["params without embeddings"]})
     import matplotlib
@@ -90,31 +166,45 @@ def run(args) -> None:
 
     from naskd.utils.io import atomic_path, write_json, write_text
 
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    fig, ax = plt.subplots(figsize=(10, 5))
+    main_recipe = RECIPES["matched-"]
     for g in [*GROUPS, *sorted({r["group"] for r in rows} - set(GROUPS))]:    # a new group is drawn too
         color, marker = GROUPS.get(g, ("#555555", "x"))
-        pts = [r for r in rows if r["group"] == g]
-        if pts:
-            ax.scatter([r["speed (x teacher)"] for r in pts], [r["dev accuracy"] for r in pts], c=color,
-                       marker=marker, s=60 if g == "teacher" else 36, label=g, zorder=3)
-            for r in pts:
-                ax.annotate(r["student"], (r["speed (x teacher)"], r["dev accuracy"]), textcoords="offset points",
-                            xytext=(4, 3), fontsize=6)
+        for filled in (True, False):
+            pts = [r for r in rows if r["group"] == g and (r.get("recipe", main_recipe) == main_recipe) == filled]
+            if pts:
+                ax.scatter([r["speed (x teacher)"] for r in pts], [r["dev accuracy"] for r in pts], marker=marker,
+                           s=70 if g == "teacher" else 40, zorder=3, edgecolors=color,
+                           facecolors=color if filled else "none", label=g if filled else f"{g} (equal-budget recipe)")
+    # the matched recipe's points are named (one label for points that coincide: the same run twice)
+    named: dict = {}
+    for r in rows:
+        if r.get("recipe", main_recipe) == main_recipe:
+            named.setdefault((r["speed (x teacher)"], r["dev accuracy"]), []).append(r["student"])
+    for (x, y), labels in named.items():
+        ax.annotate("\n".join(labels), (x, y), textcoords="offset points", xytext=(5, -3), fontsize=6.5)
+    front = pareto_front([r for r in rows if r.get("recipe", main_recipe) == main_recipe])
+    ax.step([r["speed (x teacher)"] for r in front], [r["dev accuracy"] for r in front], where="post",
+            color="#777777", lw=0.8, ls="--", zorder=2, label="front (matched recipe)")
     ax.set_xscale("log")
     ax.set_xlabel(f"batch-128 CPU throughput relative to the teacher ({args.threads} thread(s), measured)")
     ax.set_ylabel("SST-2 dev accuracy (seed mean, last epoch)")
     ax.set_title("SST-2: students against the teacher, one `naskd bench` run", fontsize=9)
-    ax.legend(fontsize=8, loc="lower left")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     with atomic_path(RESULTS / "pareto_sst2.png") as tmp:
         fig.savefig(tmp, dpi=130, format="png")
     plt.close(fig)
     command = study_command()
+    note = (f"Accuracy: the committed dev predictions ({ev.path.name}) of {len(names)} finished runs and of the "
+            "teacher they were distilled against; each student's retraining recipe is its study's (column recipe). "
+            "Speed: each architecture rebuilt as an untrained stand-in "
+            f"({args.stand_in_rows} training rows; CPU time does not depend on the weights) and timed with a "
+            "stand-in of the teacher in one bench run. " + res["note"])
     text = "\n".join(["## SST-2 front: dev accuracy against measured CPU speed", "", f"Made with `{command}`.", "",
-                      res["note"], "", "![front](pareto_sst2.png)", "",
-                      markdown_table(rows, ["student", "group", "seeds", "dev accuracy", "speed (x teacher)",
+                      note, "", "![front](pareto_sst2.png)", "",
+                      markdown_table(rows, ["student", "group", "recipe", "seeds", "dev accuracy", "speed (x teacher)",
                                             "params without embeddings"]), ""])
     write_text(RESULTS / "pareto_sst2.md", text)
     write_json(RESULTS / "pareto_sst2.json", {"command": command, "rows": rows, "bench": res["rows"]})
     print(text)
-

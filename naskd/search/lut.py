@@ -197,13 +197,12 @@ def warn_if_busy(threads: int) -> bool:
     stay in the table. True when it warned."""
     import warnings
 
-    try:
-        load = os.getloadavg()[0]
-    except (AttributeError, OSError):         # not on every platform
+    from ..utils.runtime import busy_load
+
+    busy = busy_load(threads)
+    if busy is None:
         return False
-    cores = os.cpu_count() or 1
-    if load <= cores - threads + 1.5:          # this process itself counts about 1
-        return False
+    load, cores = busy
     warnings.warn(f"the machine is busy (load average {load:.1f} on {cores} cores) while latency is measured at "
                   f"{threads} thread{'s' if threads > 1 else ''}: the times kept in the table will be too slow; "
                   "measure on a quiet machine (delete the table under <cache dir>/latency/ to measure again)")

@@ -22,6 +22,7 @@ Sentence tasks only (single, pair, regression).
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -122,6 +123,30 @@ class MacroGenotype:
         """e.g. ``emb300 | lstm300 | ends | relu200``, ``emb128 | conv3-200 | attn4-64 | max | relu400``."""
         layers = [f"{op}{w}" if op[-1].isalpha() else f"{op}-{w}" for op, w in self.layers]
         return " | ".join([f"emb{self.embed}", *layers, self.pooling, f"relu{self.classifier}"])
+
+    @classmethod
+    def from_description(cls, text: str, space: str = "macro") -> MacroGenotype:
+        """The genotype :meth:`describe` wrote as ``text`` (``emb300 | conv3-64 | lstm200 | mean | relu400``),
+        e.g. read back from a table or a metrics.json ``description``; one :class:`NaskdError` naming the part
+        that is not one when ``text`` is not such a line (the checks of :meth:`from_dict` apply)."""
+        where = f"{text!r} is not a macro genotype's description"
+        parts = [p.strip() for p in text.split("|")] if isinstance(text, str) else []
+        if len(parts) < 4:
+            raise NaskdError(f"{where}: expected 'embN | layer | ... | pooling | reluN' (at least one layer)")
+        emb, *layers, pooling, relu = parts
+        numbers = {}
+        for name, part, prefix in (("embed", emb, "emb"), ("classifier", relu, "relu")):
+            m = re.fullmatch(prefix + r"(\d+)", part)
+            if m is None:
+                raise NaskdError(f"{where}: {part!r} is not {prefix}<N>")
+            numbers[name] = int(m.group(1))
+        parsed = []
+        for part in layers:
+            m = re.fullmatch(r"(lstm)(\d+)|([a-z]+\d+)-(\d+)", part)
+            if m is None:
+                raise NaskdError(f"{where}: layer {part!r} is not lstm<width> or <op>-<width> (conv3-64, attn4-200)")
+            parsed.append([m.group(1), int(m.group(2))] if m.group(1) else [m.group(3), int(m.group(4))])
+        return cls.from_dict({"space": space, "layers": parsed, "pooling": pooling, **numbers}, f"{text!r}")
 
     def save(self, path: str | os.PathLike) -> None:
         write_json(path, self.to_dict())

@@ -1,6 +1,7 @@
 """Device choice and seeding (the runner moves models; models never pick a device)."""
 from __future__ import annotations
 
+import os
 import random
 import statistics
 import time
@@ -60,3 +61,17 @@ def median_seconds(fn, repeat: int, warmup: int = 1) -> float:
         fn()
         times.append(time.perf_counter() - t)
     return statistics.median(times)
+
+
+def busy_load(threads: int) -> tuple[float, int] | None:
+    """(1-minute load average, cores) when other processes keep the cores busy while this one times at
+    ``threads`` threads, else None (also where the platform has no load average). Times measured on a busy
+    machine are not the machine's: a thread waiting for a busy core makes a forward several times slower, and
+    not every model alike. This process itself counts about 1 in the load, hence the 1.5 allowed above the
+    cores the timing leaves free."""
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+    cores = os.cpu_count() or 1
+    return (load, cores) if load > cores - threads + 1.5 else None

@@ -127,6 +127,36 @@ def test_genotype_round_trips_through_json_and_describes_itself(tmp_path):
     assert load_oneshot_space("macro").genotype_from_dict(TANG) == g
 
 
+def test_descriptions_read_back_as_the_genotypes_they_describe():
+    ops = ("lstm", "conv3", "dwconv5", "attn4", "attn8")
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        layers = tuple((str(rng.choice(ops)), int(rng.choice([64, 128, 200, 296]))) for _ in range(rng.integers(1, 7)))
+        layers = tuple((op, w) for op, w in layers if not (op == "attn8" and w % 8))
+        if not layers:
+            continue
+        g = MacroGenotype("macro", int(rng.choice([64, 300])), layers, str(rng.choice(["ends", "max", "mean"])),
+                          int(rng.choice([200, 400])))
+        assert MacroGenotype.from_description(g.describe()) == g
+    assert MacroGenotype.from_description(" emb300|lstm300 | ends|relu200 ") == MacroGenotype.from_dict(TANG)
+
+
+@pytest.mark.parametrize("text, words", [
+    ("emb300 | ends | relu200", ["at least one layer"]),
+    ("e300 | lstm300 | ends | relu200", ["'e300'", "emb<N>"]),
+    ("emb300 | lstm300 | ends | 200", ["'200'", "relu<N>"]),
+    ("emb300 | conv3_64 | max | relu200", ["layer 'conv3_64'"]),
+    ("emb300 | gru64 | max | relu200", ["layer 'gru64'"]),
+    ("emb300 | conv4-64 | max | relu200", ["odd"]),
+    ("emb300 | lstm300 | first | relu200", ["'pooling'"]),
+])
+def test_bad_descriptions_name_the_part(text, words):
+    with pytest.raises(NaskdError) as e:
+        MacroGenotype.from_description(text)
+    for w in words:
+        assert w in str(e.value), str(e.value)
+
+
 @pytest.mark.parametrize("bad, words", [
     ([1, 2], ["array"]),
     ({**TANG, "format": 2}, ["format 2"]),

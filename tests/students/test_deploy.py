@@ -98,8 +98,10 @@ def test_onnx_and_torchscript_match_pytorch(student, tiny_teacher, tmp_path, whi
         assert np.abs(got_ts - want).max() < 1e-4
 
 
-def test_bench_table_and_ratios(student, tiny_teacher, tmp_path, capsys):
+def test_bench_table_and_ratios(student, tiny_teacher, tmp_path, capsys, monkeypatch):
     teacher, _ = tiny_teacher
+    loads = iter([None, (3.4, 2)])          # quiet when the timing starts, busy when it ends
+    monkeypatch.setattr("naskd.bench.busy_load", lambda threads: next(loads))
     assert main(["bench", "--model", str(teacher), "--model", str(student), "--data-dir", str(DATA),
                  "--latency-examples", "20", "--repeat", "1", "--threads", "2", "--out", str(tmp_path / "b")]) == 0
     assert torch.get_num_threads() == 1          # the caller's thread setting is given back
@@ -117,7 +119,12 @@ def test_bench_table_and_ratios(student, tiny_teacher, tmp_path, capsys):
     assert s["torch x throughput"] == pytest.approx(s["torch b128 ex/s"] / t["torch b128 ex/s"])
     assert s["onnx max abs diff"] < 1e-4 and t["onnx max abs diff"] < 1e-4
     assert s["dev accuracy"] == s["dev metrics"]["accuracy"] and s["latency examples"] == 20
-    assert "| model |" in (tmp_path / "b/bench.md").read_text() and "| model |" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "| model |" in (tmp_path / "b/bench.md").read_text() and "| model |" in printed.out
+    # a machine busy during the timing is said on stderr and in the note kept with the table
+    assert "the machine was busy while timing (load average 3.4 on 2 cores" in printed.err
+    assert res["busy"] is True and "WARNING: the machine was busy" in res["note"]
+    assert "WARNING: the machine was busy" in (tmp_path / "b/bench.md").read_text()
     with pytest.raises(NaskdError):
         load_model(tmp_path / "nothing")
 
