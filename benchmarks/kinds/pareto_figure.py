@@ -126,10 +126,13 @@ def run(args) -> None:
     t_labels = np.array([int(c) for c in teachers.pop()])
     students: dict = {}                # label -> {"group", "arch", "accs": [...]}
     archs: dict = {}
+    params: dict = {}                  # architecture key -> the parameter counts its runs recorded
     for n in names:
         group, label = group_of(n)
-        key, flags = architecture(ev.metrics(n))
+        m = ev.metrics(n)
+        key, flags = architecture(m)
         archs[key] = flags
+        params.setdefault(key, set()).add(m.get("parameters"))
         recipe = next((r for p, r in RECIPES.items() if n.startswith(p)), "")
         s = students.setdefault(label, {"group": group, "arch": key, "accs": [], "recipe": recipe})
         if s["arch"] != key:
@@ -151,6 +154,10 @@ def run(args) -> None:
         p = Path(path).resolve()
         return by_path.get(str(p)) or by_path[str(p.parent)]
 
+    for key, path in built.items():   # the stand-in is the architecture the runs trained
+        got, want = row_of(path)["params"], params[key] - {None}
+        if want and want != {got}:
+            raise SystemExit(f"the stand-in {path} has {got:,} parameters, its runs recorded {sorted(want)}")
     t_row = row_of(teacher)
     rows = [{"student": "teacher", "group": "teacher", "seeds": 1, "dev accuracy": float((t_labels == gold).mean()),
              "speed (x teacher)": 1.0, "params without embeddings": t_row["params without embeddings"]}]
@@ -195,7 +202,7 @@ def run(args) -> None:
     with atomic_path(RESULTS / "pareto_sst2.png") as tmp:
         fig.savefig(tmp, dpi=130, format="png")
     plt.close(fig)
-    command = study_command()
+    command = study_command().replace(" --only figure", "")     # the figure alone is redrawn from the same bench
     note = (f"Accuracy: the committed dev predictions ({ev.path.name}) of {len(names)} finished runs and of the "
             "teacher they were distilled against; each student's retraining recipe is its study's (column recipe). "
             "Speed: each architecture rebuilt as an untrained stand-in "
