@@ -20,6 +20,12 @@ _KEPT_METRICS = ("status", "description", "dev", "parameters", "parameters_witho
                  "best_epoch")
 
 
+# a run's settings kept with its predictions: enough to rebuild its student's architecture without the run
+# (its genotype is in the metrics' description)
+CONFIG_KEPT = ("min_params", "sample_seed", "seed", "teacher", "genotype", "student", "bilstm_hidden", "bilstm_relu",
+               "bilstm_embed", "truncate_k", "width", "embed_width")
+
+
 def label_string(labels) -> str:
     return "".join(str(int(v)) for v in labels)
 
@@ -90,8 +96,7 @@ class PredictionStore:
                 import yaml
 
                 c = yaml.safe_load(cfg.read_text()) or {}
-                entry["metrics"]["config"] = {k: c[k] for k in ("min_params", "sample_seed", "seed", "teacher",
-                                                                 "genotype", "student") if k in c}
+                entry["metrics"]["config"] = {k: c[k] for k in CONFIG_KEPT if k in c}
         if teacher_labels is not None:
             entry["teacher_predictions"] = label_string(teacher_labels)
         if command:

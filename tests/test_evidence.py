@@ -51,7 +51,7 @@ def test_record_then_read_without_the_run(tmp_path):
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(7, 2))
     run = tmp_path / "runs" / "random-0-x"
-    fake_run(run, logits, 0.5, min_params=99, sample_seed=0)
+    fake_run(run, logits, 0.5, min_params=99, sample_seed=0, truncate_k=3, lr=0.1)
     store = tmp_path / "predictions.json"
     ev = PredictionStore(store)
     assert ev.metrics(run)["dev"]["accuracy"] == 0.5 and not ev.from_store(run)
@@ -63,7 +63,7 @@ def test_record_then_read_without_the_run(tmp_path):
     assert np.array_equal(ev2.labels(run, 7), logits.argmax(-1))
     m = ev2.metrics(run)
     assert m["status"] == "finished" and m["dev"] == {"accuracy": 0.5, "epoch": 2}
-    assert m["config"] == {"min_params": 99, "sample_seed": 0} and "history" not in m
+    assert m["config"] == {"min_params": 99, "sample_seed": 0, "truncate_k": 3} and "history" not in m
     assert ev2.teacher_differs(run, np.ones(7, int)) and not ev2.teacher_differs(run, np.zeros(7, int))
     with pytest.raises(NaskdError, match="dev has 8"):
         ev2.labels(run, 8)

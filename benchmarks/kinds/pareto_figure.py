@@ -66,12 +66,18 @@ def architecture(metrics: dict) -> tuple[str, dict]:
     if student == "genotype":
         g = MacroGenotype.from_description(desc.removeprefix("genotype "))
         return re.sub(r"[^a-z0-9]+", "_", g.describe()).strip("_"), {"student": "genotype", "genotype": g}
+    cfg = metrics.get("config") or {}
     m = re.search(r"BiLSTM (\d+)x2, ReLU (\d+)", desc)
-    if student == "bilstm_soft" and m:
-        return f"bilstm_{m[1]}_{m[2]}", {"student": "bilstm_soft", "bilstm_hidden": int(m[1]), "bilstm_relu": int(m[2])}
+    if student == "bilstm_soft" and (m or "bilstm_hidden" in cfg):     # the recorded settings, else the description
+        h, r = (cfg["bilstm_hidden"], cfg["bilstm_relu"]) if "bilstm_hidden" in cfg else (int(m[1]), int(m[2]))
+        flags = {"student": "bilstm_soft", "bilstm_hidden": h, "bilstm_relu": r}
+        if cfg.get("bilstm_embed") is not None:
+            flags["bilstm_embed"] = cfg["bilstm_embed"]
+        return f"bilstm_{h}_{r}" + (f"_e{flags['bilstm_embed']}" if "bilstm_embed" in flags else ""), flags
     m = re.search(r"\(k=(\d+)\)", desc)
-    if student == "truncated_teacher" and m:
-        return f"truncated_{m[1]}", {"student": "truncated_teacher", "truncate_k": int(m[1])}
+    if student == "truncated_teacher" and (m or cfg.get("truncate_k") is not None):
+        k = cfg["truncate_k"] if cfg.get("truncate_k") is not None else int(m[1])
+        return f"truncated_{k}", {"student": "truncated_teacher", "truncate_k": k}
     raise SystemExit(f"cannot rebuild the student of {desc!r} (student {student!r}): add its kind to architecture()")
 
 
