@@ -30,7 +30,7 @@ from .predict import evaluate_model
 from .utils.io import write_json, write_text
 from .utils.rundir import data_root_or_none, prepare_run_dir
 from .utils.progress import bar
-from .utils.runtime import busy_load
+from .utils.runtime import busy_cores
 
 
 def bar_iter(items, desc):
@@ -258,9 +258,9 @@ def run_bench(models: list[str], *, data_dir=None, out=None, overwrite: bool = F
         n_settings = len({k for sub in subjects for k in sub.latency}) + len({k for sub in subjects
                                                                                for k in sub.throughput})
         pbar = bar(n_settings, "bench: timing, models taking turns", unit="setting")
-        busy = [busy_load(threads)]
+        busy = [busy_cores(threads)]
         time_interleaved(subjects, repeat=repeat, threads=threads, progress=pbar)
-        busy.append(busy_load(threads))
+        busy.append(busy_cores(threads))
         pbar.close()
     finally:
         torch.set_num_threads(before)     # the caller's setting, whatever happened
@@ -277,10 +277,10 @@ def run_bench(models: list[str], *, data_dir=None, out=None, overwrite: bool = F
             "every model before the next), so a slow spell of the machine hits all of them alike.")
     loads = [b for b in busy if b is not None]
     if loads:
-        load, cores = max(loads)
-        warning = (f"the machine was busy while timing (load average {load:.1f} on {cores} cores at {threads} "
-                   "thread(s)): other processes slow the models unequally, so these ratios can be off by several "
-                   "times; bench again on a quiet machine")
+        used, cores = max(loads)
+        warning = (f"the machine was busy while timing (other processes used {used:.1f} of its {cores} cores; "
+                   f"timed at {threads} thread(s)): they slow the models unequally, so these ratios can be off by "
+                   "several times; bench again on a quiet machine")
         print(f"warning: {warning}", file=sys.stderr)
         head += f" WARNING: {warning}."
     write_text(run_dir / "bench.md", head + "\n\n" + table + "\n")

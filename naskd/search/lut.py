@@ -197,14 +197,14 @@ def warn_if_busy(threads: int) -> bool:
     stay in the table. True when it warned."""
     import warnings
 
-    from ..utils.runtime import busy_load
+    from ..utils.runtime import busy_cores
 
-    busy = busy_load(threads)
+    busy = busy_cores(threads)
     if busy is None:
         return False
-    load, cores = busy
-    warnings.warn(f"the machine is busy (load average {load:.1f} on {cores} cores) while latency is measured at "
-                  f"{threads} thread{'s' if threads > 1 else ''}: the times kept in the table will be too slow; "
+    used, cores = busy
+    warnings.warn(f"the machine is busy (other processes use {used:.1f} of its {cores} cores) while latency is "
+                  f"measured at {threads} thread{'s' if threads > 1 else ''}: the times kept in the table will be too slow; "
                   "measure on a quiet machine (delete the table under <cache dir>/latency/ to measure again)")
     return True
 

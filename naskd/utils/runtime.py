@@ -63,15 +63,35 @@ def median_seconds(fn, repeat: int, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
-def busy_load(threads: int) -> tuple[float, int] | None:
-    """(1-minute load average, cores) when other processes keep the cores busy while this one times at
-    ``threads`` threads, else None (also where the platform has no load average). Times measured on a busy
-    machine are not the machine's: a thread waiting for a busy core makes a forward several times slower, and
-    not every model alike. This process itself counts about 1 in the load, hence the 1.5 allowed above the
-    cores the timing leaves free."""
+def _cpu_seconds() -> float:
+    """Seconds of CPU time all processes have spent busy since boot (/proc/stat: user, nice, system, irq, softirq,
+    steal; a hypervisor's steal counts, it slows this machine too)."""
+    with open("/proc/stat") as f:
+        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in f.readline().split()[1:9])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def other_cpu_use(window: float = 0.25) -> float | None:
+    """Cores' worth of CPU time that other processes used over ``window`` seconds of wall time (all processes'
+    busy time from /proc/stat less this process's own, :func:`time.process_time`); None where the platform has
+    no /proc/stat."""
     try:
-        load = os.getloadavg()[0]
-    except (AttributeError, OSError):
+        busy0, own0, wall0 = _cpu_seconds(), time.process_time(), time.perf_counter()
+        time.sleep(window)
+        busy1, own1, wall1 = _cpu_seconds(), time.process_time(), time.perf_counter()
+    except (OSError, ValueError):
         return None
+    return max(0.0, (busy1 - busy0) - (own1 - own0)) / (wall1 - wall0)
+
+
+def busy_cores(threads: int) -> tuple[float, int] | None:
+    """(cores' worth of CPU other processes use, cores) when that would disturb a timing at ``threads``
+    threads, else None (also where it cannot be measured). Disturbing: more than half a core, or more than the
+    cores the timing leaves free less half a core on a larger machine. On a small machine a second busy process
+    slows a timed forward several times over and not every model alike (two vCPUs may share one physical core),
+    so timings taken then are not the machine's."""
+    used = other_cpu_use()
     cores = os.cpu_count() or 1
-    return (load, cores) if load > cores - threads + 1.5 else None
+    if used is None:
+        return None
+    return (used, cores) if used > max(0.5, cores - threads - 0.5) else None

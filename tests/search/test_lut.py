@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -402,14 +403,45 @@ def test_calibrated_overhead_makes_predictions_whole_model_times(tmp_path, monke
 
 
 def test_busy_machine_is_warned_about(monkeypatch):
-    monkeypatch.setattr(L.os, "cpu_count", lambda: 2)
-    monkeypatch.setattr(L.os, "getloadavg", lambda: (2.2, 2.0, 2.0))
-    with pytest.warns(UserWarning, match="the machine is busy .load average 2.2 on 2 cores"):
-        assert L.warn_if_busy(2)
-    monkeypatch.setattr(L.os, "getloadavg", lambda: (1.1, 1.0, 1.0))      # this process alone
-    assert not L.warn_if_busy(2)
-    monkeypatch.setattr(L.os, "getloadavg", lambda: (2.2, 2.0, 2.0))      # one other process, one thread each
-    assert not L.warn_if_busy(1)
+    import naskd.utils.runtime as R
+
+    monkeypatch.setattr(R.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(R, "other_cpu_use", lambda: 1.0)          # another process keeps a core busy
+    with pytest.warns(UserWarning, match="the machine is busy .other processes use 1.0 of its 2 cores"):
+        assert L.warn_if_busy(1)
+    monkeypatch.setattr(R, "other_cpu_use", lambda: 0.1)          # the machine's own background
+    assert not L.warn_if_busy(2) and R.busy_cores(1) is None
+    monkeypatch.setattr(R.os, "cpu_count", lambda: 16)            # a large machine: room for others beside 2 threads
+    monkeypatch.setattr(R, "other_cpu_use", lambda: 4.0)
+    assert R.busy_cores(2) is None and R.busy_cores(14) == (4.0, 16)
+    monkeypatch.setattr(R, "other_cpu_use", lambda: None)         # no /proc/stat: nothing said
+    assert R.busy_cores(1) is None
+
+
+def test_other_processes_cpu_use_is_measured_and_ours_is_not():
+    import subprocess
+    import sys
+    import threading
+
+    from naskd.utils.runtime import other_cpu_use
+
+    spinner = subprocess.Popen([sys.executable, "-c", "import time\nt = time.time()\nwhile time.time() - t < 5: pass"])
+    try:
+        time.sleep(0.5)
+        assert other_cpu_use(0.5) > 0.6               # a spinning child is another process: about one core
+    finally:
+        spinner.kill()
+        spinner.wait()
+    before = other_cpu_use(0.5)                        # the machine's background
+    stop = []
+    spin = threading.Thread(target=lambda: [None for _ in iter(lambda: bool(stop), True)])
+    spin.start()
+    try:
+        ours = other_cpu_use(0.5)                      # our own thread spinning (a core) is not another process
+    finally:
+        stop.append(1)
+        spin.join()
+    assert ours < before + 0.6
 
 
 def test_drift_rescales_a_table_measured_on_a_slower_day(tmp_path, monkeypatch):

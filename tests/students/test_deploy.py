@@ -100,8 +100,8 @@ def test_onnx_and_torchscript_match_pytorch(student, tiny_teacher, tmp_path, whi
 
 def test_bench_table_and_ratios(student, tiny_teacher, tmp_path, capsys, monkeypatch):
     teacher, _ = tiny_teacher
-    loads = iter([None, (3.4, 2)])          # quiet when the timing starts, busy when it ends
-    monkeypatch.setattr("naskd.bench.busy_load", lambda threads: next(loads))
+    loads = iter([None, (1.4, 2)])          # quiet when the timing starts, busy when it ends
+    monkeypatch.setattr("naskd.bench.busy_cores", lambda threads: next(loads))
     assert main(["bench", "--model", str(teacher), "--model", str(student), "--data-dir", str(DATA),
                  "--latency-examples", "20", "--repeat", "1", "--threads", "2", "--out", str(tmp_path / "b")]) == 0
     assert torch.get_num_threads() == 1          # the caller's thread setting is given back
@@ -122,7 +122,7 @@ def test_bench_table_and_ratios(student, tiny_teacher, tmp_path, capsys, monkeyp
     printed = capsys.readouterr()
     assert "| model |" in (tmp_path / "b/bench.md").read_text() and "| model |" in printed.out
     # a machine busy during the timing is said on stderr and in the note kept with the table
-    assert "the machine was busy while timing (load average 3.4 on 2 cores" in printed.err
+    assert "the machine was busy while timing (other processes used 1.4 of its 2 cores" in printed.err
     assert res["busy"] is True and "WARNING: the machine was busy" in res["note"]
     assert "WARNING: the machine was busy" in (tmp_path / "b/bench.md").read_text()
     with pytest.raises(NaskdError):

@@ -368,8 +368,9 @@ class Latency:
         cache = self.__dict__.setdefault("_whole_b1", {})
         k = _key(g)
         if k not in cache:
-            if not getattr(self, "_busy_said", False):      # said once per search, not per candidate
-                self._busy_said = warn_if_busy(self.threads)
+            if not getattr(self, "_busy_checked", False):   # checked once per search, not per candidate
+                self._busy_checked = True
+                warn_if_busy(self.threads)
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(0)
                 student = self.space.build_student(g, self.ctx)
