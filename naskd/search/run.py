@@ -36,10 +36,11 @@ STRATEGY_HELP = ("search strategy: darts (differentiable, cell spaces), spos (si
                  "pruning on the selection split: the fallback when a supernet does not rank, as spos' does not "
                  "on SST-2's macro space, Kendall tau -0.08 in benchmarks/results/ranking_sst2_macro.md) or gdas "
                  "(DARTS' architecture parameters over a macro space, one Gumbel-sampled path per step). The "
-                 "default is darts, the strategy the shipped results were measured with: at equal budget on "
-                 "SST-2's macro space no strategy beat random search (hyperband not distinguishable, spos and gdas "
-                 "worse; benchmarks/results/strategy_budget_sst2_macro.md), and the default changes once the "
-                 "matched-speed comparison (study matched_speed_sst2) says which student to ship")
+                 "default is darts, the strategy of the README's main job. On SST-2 no strategy beat random "
+                 "search at equal budget (hyperband not distinguishable, spos and gdas worse; "
+                 "benchmarks/results/strategy_budget_sst2_macro.md), and the student to ship at 2-68x the teacher's "
+                 "throughput is random search's pick on the macro space (benchmarks/results/pareto_sst2.md): for a "
+                 "student to ship, use --strategy random --space macro --speedup S")
 
 
 @dataclass
