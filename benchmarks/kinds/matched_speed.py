@@ -36,7 +36,9 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -100,25 +102,37 @@ class Lanes:
 
     @contextlib.contextmanager
     def others_held(self):
-        """The other live lanes stopped (SIGSTOP) inside, continued (SIGCONT) after, whatever happened: a bench
-        timed while another lane trains is not the machine's (B's speed came out 18.8x for 33.2x quiet)."""
-        held = []
-        for f in sorted(self.dir.glob("*.pid")) if self.dir.is_dir() else []:
-            if f == self.me:
-                continue
+        """The other live lanes stopped (SIGSTOP) inside, continued (SIGCONT) after, whatever happened (SIGTERM
+        included; a SIGKILL leaves them stopped: `kill -CONT` them): a bench timed while another lane trains is
+        not the machine's (B's speed came out 18.8x for 33.2x quiet). One lane at a time holds the others (a lock
+        in ROOT/.lanes), so two benching lanes never stop each other; a pid file whose process is not a lane of
+        this study (a crashed lane's pid reused) is left alone."""
+        import fcntl
+
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with open(self.dir / "hold.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            held = []
+            previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
             try:
-                os.kill(int(f.read_text()), signal.SIGSTOP)
-                held.append(int(f.read_text()))
-            except (ValueError, ProcessLookupError, PermissionError):
-                continue
-        try:
-            yield held
-        finally:
-            for pid in held:
-                try:
-                    os.kill(pid, signal.SIGCONT)
-                except ProcessLookupError:
-                    pass
+                for f in sorted(self.dir.glob("*.pid")):
+                    try:
+                        pid = int(f.read_text())
+                        if f == self.me or "matched_speed" not in Path(f"/proc/{pid}/cmdline").read_bytes().decode(
+                                errors="replace"):
+                            continue
+                        os.kill(pid, signal.SIGSTOP)
+                    except (ValueError, OSError):     # gone, unreadable, or not ours to stop
+                        continue
+                    held.append(pid)
+                yield held
+            finally:
+                for pid in held:
+                    try:
+                        os.kill(pid, signal.SIGCONT)
+                    except ProcessLookupError:
+                        pass
+                signal.signal(signal.SIGTERM, previous)
 
     def leave(self) -> None:
         if self.me is not None and self.me.is_file() and self.me.read_text() == str(os.getpid()):
@@ -226,9 +240,11 @@ class Study:
             res = run_bench([str(first / "student"), self.a.teacher], data_dir=self.a.data_dir,
                             out=str(self.bench_dir(b)), onnx=False, threads=self.a.threads,
                             overwrite=self.bench_dir(b).exists())
-        if res.get("busy"):
-            print(f"[matched] bench {b}: the machine was busy while it timed (see its note); delete "
-                  f"{self.bench_dir(b)} and run the study again on a quiet machine for a true constraint", flush=True)
+        if res.get("busy"):           # not the machine's speed: no constraint from it; timed again on the next pass
+            shutil.rmtree(self.bench_dir(b))
+            print(f"[matched] bench {b}: other processes kept the machine busy while it timed; it is timed again on "
+                  "the next pass (stop what else runs)", flush=True)
+            return False
         return True
 
     def derive(self, b: str) -> bool:
@@ -297,7 +313,7 @@ class Study:
                     continue
                 correct[who] = np.mean(cs, axis=0)
                 accs = [c.mean() for c in cs]
-                what = b if who == "baseline" else desc.removeprefix("genotype ")
+                what = b if who == "baseline" else desc.removeprefix("genotype ") or "(no description recorded)"
                 speed = quiet.get(b if who == "baseline" else f"{who} pick at {b}'s speed")
                 if who != "baseline" and speed is not None and b_quiet is not None:
                     faster[who] = speed >= b_quiet
@@ -310,8 +326,9 @@ class Study:
                 if first in correct and second in correct:
                     bt = paired_bootstrap(correct[first], correct[second])
                     v = verdict(bt, first, second)
-                    if second == "baseline" and faster.get(first) is False:
-                        v += " (the pick is slower than B, quiet: not a matched comparison)"
+                    slow = [w for w in (first, second) if faster.get(w) is False]
+                    if slow:
+                        v += f" ({' and '.join(slow)} pick slower than B, quiet: not at B's speed)"
                     comparisons.append({"baseline B": b, "comparison": f"{first} pick - {second}",
                                         "difference (95% CI)": interval(bt), "verdict": v})
         ev.save()

@@ -1,5 +1,6 @@
 """The front on SST-2 dev (issue 21, protocol 4): dev accuracy against CPU speed relative to the teacher for
-the searched picks, the random picks, every baseline and the teacher, all timed in one `naskd bench` run.
+the searched picks, the random picks, every baseline and the teacher; their architectures (untrained stand-ins,
+below) all timed in one `naskd bench` run.
 
 Accuracy: the committed dev predictions (results/dev_predictions_sst2.json) of every finished retrain of the
 matched_speed study (``matched-*``) and the strategy_budget study (``budget-*``), and of the teacher they were
@@ -121,10 +122,13 @@ def run(args) -> None:
     from naskd.data.tasks import get_task
 
     gold = np.asarray(read_columns(get_task("sst2"), args.data_dir, "dev")["label"])
+    if args.only not in (None, "figure"):
+        raise SystemExit(f"only={args.only!r}: figure (or none)")
+    prefixes = [args.prefixes] if isinstance(args.prefixes, str) else list(args.prefixes)
     ev = Evidence()
-    names = sorted(n for n in ev.data["runs"] if n.startswith(tuple(args.prefixes)))
+    names = sorted(n for n in ev.data["runs"] if n.startswith(tuple(prefixes)))
     if not names:
-        raise SystemExit(f"no recorded run starting with {', '.join(args.prefixes)} in {ev.path}")
+        raise SystemExit(f"no recorded run starting with {', '.join(prefixes)} in {ev.path}")
     teachers = {ev.stored(n).get("teacher_predictions") for n in names}
     if len(teachers) != 1 or None in teachers:
         raise SystemExit("the recorded runs were distilled against different teachers (or one is not recorded): "
@@ -144,13 +148,15 @@ def run(args) -> None:
         if s["arch"] != key:
             raise SystemExit(f"{n}: another architecture than the other seeds of {label!r}")
         s["accs"].append(float((ev.labels(n, len(gold)) == gold).mean()))
-    teacher, built = stand_ins(args, archs)
     bench_out = Path(args.out).expanduser() / "bench"
+    if args.only == "figure" and load_json(bench_out / "bench.json") is None:
+        raise SystemExit(f"only=figure: no bench under {bench_out}; run the study without it first")
+    teacher, built = stand_ins(args, archs)      # already there with only=figure: read, not trained again
     models = [*map(str, built.values()), str(teacher)]
     res = load_json(bench_out / "bench.json") if args.only == "figure" else None
-    if args.only == "figure" and (res is None or not {str(Path(m).resolve()) for m in models}
-                                  <= {str(Path(r["path"]).resolve()) for r in res["rows"]}):
-        raise SystemExit(f"only=figure: {bench_out} does not hold a bench of every stand-in; run without it")
+    if res is not None and not {str(Path(m).resolve()) for m in models} <= {str(Path(r["path"]).resolve())
+                                                                           for r in res["rows"]}:
+        raise SystemExit(f"only=figure: the bench under {bench_out} lacks some stand-ins; run without it")
     if res is None:
         res = run_bench(models, data_dir=args.data_dir, out=str(bench_out), onnx=False, threads=args.threads,
                         overwrite=bench_out.exists())
@@ -208,7 +214,7 @@ def run(args) -> None:
     with atomic_path(RESULTS / "pareto_sst2.png") as tmp:
         fig.savefig(tmp, dpi=130, format="png")
     plt.close(fig)
-    command = study_command().replace(" --only figure", "")     # the figure alone is redrawn from the same bench
+    command = re.sub(r" --(only |set '?only=)figure'?", "", study_command())    # redrawn from the same bench
     note = (f"Accuracy: the committed dev predictions ({ev.path.name}) of {len(names)} finished runs and of the "
             "teacher they were distilled against; each student's retraining recipe is its study's (column recipe). "
             "Speed: each architecture rebuilt as an untrained stand-in "

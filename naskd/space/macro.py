@@ -127,10 +127,11 @@ class MacroGenotype:
     @classmethod
     def from_description(cls, text: str, space: str = "macro") -> MacroGenotype:
         """The genotype :meth:`describe` wrote as ``text`` (``emb300 | conv3-64 | lstm200 | mean | relu400``),
-        e.g. read back from a table or a metrics.json ``description``; one :class:`NaskdError` naming the part
-        that is not one when ``text`` is not such a line (the checks of :meth:`from_dict` apply)."""
+        e.g. read back from a metrics.json ``description`` or a Markdown table (its escaped ``\\|`` read as
+        ``|``); one :class:`NaskdError` naming the part that is not one when ``text`` is not such a line (the
+        checks of :meth:`from_dict` apply)."""
         where = f"{text!r} is not a macro genotype's description"
-        parts = [p.strip() for p in text.split("|")] if isinstance(text, str) else []
+        parts = [p.strip() for p in text.replace("\\|", "|").split("|")] if isinstance(text, str) else []
         if len(parts) < 4:
             raise NaskdError(f"{where}: expected 'embN | layer | ... | pooling | reluN' (at least one layer)")
         emb, *layers, pooling, relu = parts

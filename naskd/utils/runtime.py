@@ -85,13 +85,18 @@ def other_cpu_use(window: float = 0.25) -> float | None:
 
 
 def busy_cores(threads: int) -> tuple[float, int] | None:
-    """(cores' worth of CPU other processes use, cores) when that would disturb a timing at ``threads``
-    threads, else None (also where it cannot be measured). Disturbing: more than half a core, or more than the
-    cores the timing leaves free less half a core on a larger machine. On a small machine a second busy process
+    """(cores' worth of CPU other processes use, cores this process may run on) when that would disturb a
+    timing at ``threads`` threads, else None (also where it cannot be measured). Disturbing: more than
+    max(0.5, cores - threads - 0.5), i.e. on a small machine (2 cores) anything above half a core, on a larger
+    one more than the cores the timing leaves free less half a core. On a small machine a second busy process
     slows a timed forward several times over and not every model alike (two vCPUs may share one physical core),
-    so timings taken then are not the machine's."""
+    so timings taken then are not the machine's. It samples :func:`other_cpu_use`'s short window, not the whole
+    timing; in a container /proc/stat counts the whole host."""
     used = other_cpu_use()
-    cores = os.cpu_count() or 1
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:                   # not on every platform
+        cores = os.cpu_count() or 1
     if used is None:
         return None
     return (used, cores) if used > max(0.5, cores - threads - 0.5) else None

@@ -405,13 +405,13 @@ def test_calibrated_overhead_makes_predictions_whole_model_times(tmp_path, monke
 def test_busy_machine_is_warned_about(monkeypatch):
     import naskd.utils.runtime as R
 
-    monkeypatch.setattr(R.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(R.os, "sched_getaffinity", lambda pid: {0, 1})
     monkeypatch.setattr(R, "other_cpu_use", lambda: 1.0)          # another process keeps a core busy
     with pytest.warns(UserWarning, match="the machine is busy .other processes use 1.0 of its 2 cores"):
         assert L.warn_if_busy(1)
     monkeypatch.setattr(R, "other_cpu_use", lambda: 0.1)          # the machine's own background
     assert not L.warn_if_busy(2) and R.busy_cores(1) is None
-    monkeypatch.setattr(R.os, "cpu_count", lambda: 16)            # a large machine: room for others beside 2 threads
+    monkeypatch.setattr(R.os, "sched_getaffinity", lambda pid: set(range(16)))   # room for others beside 2 threads
     monkeypatch.setattr(R, "other_cpu_use", lambda: 4.0)
     assert R.busy_cores(2) is None and R.busy_cores(14) == (4.0, 16)
     monkeypatch.setattr(R, "other_cpu_use", lambda: None)         # no /proc/stat: nothing said

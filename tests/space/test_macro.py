@@ -139,6 +139,7 @@ def test_descriptions_read_back_as_the_genotypes_they_describe():
                           int(rng.choice([200, 400])))
         assert MacroGenotype.from_description(g.describe()) == g
     assert MacroGenotype.from_description(" emb300|lstm300 | ends|relu200 ") == MacroGenotype.from_dict(TANG)
+    assert MacroGenotype.from_description("emb300 \\| lstm300 \\| ends \\| relu200") == MacroGenotype.from_dict(TANG)
 
 
 @pytest.mark.parametrize("text, words", [
