@@ -28,8 +28,9 @@ the list, and a job whose inputs are not ready yet is skipped and tried again on
 while another lane runs; `--set wait=false`: one pass). Every job resumes from its last checkpoint, whichever
 lane ran it before: restart every lane together after the list changes (never two code versions at once, or
 two lanes could take the same job). B's bench stops the other lanes (SIGSTOP) while it times and continues
-them after, so the constraint is the machine's, not a busy machine's. Writes benchmarks/results/matched_speed_sst2.{md,json}; finished runs' dev
-predictions go to benchmarks/results/dev_predictions_sst2.json.
+them after, so the constraint is the machine's, not a busy machine's. Writes
+benchmarks/results/matched_speed_sst2.{md,json}; finished runs' dev predictions go to
+benchmarks/results/dev_predictions_sst2.json.
 """
 from __future__ import annotations
 
@@ -349,7 +350,8 @@ class Study:
                                   "seeds", "dev mean", "sd"]), "",
             markdown_table(comparisons, ["baseline B", "comparison", "difference (95% CI)", "verdict"]), "",
             "Intervals: paired bootstrap over the 872 dev sentences of seed-mean correctness (10,000 resamples)."
-            + (f" Not in the record (not run yet, or lost unfinished with a machine): {', '.join(missing)}." if missing else ""), ""])
+            + (f" Not in the record (not run yet, or lost unfinished with a machine): {', '.join(missing)}."
+               if missing else ""), ""])
         from naskd.utils.io import write_json, write_text
 
         write_text(RESULTS / "matched_speed_sst2.md", text)

@@ -204,7 +204,8 @@ def warn_if_busy(threads: int) -> bool:
         return False
     used, cores = busy
     warnings.warn(f"the machine is busy (other processes use {used:.1f} of its {cores} cores) while latency is "
-                  f"measured at {threads} thread{'s' if threads > 1 else ''}: the times kept in the table will be too slow; "
+                  f"measured at {threads} thread{'s' if threads > 1 else ''}: the times kept in the table will be "
+                  "too slow; "
                   "measure on a quiet machine (delete the table under <cache dir>/latency/ to measure again)")
     return True
 
