@@ -116,17 +116,25 @@ def test_committed_genotypes_build_the_students_the_results_name():
     from naskd.network import count_parameters
     from naskd.students.fixed import FixedStudent
 
+    from naskd.space.oneshot import load_genotype
+    from naskd.students.macro import MacroStudent
+
     folder = Path(__file__).resolve().parents[1] / "benchmarks" / "genotypes"
     table = (folder / "README.md").read_text()
     files = sorted(folder.glob("*.json"))
-    assert len(files) == 3
+    assert len(files) == 4
     for f in files:
-        g = Genotype.load(f)
-        assert f"| `{f.name}` | {g.describe()} |" in table
+        g = load_genotype(f)
+        assert f"| `{f.name}` | {g.describe().replace('|', chr(92) + '|')} |" in table   # Markdown escapes pipes
     g = Genotype.load(folder / "sst2-seed0-2026-11-22.json")
     m = FixedStudent(g, kind="single", num_labels=2, vocab_size=30522, max_positions=512, width=64)
     total, emb = count_parameters(m)
     assert total - emb == 683010
+    # the macro pick README ships: the architecture of its recorded run (9,428,394 parameters, 271,794 without
+    # embeddings)
+    m = MacroStudent(load_genotype(folder / "sst2-macro-random-pick.json"), vocab_size=30522, kind="single",
+                     num_labels=2, pair=False)
+    assert count_parameters(m) == (9428394, 9428394 - 271794)
 
 
 GOOD = {"format": 1, "space": "t", "ops": ["conv3", "identity", "lstm", "none"], "aggregators": ["max_pool"],
