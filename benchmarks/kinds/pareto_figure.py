@@ -107,13 +107,11 @@ def stand_ins(args, archs: dict) -> tuple[Path, dict]:
 
 
 def pareto_front(rows: list[dict]) -> list[dict]:
-    """The rows no other row beats on both speed and accuracy (at least as good on both, better on one),
-    slowest first."""
-    def beaten(r):
-        return any(o["speed (x teacher)"] >= r["speed (x teacher)"] and o["dev accuracy"] >= r["dev accuracy"]
-                   and (o["speed (x teacher)"], o["dev accuracy"]) != (r["speed (x teacher)"], r["dev accuracy"])
-                   for o in rows)
-    return sorted((r for r in rows if not beaten(r)), key=lambda r: r["speed (x teacher)"])
+    """The rows no other row beats on both speed and accuracy (naskd's own front rule), slowest first."""
+    from naskd.search.pareto import non_dominated
+
+    keep = non_dominated([(r["dev accuracy"], -r["speed (x teacher)"]) for r in rows])   # more speed = less time
+    return sorted((r for r, k in zip(rows, keep) if k), key=lambda r: r["speed (x teacher)"])
 
 
 def run(args) -> None:
