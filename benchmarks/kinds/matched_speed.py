@@ -222,9 +222,9 @@ class Study:
         if s is not None:
             return s
         old = load_json(RESULTS / "matched_speed_sst2.json") or {}
-        return next((r.get("constraint S_B (x teacher)", r.get("B's speed (x teacher)")) for r in old.get("rows", [])
-                     if r.get("baseline B") == b and r.get("constraint S_B (x teacher)", r.get("B's speed (x teacher)"))
-                     not in (None, "")), None)
+        recorded = [r.get("constraint S_B (x teacher)", r.get("B's speed (x teacher)")) for r in old.get("rows", [])
+                    if r.get("baseline B") == b]     # the column's name before this table showed quiet speeds too
+        return next((v for v in recorded if v not in (None, "")), None)
 
     def bench(self, b: str) -> bool:
         from naskd.bench import run_bench
