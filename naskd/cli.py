@@ -306,7 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stage", default="retrain", choices=["retrain", "teacher"],
                    help="retrain: a student's retraining, chosen on dev; teacher: the teacher's fine-tuning "
                         "recipe, chosen on a selection split carved from train (--set selection_examples=N, "
-                        "5000 by default), dev reported beside each trial")
+                        "1000 by default, of whole rows: the rows inside them are kept out of training; "
+                        "--set selection_from=rows draws random rows instead), dev reported beside each trial")
     p.add_argument("--space", default=None, help="dimensions tuned (retrain: lr,dropout,weight_decay,kd; "
                                                  "teacher: lr,epochs,warmup,weight_decay,layer_lr_decay,"
                                                  "dropout,pooling; default: all of the stage's)")

@@ -22,7 +22,7 @@ from .utils.io import write_json
 from .utils.urls import shown as _shown
 
 SPACES = ("lr", "dropout", "weight_decay", "kd")
-TEACHER_SELECTION = 5000     # rows carved from train that a teacher trial is chosen on (never dev)
+TEACHER_SELECTION = 1000     # whole rows carved from train that a teacher trial is chosen on (never dev)
 
 
 # dimension -> (teacher setting, how a trial draws it)
@@ -71,7 +71,8 @@ def run_tune(base: dict, *, trials: int, out: str | None, storage: str | None, s
 
     ``stage="retrain"``: each trial a `naskd retrain` scored on dev per epoch. ``stage="teacher"``: each trial
     a `naskd teacher` fine-tuning (:func:`suggest_teacher`'s recipe) chosen and pruned on a selection split
-    carved from train (``selection_examples``, default ``TEACHER_SELECTION``; scored twice an epoch,
+    carved from train (``selection_examples``, default ``TEACHER_SELECTION``, of whole rows with the rows inside
+    them kept out of training, ``selection_from`` "sentences": see :mod:`naskd.data.selection`; scored twice an epoch,
     ``evals_per_epoch`` 2), never on dev; each trial's dev score is recorded beside it for the report."""
     import optuna
 
@@ -87,7 +88,7 @@ def run_tune(base: dict, *, trials: int, out: str | None, storage: str | None, s
     if stage == "teacher":
         from .teachers.finetune import finetune_teacher, resolve_teacher_config
 
-        base = {"selection_examples": TEACHER_SELECTION, "evals_per_epoch": 2, **base}
+        base = {"selection_examples": TEACHER_SELECTION, "selection_from": "sentences", "evals_per_epoch": 2, **base}
         probe = resolve_teacher_config(base)      # every fixed setting checked before the first trial
     else:
         from .students.retrain import resolve_retrain_config, retrain

@@ -35,7 +35,10 @@ PARAMS = {
     "tune_trials": (12, "trials of the tuning study"),
     "tune_max_train_examples": (20000, "the seeded training subsample each tuning trial fine-tunes on "
                                        "(null: the whole split)"),
-    "tune_selection_examples": (5000, "rows carved from that subsample that choose and prune (never dev)"),
+    "tune_selection_examples": (5000, "rows carved that choose and prune (never dev)"),
+    "tune_selection_from": ("rows", "how they are carved: rows (at random from the subsample) or sentences (whole "
+                                    "rows of the whole split, the rows inside them kept out of training; "
+                                    "naskd/data/selection.py); sentences runs its own study and tuned teachers"),
     "tuned_seeds": ([42], "seeds of the teachers fine-tuned with the tuning study's best recipe"),
     "distill_kd": ("soft_ce=1", "the born-again criteria (`naskd teacher --kd`)"),
     "augment_rows": (0, "also a born-again teacher on a seeded N-row subsample and its augmentation (0: not)"),
@@ -101,8 +104,13 @@ def stage_ensemble(args) -> None:
                   overwrite=out.is_dir() and any(out.iterdir()))
 
 
+def tune_tag(args) -> str:
+    """"" for the first study (random rows), "-sentences" for the study choosing on whole rows."""
+    return "" if args.tune_selection_from == "rows" else f"-{args.tune_selection_from}"
+
+
 def tune_dir(args) -> Path:
-    return Path(args.runs) / "tune"
+    return Path(args.runs) / f"tune{tune_tag(args)}"
 
 
 def stage_tune(args) -> dict:
@@ -116,8 +124,10 @@ def stage_tune(args) -> dict:
     if args.tune_max_train_examples is not None:
         base["max_train_examples"] = args.tune_max_train_examples
     base["selection_examples"] = args.tune_selection_examples
+    if args.tune_selection_from != "rows":          # the first study's settings stay as they were recorded
+        base["selection_from"] = args.tune_selection_from
     return run_tune(base, trials=args.tune_trials, out=str(root), storage=f"sqlite:///{root.resolve()}.db",
-                    study_name="naskd-teacher-study", stage="teacher",
+                    study_name=f"naskd-teacher-study{tune_tag(args)}", stage="teacher",
                     resume=(root / "naskd-run.json").is_file())
 
 
@@ -138,7 +148,7 @@ def stage_tuned(args) -> None:
         flags = {**common_flags(args), **recipe, "seed": seed}
         if args.epochs is not None:
             flags["epochs"] = args.epochs
-        teacher_once(Path(args.runs) / f"teacher-tuned-s{seed}", flags)
+        teacher_once(Path(args.runs) / f"teacher-tuned{tune_tag(args)}-s{seed}", flags)
 
 
 def stage_distill(args) -> None:
@@ -168,7 +178,9 @@ def rows_of(args) -> list[tuple[str, Path, str, int]]:
                      "`naskd teacher --ensemble`", len(args.seeds)))
     recipe = tuned_recipe(args)
     shown = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in (recipe or {}).items())
-    rows += [(f"tuned recipe, seed {s}", Path(args.runs) / f"teacher-tuned-s{s}", shown, 1) for s in args.tuned_seeds]
+    chosen = "" if args.tune_selection_from == "rows" else " (chosen on whole rows)"
+    rows += [(f"tuned recipe{chosen}, seed {s}", Path(args.runs) / f"teacher-tuned{tune_tag(args)}-s{s}", shown, 1)
+             for s in args.tuned_seeds]
     rows.append(("born-again (self-distilled)", Path(args.runs) / "teacher-born-again",
                  f"`--distill-from` seed {args.seeds[0]}, `--kd {args.distill_kd}`", 1))
     if args.augment_rows:
@@ -223,11 +235,13 @@ def report(args) -> None:
                    **{k: (f"{v:.3g}" if isinstance(v, float) else v) for k, v in t["params"].items()}}
                   for t in done["trials"]]
         keys = sorted({k for t in done["trials"] for k in t["params"]})
+        carved = (f"{args.tune_selection_examples:,} rows carved from it" if args.tune_selection_from == "rows" else
+                  f"{args.tune_selection_examples:,} whole rows carved from the whole split before it (rows no other "
+                  "row contains; the rows inside them kept out of training)")
         publish(f"{args.table}_tune", "`naskd tune --stage teacher` on SST-2: every trial", trials,
                 ["trial", "state", "selection accuracy", "dev accuracy", *keys],
                 notes=f"Each trial fine-tunes on a seeded {args.tune_max_train_examples or 'whole-split'}-row "
-                      f"subsample of train and is scored (and pruned) on {args.tune_selection_examples:,} rows carved "
-                      f"from it; the best selection accuracy chose trial {done['best_trial']}. Dev accuracy is "
+                      f"subsample of train and is scored (and pruned) on {carved}; the best selection accuracy chose trial {done['best_trial']}. Dev accuracy is "
                       "reported beside it, never chosen on.")
 
 

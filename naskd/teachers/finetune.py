@@ -1,6 +1,7 @@
 """`naskd teacher`: fine-tune a Hugging Face encoder on a task and write a teacher run directory."""
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,7 @@ from .. import config as C
 from ..assets import asset_path
 from ..data.encode import bucket_batches, collate, encode, epoch_rows
 from ..data.readers import load_split, subsample
+from ..data.selection import LEAK_WARNING, carve_selection, inside_fraction, row_texts
 from ..data.tasks import REGRESSION, TAGGING, get_task
 from ..errors import ConfigError, NaskdError
 from ..predict import evaluate_model
@@ -57,6 +59,12 @@ class TeacherConfig:
                                                            "instead of dev; dev is then scored once, on the kept "
                                                            "weights (what `naskd tune --stage teacher` chooses on)",
                                                 low=1)
+    selection_from: str = C.field("rows", help="how --selection-examples are carved: rows (drawn at random from "
+                                              "the training rows, after --max-train-examples) or sentences "
+                                              "(drawn from the whole split among the rows no other row contains, "
+                                              "every row inside them kept out of training: SST-2's training "
+                                              "phrases would otherwise leak into the selection split)",
+                                  choices=["rows", "sentences"])
     evals_per_epoch: int = C.field(1, help="score the split that chooses this many times per pass over the "
                                            "training rows (each time on a slice of a seeded pass; Optuna prunes "
                                            "on these scores)", low=1)
@@ -173,9 +181,15 @@ def finetune_teacher(cfg: TeacherConfig, *, overwrite: bool = False, resume: boo
         if source is not None:
             raise ConfigError("--selection-examples is for fine-tuning on gold labels; a self-distilled teacher "
                               "chooses its epoch on dev")
-        if cfg.selection_examples > n_train // 2:
+        if cfg.selection_from == "rows" and cfg.selection_examples > n_train // 2:
             raise ConfigError(f"--selection-examples {cfg.selection_examples} would leave fewer rows to train on "
                               f"than to select on ({n_train} training rows); lower it to at most {n_train // 2}")
+    selection_cols = None
+    if cfg.selection_examples and cfg.selection_from == "sentences":   # whole rows, from the whole split
+        carve = carve_selection(row_texts(train_cols.to_dict()), cfg.selection_examples,
+                                np.random.default_rng([cfg.seed, 5]), "sentences")
+        selection_cols, train_cols = train_cols.select(carve.selection), train_cols.select(carve.train)
+        dist.say(f"[teacher] selection split: {carve.describe()}", flush=True)
     device = pick_device(cfg.device)          # under torchrun this joins the process group
     run_dir = dist.run_directory(out, **guard)
     if dist.is_main() and not resume:         # the record of what ran: never rewritten by a resume
@@ -193,10 +207,18 @@ def finetune_teacher(cfg: TeacherConfig, *, overwrite: bool = False, resume: boo
     if source is None:
         train = encode(spec, train_cols, tokenizer, cfg.max_length)
         dev = encode(spec, dev_cols, tokenizer, cfg.max_length)
-        if cfg.selection_examples:            # carved from train, never trained on; chooses instead of dev
+        if selection_cols is not None:
+            selection = encode(spec, selection_cols, tokenizer, cfg.max_length)
+        elif cfg.selection_examples:          # carved from train, never trained on; chooses instead of dev
             perm = np.random.default_rng([cfg.seed, 5]).permutation(len(train))
-            selection = train.select(np.sort(perm[:cfg.selection_examples]))
-            train = train.select(np.sort(perm[cfg.selection_examples:]))
+            carved = np.sort(perm[:cfg.selection_examples])
+            selection, train = train.select(carved), train.select(np.sort(perm[cfg.selection_examples:]))
+            held = inside_fraction(row_texts(train_cols.to_dict()), carved)
+            if held > LEAK_WARNING:
+                dist.say(f"[teacher] warning: {held:.0%} of the selection rows lie inside longer training rows "
+                         f"(phrases of one sentence, as in SST-2): the selection split rewards memorising them and "
+                         f"may rank recipes unlike dev; --selection-from sentences carves whole rows instead",
+                         file=sys.stderr, flush=True)
 
         def make_batch(rows):
             return collate(train, rows, pad_id=pad_id)

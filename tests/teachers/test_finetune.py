@@ -139,3 +139,30 @@ def test_help_documents_defaults(capsys):
                  "--max-train-examples", "--device", "--config", "--stop-after-steps"):
         assert flag in text
     assert "(default: 42; in [0, " in text and "(default: 3; >= 1)" in text      # defaults and ranges
+
+
+def test_selection_split_of_whole_sentences_keeps_their_phrases_out_of_training(tmp_path, capsys):
+    """--selection-from sentences selects on SST-2 rows no other row holds and trains on none of their phrases;
+    a random carve of SST-2's phrases is trained around and says so on stderr."""
+    from naskd.data.selection import row_texts
+
+    args = TINY + ["--selection-examples", "40", "--checkpoint-every", "0"]
+    assert main(args + ["--selection-from", "sentences", "--out", str(tmp_path / "s")]) == 0
+    out = capsys.readouterr()
+    assert "[teacher] selection split: 40 rows to select on, " in out.out and "warning" not in out.err
+    m = json.loads((tmp_path / "s/metrics.json").read_text())
+    assert m["train_examples"] == 160                    # the subsample is drawn from the rows left to train on
+    # 4,000 random rows hold the longer phrases of enough of the 40 drawn among them (stopped after a step)
+    assert main(args + ["--out", str(tmp_path / "r"), "--max-train-examples", "4000", "--stop-after-steps", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "of the selection rows lie inside longer training rows" in err
+    assert sum("--selection-from sentences" in line for line in err.splitlines()) == 1
+    # the split itself: independent of the model, the carve on the whole training split
+    texts = row_texts(read_columns(get_task("sst2"), DATA, "train"))
+    from naskd.data.selection import carve_selection
+
+    carve = carve_selection(texts, 40, np.random.default_rng([42, 5]), "sentences")
+    sel = [texts[i] for i in carve.selection]
+    assert np.mean([len(t.split()) for t in sel]) > 12          # whole sentences, not SST-2's short phrases
+    kept = set(carve.train.tolist())
+    assert not any(f" {texts[j]} " in f" {s} " for s in sel[:5] for j in kept)
