@@ -115,8 +115,10 @@ def carve_selection(texts: Sequence[str], n: int, rng: np.random.Generator, how:
             if len(chosen) == n:
                 break
     if len(chosen) < n:
+        more = ("" if among is None else
+                f" among the {len(pool):,} of the training subsample (raise --max-train-examples)")
         raise ConfigError(f"--selection-examples {n}: only {len(chosen)} training rows lie inside no other row "
-                          f"(whole sentences) to select on; lower it, or carve random rows with "
+                          f"(whole sentences) to select on{more}; lower it, or carve random rows with "
                           f"--selection-from rows")
     by_text: dict[str, list[int]] = defaultdict(list)
     for i, t in enumerate(texts):
@@ -135,3 +137,11 @@ def carve_selection(texts: Sequence[str], n: int, rng: np.random.Generator, how:
         raise ConfigError(f"--selection-examples {n}: the whole rows drawn and the {len(dropped):,} rows inside them "
                           f"leave {len(train):,} rows to train on, fewer than the selection; lower it")
     return Carve(selection, dropped, train)
+
+
+def search_selection(columns: dict, keep: np.ndarray, n: int, seed: int, how: str) -> Carve:
+    """The selection split of a one-shot, random or Hyperband search (``naskd search --selection-from``):
+    :func:`carve_selection` over the whole training split's rows (``columns`` as read by
+    :func:`naskd.data.readers.read_columns`), drawing among ``keep`` (the rows of the training subsample, in
+    its order), seeded by the search's ``--data-seed``. Indices are rows of the whole split."""
+    return carve_selection(row_texts(columns), n, np.random.default_rng([seed, 5]), how, among=keep)

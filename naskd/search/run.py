@@ -14,7 +14,8 @@ from typing import Optional
 import yaml
 
 from .. import config as C
-from ..data.readers import load_split
+from ..data.readers import load_split, subsample
+from ..data.selection import search_selection
 from ..data.tasks import get_task
 from ..distill import DistillationLoss, parse_kd, parse_pairs
 from ..errors import ConfigError
@@ -87,6 +88,13 @@ class SearchConfig:
     selection_examples: int = C.field(5000, help="spos, random, hyperband, gdas: rows carved (seeded by --data-seed) from the "
                                                  "training rows to choose architectures on; never trained on, "
                                                  "and dev is never used to choose", low=1)
+    selection_from: str = C.field("rows", help="spos, random, hyperband, gdas: how the selection split is "
+                                               "carved: rows (at random from the training rows) or sentences "
+                                               "(among the rows no other training row contains, every row inside "
+                                               "them, and the synthetic rows made from those, kept out of "
+                                               "training: SST-2's training phrases would otherwise leak into the "
+                                               "split; see naskd/data/selection.py)",
+                                  choices=["rows", "sentences"])
     sampling: str = C.field("uniform", help="spos: the path of each step, uniform over every dimension (SPOS, Guo "
                                             "et al. 2020), fair (each option of each dimension equally often in "
                                             "every block of steps, FairNAS, Chu et al. 2021) or sandwich (the "
@@ -280,6 +288,9 @@ def run_search(cfg: SearchConfig, *, overwrite: bool = False, resume: bool = Fal
         if cfg.selection_examples > rows // 2:
             raise ConfigError(f"--selection-examples {cfg.selection_examples} would leave fewer rows to train on "
                               f"than to select on ({rows} training rows); lower it to at most {rows // 2}")
+        if cfg.selection_from == "sentences":     # a carve that cannot be made is refused now, not after the teacher
+            search_selection(splits[0].to_dict(), subsample(len(splits[0]), cfg.max_train_examples, cfg.data_seed),
+                             cfg.selection_examples, cfg.data_seed, "sentences")
         # timed on rank 0 alone (processes timing side by side would slow each other), which alone makes the
         # choices that read the times; a refused constraint stops every rank with its line
         held: dict = {}

@@ -328,3 +328,42 @@ def test_random_candidate_rows(tiny_teacher, spaces, tmp_path):
     assert m["rows_per_candidate_epoch"] == 24
     steps = [json.loads(line)["steps"] for line in (out / "candidates.jsonl").read_text().splitlines()]
     assert steps == [2 * 2] * 3                  # 24 rows in batches of 16: 2 batches per epoch, 2 epochs
+
+
+def test_selection_of_whole_rows_keeps_their_phrases_out_of_training(tiny_teacher, spaces, tmp_path, capsys):
+    """--selection-from sentences: the search selects on rows of its subsample that no SST-2 training row holds
+    and trains on none of the subsample's rows inside them; the random carve warns on SST-2's phrases."""
+    from naskd.data.readers import read_columns, subsample
+    from naskd.data.selection import row_texts, search_selection
+    from naskd.data.tasks import get_task
+
+    teacher, _ = tiny_teacher
+    args = argv(teacher, spaces["macro"], tmp_path / "s", "random", "--selection-from", "sentences")
+    args[args.index("--max-train-examples") + 1] = "600"
+    args[args.index("--selection-examples") + 1] = "20"
+    assert main(args) == 0
+    out = capsys.readouterr()
+    assert "[random] selection split: 20 rows to select on" in out.out and "warning: " not in out.err
+    m = json.loads((tmp_path / "s/metrics.json").read_text())
+    assert m["selection_from"] == "sentences" and m["selection_rows"] == 20
+    # the rows trained on: the subsample less the drawn rows and every subsample row inside one of them
+    columns = read_columns(get_task("sst2"), DATA, "train")
+    texts, keep = row_texts(columns), subsample(len(columns["text"]), 600, 0)
+    carve = search_selection(columns, keep, 20, 0, "sentences")
+    drawn = [f" {texts[i]} " for i in carve.selection]
+    inside = [i for i in keep if i not in set(carve.selection.tolist()) and any(f" {texts[i]} " in d for d in drawn)]
+    assert m["train_rows"] == 600 - 20 - len(inside) and len(inside) > 0
+    # too few whole rows in a small subsample: refused before any work, with the ways out
+    args[args.index("--max-train-examples") + 1] = "100"
+    args[args.index("--out") + 1] = str(tmp_path / "few")
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "lie inside no other row (whole sentences) to select on among the 100 of the training subsample" in err
+    assert not (tmp_path / "few").exists()
+    # the random carve of SST-2's phrases: trained around, said once on stderr
+    args = argv(teacher, spaces["macro"], tmp_path / "r", "random")
+    args[args.index("--max-train-examples") + 1] = "3000"
+    args[args.index("--selection-examples") + 1] = "200"
+    assert main(args + ["--stop-after-steps", "1"]) == 0
+    err = capsys.readouterr().err
+    assert sum("--selection-from sentences carves whole rows" in line for line in err.splitlines()) == 1

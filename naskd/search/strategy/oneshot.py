@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import numbers
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -27,6 +28,7 @@ import torch
 from torch import nn
 
 from ...data.encode import bucket_batches, epoch_rows
+from ...data.selection import LEAK_WARNING, inside_fraction, row_texts, search_selection
 from ...errors import ConfigError, NaskdError
 from ...network import count_parameters
 from ...pipeline import batch_to
@@ -105,10 +107,31 @@ class _OneShot(Strategy):
             raise NaskdError(f"--selection-examples {cfg.selection_examples} would leave fewer rows to train on than "
                              f"to select on ({len(labelled)} labelled training rows); lower it to at most "
                              f"{len(labelled) // 2}")
-        perm = np.random.default_rng([cfg.data_seed, 5]).permutation(labelled)
-        sel = np.sort(perm[: cfg.selection_examples])
-        held = set(np.asarray(data.train.idx)[sel].tolist())       # synthetic rows made from them go too
-        self.train_rows = np.array([r for r in range(n) if int(data.train.idx[r]) not in held], dtype=np.int64)
+        from ...data.readers import read_columns
+
+        origin = np.asarray(data.train.idx)                         # each row's row of the whole split
+        columns = read_columns(env.spec, cfg.data_dir, "train")
+        if cfg.selection_from == "sentences":                      # whole rows; the rows inside them go too
+            carve = search_selection(columns, origin[labelled],
+                                     cfg.selection_examples, cfg.data_seed, "sentences")
+            chosen = set(carve.selection.tolist())
+            sel = np.sort(np.asarray([r for r in labelled if int(origin[r]) in chosen], dtype=np.int64))
+            held = chosen | set(carve.dropped.tolist())
+            dist.say(f"[{env.cfg.strategy}] selection split: {carve.describe()}", flush=True)
+        else:
+            perm = np.random.default_rng([cfg.data_seed, 5]).permutation(labelled)
+            sel = np.sort(perm[: cfg.selection_examples])
+            held = set(origin[sel].tolist())
+            texts = row_texts(columns)                              # the labelled rows, in the subsample
+            where = {int(r): k for k, r in enumerate(labelled)}
+            share = inside_fraction([texts[int(origin[r])] for r in labelled], np.array([where[int(r)] for r in sel]))
+            if share > LEAK_WARNING and dist.is_main():
+                print(f"[{env.cfg.strategy}] warning: {share:.0%} of the selection rows lie inside longer training "
+                      f"rows (phrases of one sentence, as in SST-2): the selection split rewards memorising them and "
+                      f"may rank architectures unlike dev; --selection-from sentences carves whole rows instead",
+                      file=sys.stderr, flush=True)
+        # synthetic rows made from the held rows go too
+        self.train_rows = np.array([r for r in range(n) if int(origin[r]) not in held], dtype=np.int64)
         self.selection = data.train.select(sel)
         self.lengths = data.train.lengths
         self.metric = env.spec.main_metric
@@ -249,6 +272,7 @@ class _OneShot(Strategy):
         out = {"command": "search", "strategy": cfg.strategy, "task": env.spec.name, "status": "finished",
                "space": self.space.name, "space_kind": self.space.kind, "kd": cfg.kd, "teacher": str(env.teacher_dir),
                "train_rows": len(self.train_rows), "selection_rows": len(self.selection),
+               "selection_from": cfg.selection_from,
                "evaluated": len(candidates), "front": len(front), "genotype": chosen["genotype"],
                "genotype_text": chosen["text"], "pick": chosen, "constraint": doc["constraint"],
                "wall_seconds_this_process": round(time.time() - env.t_start, 1), **extra}
