@@ -196,6 +196,9 @@ class SearchConfig:
                 from .shared import default_study_name
 
                 self.study_name = default_study_name(self.out or f"runs/{spec.name}-search")
+        if self.strategy == "darts" and self.selection_from != "rows":
+            raise ConfigError("--selection-from is a setting of the strategies that choose on a selection split "
+                              "(spos, random, hyperband, gdas); darts keeps the operations its alphas weigh most")
         if self.strategy != "darts":
             if self.per_cell_alphas:
                 raise ConfigError(f"--per-cell-alphas is a darts setting; --strategy {self.strategy} samples one "

@@ -176,6 +176,9 @@ def finetune_teacher(cfg: TeacherConfig, *, overwrite: bool = False, resume: boo
     check_run_dir(out, **guard)
     if source is not None:
         source.check(spec)                    # a teacher of another task, a foreign augmented run: now
+    if cfg.selection_from != "rows" and not cfg.selection_examples:
+        raise ConfigError(f"--selection-from {cfg.selection_from} says how --selection-examples are carved; give "
+                          "--selection-examples N (without it, dev chooses the best epoch)")
     if cfg.selection_examples:
         n_train = min(len(train_cols), cfg.max_train_examples or len(train_cols))
         if source is not None:

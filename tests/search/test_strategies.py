@@ -175,6 +175,7 @@ def test_macro_space_holds_bilstm_soft_as_a_baseline_point(tiny_teacher, tmp_pat
     (["--strategy", "spos", "--space", "macro", "--kd", "soft_ce=0.5,pkd=1"], "depth and width of the macro"),
     (["--strategy", "spos", "--space", "teacher", "--layers", "6", "--kd", "pkd=1"], "depth and width of the teacher"),
     (["--strategy", "spos", "--selection-examples", "5000"], "would leave fewer rows to train on"),
+    (["--strategy", "darts", "--selection-from", "sentences"], "--selection-from is a setting of the strategies"),
     (["--strategy", "spos", "--speedup", "1000000"], "no architecture of the tinycell space meets at least 1e+06x"),
     (["--strategy", "spos", "--sampling", "sandwich"], "--sampling sandwich needs sized dimensions"),
     (["--strategy", "random", "--space", "macro", "--sampling", "fair"], "--sampling fair is a spos setting"),

@@ -81,6 +81,9 @@ def test_user_errors_exit_2_without_traceback(tmp_path, capsys):
         (TINY + ["--teacher", str(tmp_path / "missing"), "--out", str(tmp_path / "b")], "does not exist"),
         (TINY + ["--config", str(tmp_path / "no.yaml")], "config file"),
         (TINY + ["--out", str(tmp_path / "c"), "--resume"], "holds no run to resume"),
+        (TINY + ["--out", str(tmp_path / "d"), "--selection-from", "sentences"], "give --selection-examples N"),
+        (TINY + ["--out", str(tmp_path / "f"), "--selection-examples", "10000", "--selection-from", "sentences",
+                 "--max-train-examples", "100"], "only 6885 training rows lie inside no other row"),
     ]
     for argv, message in cases:
         assert main(argv) == 2, argv
