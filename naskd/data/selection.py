@@ -4,7 +4,8 @@ SST-2's training split holds the Stanford Sentiment Treebank's phrases: every su
 training sentences is a labelled row of its own, while dev holds whole sentences only. Carving a selection split
 by drawing random rows (``rows``) therefore selects on phrases whose longer phrases, with their labels, stay in
 training: measured on SST-2, 89% of 5,000 randomly carved rows lie inside a training row, against 0.2% of dev's
-sentences. Such a split rewards memorising phrases and ranks recipes unlike dev. ``sentences`` draws the selection
+sentences. Such a split overstates accuracy (SST-2 teacher recipes: 3.9 points above dev on average, against
+0.3 for whole rows; both ranked the recipes about as dev did) and may favour models that memorise phrases. ``sentences`` draws the selection
 among the rows no other row contains (SST-2: 6,885 rows, 19.4 words on average, dev 19.5) and drops from training
 every row inside a drawn one (its sub-phrases, and its duplicates), as a grouped split would (scikit-learn's
 ``GroupShuffleSplit``, with each sentence's phrases as one group). On data without that structure (a training row

@@ -219,7 +219,7 @@ def finetune_teacher(cfg: TeacherConfig, *, overwrite: bool = False, resume: boo
             held = inside_fraction(row_texts(train_cols.to_dict()), carved)
             if held > LEAK_WARNING:
                 dist.say(f"[teacher] warning: {held:.0%} of the selection rows lie inside longer training rows "
-                         f"(phrases of one sentence, as in SST-2): the selection split rewards memorising them and "
+                         f"(phrases of one sentence, as in SST-2): the selection split overstates accuracy and "
                          f"may rank recipes unlike dev; --selection-from sentences carves whole rows instead",
                          file=sys.stderr, flush=True)
 

@@ -127,7 +127,7 @@ class _OneShot(Strategy):
             share = inside_fraction([texts[int(origin[r])] for r in labelled], np.array([where[int(r)] for r in sel]))
             if share > LEAK_WARNING and dist.is_main():
                 print(f"[{env.cfg.strategy}] warning: {share:.0%} of the selection rows lie inside longer training "
-                      f"rows (phrases of one sentence, as in SST-2): the selection split rewards memorising them and "
+                      f"rows (phrases of one sentence, as in SST-2): the selection split overstates accuracy and "
                       f"may rank architectures unlike dev; --selection-from sentences carves whole rows instead",
                       file=sys.stderr, flush=True)
         # synthetic rows made from the held rows go too
